@@ -1,0 +1,7 @@
+"""Guide families q(sigma | x) over insertion orders, all with the interface of :class:`guides.base.OrderGuide`."""
+from guides.base import OrderGuide
+from guides.left_to_right import LeftToRightGuide
+from guides.plackett_luce import PlackettLuceGuide
+from guides.uniform import UniformOrderGuide
+
+__all__ = ["OrderGuide", "UniformOrderGuide", "LeftToRightGuide", "PlackettLuceGuide"]

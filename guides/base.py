@@ -1,0 +1,65 @@
+"""The interface every guide family shares.
+
+A guide is a :class:`~pyro.nn.PyroModule`; ``guide(batch)`` is a Pyro guide program for
+:class:`models.InsertionProcess`: it samples an order at site ``order`` (auxiliary: the model has no such site)
+and then emits ``slot_{t}`` and ``token_{t}`` as ``Delta`` sites, so that the model builds exactly ``batch.tokens``.
+Besides the program a guide offers:
+
+* ``order_distribution(batch)`` -> an order distribution (see :mod:`ip_pyro.distributions`) with ``sample``,
+  ``log_prob``, ``log_prob_steps`` and ``next_index_log_probs``;
+* ``next_index_log_probs(batch, inserted)`` -> ``log q(next = j | inserted)`` ``[N, L_max]``, ``-inf`` on
+  inserted and padding positions (rows aligned with ``batch.repeat(N // B)``).
+
+A new family subclasses :class:`OrderGuide` and implements ``order_distribution``.
+"""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule, pyro_method
+
+from ip_pyro.batch import Batch
+from ip_pyro.orders import orders_to_slots
+from ip_pyro.utils import unique_pyro_name
+
+__all__ = ["OrderGuide"]
+
+
+class OrderGuide(PyroModule):
+    """Base class of the guide families: q(sigma | x) plus the deterministic slot/token sites it implies."""
+
+    def __init__(self):
+        super().__init__(unique_pyro_name(type(self).__name__))
+
+    def order_distribution(self, batch: Batch):
+        """The order distribution q(sigma | x) for ``batch``: batch shape ``[B]``, event shape ``[L_max]``."""
+        raise NotImplementedError
+
+    @pyro_method
+    def next_index_log_probs(self, batch: Batch, inserted: torch.Tensor) -> torch.Tensor:
+        """``log q(next = j | inserted)`` ``[N, L_max]`` (``N = k * B`` rows aligned with ``batch.repeat(k)``)."""
+        return self.order_distribution(batch).next_index_log_probs(inserted)
+
+    @staticmethod
+    def _check(batch: Batch) -> None:
+        if not isinstance(batch, Batch) or batch.tokens is None:
+            raise ValueError("a guide needs a batch with tokens (the sequences whose order it infers); "
+                             "build one with ip_pyro.collate")
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The guide program. Returns the sampled orders ``[B, L_max]``."""
+        self._check(batch)
+        size, lengths = batch.batch_size, batch.lengths
+        with pyro.plate("data", size):
+            orders = pyro.sample("order", self.order_distribution(batch), infer={"is_auxiliary": True})
+        slots = orders_to_slots(orders, lengths)
+        tokens_in_order = batch.tokens.gather(1, orders)
+        horizon = int(lengths.max()) if size else 0
+        with pyro.plate("data", size):
+            for t in pyro.markov(range(horizon)):
+                with poutine.mask(mask=t < lengths):
+                    pyro.sample(f"slot_{t}", dist.Delta(slots[:, t]))
+                    pyro.sample(f"token_{t}", dist.Delta(tokens_in_order[:, t]))
+        return orders

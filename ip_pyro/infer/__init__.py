@@ -1,0 +1,7 @@
+"""Inference for the Insertion Process: the ELBO and likelihood estimators."""
+from ip_pyro.infer.elbo import ELBOEstimate, InsertionELBO
+from ip_pyro.infer.likelihood import (exact_log_likelihood, importance_log_likelihood,
+                                      log_importance_weights)
+
+__all__ = ["InsertionELBO", "ELBOEstimate", "exact_log_likelihood", "importance_log_likelihood",
+           "log_importance_weights"]

@@ -1,0 +1,160 @@
+r"""The Insertion Process ELBO with the next inserted index in closed form and RLOO across particles.
+
+For one sequence ``x`` of length ``L`` and an order ``sigma ~ q(sigma | x)``::
+
+    ELBO = E_q[ sum_{t<L} F_t(sigma_<t) ] + log p_stop(x)
+    F_t  = log(1 - p_stop(c_t)) + sum_{j not in sigma_<t} q(j | sigma_<t) [log p(z(j), x_j | c_t) - log q(j | sigma_<t)]
+
+(``F_L := log p_stop(x)``). One decoder pass on ``c_t`` scores every candidate ``j``. Estimator, per sequence:
+``t ~ Uniform{0..L}`` shared by the ``M`` particles, ``R_m = (L + 1) F_t(sigma^m_<t)`` and
+
+    surrogate = mean_m [ R_m + stopgrad(R_m - b_m) * (log q(sigma^m_<t) - stopgrad(log q(sigma^m_<t))) ]
+
+with the leave-one-out baseline ``b_m = mean_{k != m} R_k`` (``b = 0`` when ``M = 1``). The score-function term
+has value 0, so the surrogate's value is the ELBO estimate and its gradient is an unbiased ELBO gradient for the
+model (through ``R``) and the guide (through the closed-form weights and the score-function term).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from pyro.infer import ELBO
+
+from ip_pyro.batch import Batch
+from ip_pyro.orders import inserted_before
+
+__all__ = ["InsertionELBO", "ELBOEstimate"]
+
+
+class ELBOEstimate(NamedTuple):
+    """Per-sequence results ``[B]``: ``elbo`` (unbiased ELBO estimate, no gradient path needed) and ``surrogate``
+    (same value; differentiate it for the gradient estimate)."""
+
+    elbo: torch.Tensor
+    surrogate: torch.Tensor
+
+
+class InsertionELBO(ELBO):
+    """ELBO for :class:`models.InsertionProcess` with any guide of the :class:`guides.base.OrderGuide` interface.
+
+    :param num_particles: ``M`` posterior orders per sequence (RLOO needs ``M >= 2``; ``M = 1`` uses no baseline).
+    :param step_sampling: ``"uniform"`` scores one step ``t ~ U{0..L}`` per sequence, scaled by ``L + 1`` (all
+        particles share it); ``"all"`` sums every step exactly (``L + 1`` canvases per particle).
+    :param closed_form: take the expectation over the next inserted index in closed form (default). With
+        ``False`` the sampled next index ``sigma_t`` is scored instead (the plain score-function estimator).
+
+    ``loss`` and ``loss_and_grads`` return ``-ELBO`` summed over the batch, as Pyro's ELBOs do.
+    """
+
+    def __init__(self, num_particles: int = 2, step_sampling: str = "uniform", closed_form: bool = True):
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles={num_particles!r} must be a positive integer (2 is the paper's choice)")
+        if step_sampling not in ("uniform", "all"):
+            raise ValueError(f"step_sampling={step_sampling!r} must be 'uniform' (one step per sequence) or 'all'")
+        super().__init__(num_particles=num_particles)
+        self.step_sampling = step_sampling
+        self.closed_form = bool(closed_form)
+
+    # ------------------------------------------------------------------------------------------ estimator
+    def estimate(self, model, guide, batch: Batch, orders: Optional[torch.Tensor] = None,
+                 steps: Optional[torch.Tensor] = None) -> ELBOEstimate:
+        """Per-sequence ELBO estimate and surrogate ``[B]``.
+
+        :param orders: optional orders ``[M, B, L_max]`` (default: drawn from the guide).
+        :param steps: optional steps ``[B]`` for ``step_sampling="uniform"`` (default: ``U{0..L}``).
+        """
+        if not isinstance(batch, Batch) or batch.tokens is None:
+            raise ValueError("InsertionELBO needs a batch with tokens; build one with ip_pyro.collate")
+        particles = self.num_particles
+        size, width = batch.tokens.shape
+        lengths = batch.lengths
+        q = guide.order_distribution(batch)
+        if orders is None:
+            orders = q.sample((particles,))
+        if orders.shape != (particles, size, width):
+            raise ValueError(f"orders must have shape {(particles, size, width)}, got {tuple(orders.shape)}")
+        step_log_q = q.log_prob_steps(orders)  # [M, B, L]
+        if self.step_sampling == "uniform":
+            if steps is None:
+                steps = (torch.rand(size, device=batch.device) * (lengths + 1)).long().clamp(max=lengths)
+            rows = orders.reshape(particles * size, width)
+            rewards, prefix = self._step_terms(model, q, batch, rows, steps.repeat(particles),
+                                               step_log_q.reshape(particles * size, width))
+            rewards = rewards.view(particles, size) * (lengths + 1)
+            prefix = prefix.view(particles, size)
+            scored = (steps < lengths).expand(particles, size)
+        else:
+            horizon = width + 1
+            all_steps = torch.arange(horizon, device=batch.device).view(1, horizon, 1).expand(particles, horizon, size)
+            rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(particles * horizon * size, width)
+            rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(
+                particles * horizon * size, width)
+            rewards, prefix = self._step_terms(model, q, batch, rows, all_steps.reshape(-1), rows_log_q)
+            shape = (particles, horizon, size)
+            live = all_steps <= lengths
+            rewards = rewards.view(shape).masked_fill(~live, 0.0)
+            prefix = prefix.view(shape)
+            scored = all_steps < lengths
+        baseline = self._leave_one_out(rewards)
+        score = (rewards - baseline).detach() * (prefix - prefix.detach())
+        surrogate = rewards + torch.where(scored, score, torch.zeros_like(score))
+        if self.step_sampling == "all":
+            rewards, surrogate = rewards.sum(1), surrogate.sum(1)
+        return ELBOEstimate(rewards.mean(0), surrogate.mean(0))
+
+    def _step_terms(self, model, q, batch, orders, steps, step_log_q):
+        """``F_t`` and ``log q(prefix)`` for rows ``orders`` ``[N, L]`` at ``steps`` ``[N]`` (rows aligned with
+        ``batch.repeat``)."""
+        lengths = batch.lengths.repeat(orders.shape[0] // batch.batch_size)
+        inserted = inserted_before(orders, lengths, steps)
+        scores = model.step_log_probs(batch, inserted)
+        width = orders.shape[1]
+        before = torch.arange(width, device=orders.device) < steps.unsqueeze(-1)
+        growing = steps < lengths
+        if self.closed_form:
+            next_log_q = q.next_index_log_probs(inserted)
+            candidate = torch.isfinite(next_log_q)
+            safe_log_q = next_log_q.masked_fill(~candidate, 0.0)
+            safe_insert = scores.insert.masked_fill(~candidate, 0.0)
+            weights = safe_log_q.exp().masked_fill(~candidate, 0.0)
+            expected = (weights * (safe_insert - safe_log_q)).sum(-1)
+            prefix_steps = before
+        else:
+            index = steps.clamp(max=max(width - 1, 0)).unsqueeze(-1)
+            if width:
+                chosen = orders.gather(1, index)
+                expected = (scores.insert.gather(1, chosen) - step_log_q.gather(1, index)).squeeze(-1)
+                expected = expected.masked_fill(~growing, 0.0)
+            else:
+                expected = torch.zeros_like(scores.go)
+            prefix_steps = before | (torch.arange(width, device=orders.device) == steps.unsqueeze(-1))
+        rewards = torch.where(growing, scores.go + expected, scores.stop)
+        prefix = step_log_q.masked_fill(~prefix_steps, 0.0).sum(-1)
+        return rewards, prefix
+
+    def _leave_one_out(self, rewards: torch.Tensor) -> torch.Tensor:
+        particles = rewards.shape[0]
+        if particles == 1:
+            return torch.zeros_like(rewards)
+        return (rewards.sum(0, keepdim=True) - rewards) / (particles - 1)
+
+    # ------------------------------------------------------------------------------------ Pyro's interface
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("InsertionELBO scores the model through step_log_probs, not through traces")
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """``-sum_b surrogate_b``: differentiable; its value is the ``-ELBO`` estimate."""
+        return -self.estimate(model, guide, *args, **kwargs).surrogate.sum()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """``-ELBO`` estimate summed over the batch (no gradients)."""
+        with torch.no_grad():
+            return -float(self.estimate(model, guide, *args, **kwargs).elbo.sum())
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate the surrogate into model and guide parameters; return the ``-ELBO`` estimate."""
+        surrogate_loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if surrogate_loss.requires_grad:
+            surrogate_loss.backward(retain_graph=self.retain_graph)
+        return float(surrogate_loss.detach())

@@ -1,0 +1,296 @@
+"""The Insertion Process as a Pyro program.
+
+Generative story for one sequence (canvas ``c_t`` of ``t`` tokens, ``t + 1`` slots)::
+
+    for t = 0, 1, ...:
+        stop_t  ~ Bernoulli(p_stop(c_t))            # certain at t == max_length
+        if stop_t: return c_t
+        slot_t  ~ Categorical(p(slot | c_t))        # slot k = before current token k; slot t = the end
+        token_t ~ Categorical(p(token | slot_t, c_t))
+        c_{t+1} = insert(c_t, slot_t, token_t)
+
+Guides and ELBOs use only :meth:`InsertionProcess.step_log_probs`, :meth:`InsertionProcess.log_joint` and the
+program's site names (``stop_{t}``, ``slot_{t}``, ``token_{t}``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule, pyro_method
+
+from ip_pyro.batch import Batch, collate
+from ip_pyro.canvas import canvas_width, gather_canvas, insert_tokens
+from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_network_sizes
+from ip_pyro.orders import orders_to_ranks, slots_of_positions
+from ip_pyro.utils import check_same_device, evaluating, unique_pyro_name
+
+__all__ = ["InsertionProcess", "StepLogProbs", "check_batch"]
+
+
+class StepLogProbs:
+    """Scores of ``N`` canvases from one decoder pass.
+
+    ``stop`` ``[N]``: ``log p(stop | canvas)``; ``insert`` ``[N, L]``: ``log p(slot(j), token = x_j | canvas)``
+    for every position ``j`` not yet inserted (``-inf`` elsewhere); ``go`` ``[N]``: ``log(1 - p(stop | canvas))``.
+    Unpacks as ``stop, insert = model.step_log_probs(...)``.
+    """
+
+    __slots__ = ("stop", "insert", "go")
+
+    def __init__(self, stop: torch.Tensor, insert: torch.Tensor, go: torch.Tensor):
+        self.stop, self.insert, self.go = stop, insert, go
+
+    def __iter__(self):
+        return iter((self.stop, self.insert))
+
+
+def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True) -> None:
+    """One-line ``ValueError`` for a batch a model cannot score (checked while Pyro validation is enabled)."""
+    if not isinstance(batch, Batch):
+        raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
+    if need_tokens and batch.tokens is None:
+        raise ValueError("this needs a batch with tokens; build one with ip_pyro.collate(sequences)")
+    for name in ("tokens", "lengths", "prompt", "prompt_lengths"):
+        tensor = getattr(batch, name)
+        if tensor is not None and (tensor.dtype.is_floating_point or tensor.dtype == torch.bool):
+            raise ValueError(f"batch.{name} has dtype {tensor.dtype}; token ids and lengths must be integer "
+                             "(torch.long) tensors")
+    if batch.tokens is not None:
+        if batch.lengths.shape != batch.tokens.shape[:1]:
+            raise ValueError(f"batch.lengths has shape {tuple(batch.lengths.shape)} but tokens has "
+                             f"{batch.tokens.shape[0]} rows; build batches with ip_pyro.collate")
+        longest = int(batch.lengths.max()) if batch.lengths.numel() else 0
+        if longest > max_length:
+            raise ValueError(f"a sequence has length {longest} > max_length={max_length}; build the model with a "
+                             "larger max_length or drop long sequences")
+        if int(batch.lengths.min()) < 0 or longest > batch.tokens.shape[1]:
+            raise ValueError("batch.lengths must lie in 0..tokens.shape[1]; build batches with ip_pyro.collate")
+    if batch.prompt is not None and batch.prompt.shape[0] != batch.batch_size:
+        raise ValueError(f"batch.prompt has {batch.prompt.shape[0]} rows but the batch has {batch.batch_size}; "
+                         "pass one prompt per sequence")
+    if is_validation_enabled():
+        for name, tensor, lengths in (("tokens", batch.tokens, batch.lengths),
+                                      ("prompt", batch.prompt, batch.prompt_lengths)):
+            if tensor is None or tensor.numel() == 0:
+                continue
+            real = torch.arange(tensor.shape[1], device=tensor.device) < lengths.unsqueeze(-1)
+            if bool(((tensor < 0) | (tensor >= vocab_size))[real].any()):
+                raise ValueError(f"batch.{name} holds ids outside 0..{vocab_size - 1}; re-encode the data or build "
+                                 "the model with a larger vocab_size")
+
+
+class InsertionProcess(PyroModule):
+    """The Insertion Process (IP): a distribution over variable-length sequences built by insertions.
+
+    :param vocab_size: number of content tokens ``V`` (ids ``0..V-1``; prompts use the same ids).
+    :param d_model, n_layers, n_heads, dropout: decoder size (:class:`ip_pyro.networks.InsertionDecoder`).
+    :param max_length: longest sequence; at this length stopping is certain.
+
+    ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
+    stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
+    the data. With ``batch.tokens is None`` the program draws new sequences and returns them as a :class:`Batch`.
+    """
+
+    def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
+                 max_length: int = 64, dropout: float = 0.0):
+        check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                            max_length=max_length, dropout=dropout)
+        super().__init__(unique_pyro_name("InsertionProcess"))
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                           max_length=max_length, dropout=dropout)
+        self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout)
+
+    # ----------------------------------------------------------------------------------------------- scoring
+    def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths) -> DecoderOutput:
+        output = network(canvas, canvas_lengths, prompt, prompt_lengths)
+        forced = canvas_lengths >= self.max_length  # stopping is certain: an exact 0 / -inf via a finite logit
+        stop_logits = output.stop_logits.masked_fill(forced, torch.finfo(output.stop_logits.dtype).max)
+        return DecoderOutput(stop_logits, output.slot_logits, output.token_logits)
+
+    def _score_canvases(self, network, tokens, lengths, prompt, prompt_lengths, inserted) -> StepLogProbs:
+        rows, size = tokens.shape
+        canvas, canvas_lengths = gather_canvas(tokens, inserted)
+        output = self._decode(network, canvas, canvas_lengths, prompt, prompt_lengths)
+        slots_count = output.slot_logits.shape[1]
+        slot_log_probs = output.slot_logits.log_softmax(-1)  # [N, T+1]
+        token_log_probs = output.token_logits.log_softmax(-1).reshape(rows, slots_count * self.vocab_size)
+        slots = slots_of_positions(inserted)  # [N, L]
+        joint = slot_log_probs.gather(1, slots) + token_log_probs.gather(1, slots * self.vocab_size + tokens)
+        remaining = (torch.arange(size, device=tokens.device) < lengths.unsqueeze(-1)) & ~inserted
+        insert = joint.masked_fill(~remaining, -math.inf)
+        forced = canvas_lengths >= self.max_length
+        stop = torch.nn.functional.logsigmoid(output.stop_logits)
+        go = torch.nn.functional.logsigmoid(-output.stop_logits).masked_fill(forced, -math.inf)
+        return StepLogProbs(stop, insert, go)
+
+    @pyro_method
+    def step_log_probs(self, batch: Batch, inserted: torch.Tensor) -> StepLogProbs:
+        """Score the canvases ``x[inserted]`` with one decoder pass.
+
+        :param batch: ``B`` sequences.
+        :param inserted: bool ``[N, L_max]``, ``N = k * B`` rows aligned with ``batch.repeat(k)`` (row ``m * B + b``
+            holds sequence ``b``): the positions already on each canvas.
+        :returns: :class:`StepLogProbs` with ``stop`` ``[N]``, ``insert`` ``[N, L_max]`` and ``go`` ``[N]``.
+        """
+        check_batch(batch, self.vocab_size, self.max_length)
+        if inserted.dtype != torch.bool or inserted.dim() != 2 or inserted.shape[1] != batch.max_length:
+            raise ValueError(f"inserted must be a bool [N, {batch.max_length}] mask, got {inserted.dtype} "
+                             f"{tuple(inserted.shape)}")
+        if inserted.shape[0] % batch.batch_size:
+            raise ValueError(f"inserted has {inserted.shape[0]} rows, not a multiple of the batch size "
+                             f"{batch.batch_size}; rows must align with batch.repeat(k)")
+        rows = batch.repeat(inserted.shape[0] // batch.batch_size)
+        return self._score_canvases(self.network, rows.tokens, rows.lengths, rows.prompt, rows.prompt_lengths,
+                                    inserted)
+
+    @pyro_method
+    def log_joint(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192) -> torch.Tensor:
+        """``log p(x, sigma)`` ``[N]`` for orders ``[N, L_max]`` (rows aligned with ``batch.repeat(N // B)``).
+
+        Scores every prefix of every order (``sum_n (L_n + 1)`` canvases) in decoder passes of at most
+        ``chunk_size`` canvases.
+        """
+        check_batch(batch, self.vocab_size, self.max_length)
+        if orders.dim() != 2 or orders.shape[1] != batch.max_length or orders.shape[0] % batch.batch_size:
+            raise ValueError(f"orders must be [k * {batch.batch_size}, {batch.max_length}], got "
+                             f"{tuple(orders.shape)}")
+        rows = batch.repeat(orders.shape[0] // batch.batch_size)
+        network = self.network
+        counts = rows.lengths + 1
+        row_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        steps = torch.arange(len(row_index), device=counts.device) - starts
+        ranks = orders_to_ranks(orders)
+        total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
+        for begin in range(0, len(row_index), chunk_size):
+            index, step = row_index[begin:begin + chunk_size], steps[begin:begin + chunk_size]
+            part = rows[index]
+            inserted = (ranks[index] < step.unsqueeze(-1)) & part.mask
+            scores = self._score_canvases(network, part.tokens, part.lengths, part.prompt, part.prompt_lengths,
+                                          inserted)
+            growing = step < part.lengths
+            next_position = orders[index].gather(1, step.clamp(max=max(batch.max_length - 1, 0)).unsqueeze(-1))
+            if batch.max_length:
+                inserting = scores.go + scores.insert.gather(1, next_position).squeeze(-1)
+            else:
+                inserting = scores.go
+            term = torch.where(growing, inserting, scores.stop)
+            total = total.to(term.dtype).index_add(0, index, term)
+        return total
+
+    # ------------------------------------------------------------------------------------------ the program
+    def forward(self, batch: Batch) -> Batch:
+        """The Pyro program. Returns the built sequences as a :class:`Batch` (tokens, lengths)."""
+        check_batch(batch, self.vocab_size, self.max_length, need_tokens=False)
+        network = self.network
+        size, device = batch.batch_size, batch.device
+        observed = batch.tokens is not None
+        horizon = (int(batch.lengths.max()) if size else 0) if observed else self.max_length
+        canvas = torch.zeros(size, 0, dtype=torch.long, device=device)
+        canvas_lengths = torch.zeros(size, dtype=torch.long, device=device)
+        active = torch.ones(size, dtype=torch.bool, device=device)
+        with pyro.plate("data", size):
+            for t in pyro.markov(range(horizon + 1)):
+                output = self._decode(network, canvas, canvas_lengths, batch.prompt, batch.prompt_lengths)
+                stop_obs = (batch.lengths == t).to(output.stop_logits.dtype) if observed else None
+                with poutine.mask(mask=active):
+                    stop = pyro.sample(f"stop_{t}", dist.Bernoulli(logits=output.stop_logits), obs=stop_obs)
+                growing = active & (stop == 0)
+                if not bool(growing.any()):
+                    break
+                with poutine.mask(mask=growing):
+                    slot = pyro.sample(f"slot_{t}", dist.Categorical(logits=output.slot_logits))
+                    slot_index = slot.long().view(size, 1, 1).expand(size, 1, self.vocab_size)
+                    token_logits = output.token_logits.gather(1, slot_index).squeeze(1)
+                    token = pyro.sample(f"token_{t}", dist.Categorical(logits=token_logits))
+                canvas, canvas_lengths = insert_tokens(canvas, canvas_lengths, slot.long(), token.long(), growing)
+                active = growing
+            if observed:
+                width = batch.max_length
+                built = torch.nn.functional.pad(canvas, (0, max(width - canvas.shape[1], 0)))[:, :width]
+                same = ((built == batch.tokens) | ~batch.mask).all(-1) & (canvas_lengths == batch.lengths)
+                pyro.factor("canvas_matches_data",
+                            torch.zeros(size, device=device).masked_fill(~same, -math.inf))
+        return Batch(tokens=canvas, lengths=canvas_lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)
+
+    # ------------------------------------------------------------------------------------------- generation
+    @pyro_method
+    @torch.no_grad()
+    def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
+               greedy: bool = False, max_length: Optional[int] = None) -> list[list[int]]:
+        """Draw sequences, one decoder pass per step for all unfinished sequences (finished ones leave the batch).
+
+        :param num_samples: how many sequences (per prompt when ``prompt`` is given; default 1 per prompt).
+        :param prompt: optional list of prompts (lists of ids) or a :class:`Batch` carrying ``prompt``.
+        :param temperature: divides every logit (stop, slot and token).
+        :param greedy: take the most probable decision at each step (stop if ``p_stop > 0.5``, else the most
+            probable (slot, token) pair).
+        :param max_length: stop every sequence at this length (at most the model's ``max_length``).
+        :returns: list of sequences (prompt-major when prompts are given).
+        """
+        if not greedy and not temperature > 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (or use greedy=True)")
+        limit = self.max_length if max_length is None else int(max_length)
+        if not 0 <= limit <= self.max_length:
+            raise ValueError(f"max_length={max_length} must lie in 0..{self.max_length} (the model's max_length)")
+        prompt_ids, prompt_lengths, total = self._sampling_prompts(num_samples, prompt)
+        device = next(self.parameters()).device
+        network = self.network
+        results: list[list[int]] = [[] for _ in range(total)]
+        alive = torch.arange(total, device=device)
+        canvas = torch.zeros(total, 0, dtype=torch.long, device=device)
+        with evaluating(self):
+            for t in range(limit + 1):
+                rows = len(alive)
+                lengths = torch.full((rows,), t, dtype=torch.long, device=device)
+                row_prompt = None if prompt_ids is None else prompt_ids[alive]
+                row_prompt_lengths = None if prompt_lengths is None else prompt_lengths[alive]
+                output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths)
+                if t == limit:
+                    stop = torch.ones(rows, dtype=torch.bool, device=device)
+                elif greedy:
+                    stop = output.stop_logits > 0
+                else:
+                    stop = torch.bernoulli(torch.sigmoid(output.stop_logits / temperature)).bool()
+                for row, sequence in zip(alive[stop].tolist(), canvas[stop].tolist()):
+                    results[row] = sequence
+                keep = ~stop
+                if not bool(keep.any()):
+                    break
+                alive, canvas = alive[keep], canvas[keep]
+                joint = (output.slot_logits[keep].log_softmax(-1).unsqueeze(-1)
+                         + output.token_logits[keep].log_softmax(-1)).flatten(1)  # [n, (t+1) * V]
+                choice = joint.argmax(-1) if greedy else torch.multinomial((joint / temperature).softmax(-1), 1)[:, 0]
+                slots, tokens = choice // self.vocab_size, choice % self.vocab_size
+                growing = torch.ones(len(alive), dtype=torch.bool, device=device)
+                canvas, _ = insert_tokens(canvas, lengths[keep], slots, tokens, growing)
+        return results
+
+    def _sampling_prompts(self, num_samples, prompt):
+        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                        or num_samples < 0):
+            raise ValueError(f"num_samples={num_samples!r} must be a non-negative integer")
+        if prompt is None:
+            if num_samples is None:
+                raise ValueError("pass num_samples (how many sequences to draw) or prompt")
+            return None, None, num_samples
+        if isinstance(prompt, Batch):
+            ids, lengths = prompt.prompt, prompt.prompt_lengths
+            if ids is None:
+                raise ValueError("the Batch given as prompt carries no prompt")
+        else:
+            prompt_batch = collate([[] for _ in prompt], prompts=prompt, vocab_size=self.vocab_size)
+            ids, lengths = prompt_batch.prompt, prompt_batch.prompt_lengths
+        copies = 1 if num_samples is None else num_samples
+        device = next(self.parameters()).device
+        ids = ids.to(device).repeat_interleave(copies, 0)
+        lengths = lengths.to(device).repeat_interleave(copies, 0)
+        return ids, lengths, len(lengths)
