@@ -52,12 +52,11 @@ class OrderGuide(PyroModule):
         """The guide program. Returns the sampled orders ``[B, L_max]``."""
         self._check(batch)
         size, lengths = batch.batch_size, batch.lengths
-        with pyro.plate("data", size):
-            orders = pyro.sample("order", self.order_distribution(batch), infer={"is_auxiliary": True})
-        slots = orders_to_slots(orders, lengths)
-        tokens_in_order = batch.tokens.gather(1, orders)
         horizon = int(lengths.max()) if size else 0
         with pyro.plate("data", size):
+            orders = pyro.sample("order", self.order_distribution(batch), infer={"is_auxiliary": True})
+            slots = orders_to_slots(orders, lengths)
+            tokens_in_order = batch.tokens.gather(1, orders)
             for t in pyro.markov(range(horizon)):
                 with poutine.mask(mask=t < lengths):
                     pyro.sample(f"slot_{t}", dist.Delta(slots[:, t]))

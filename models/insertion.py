@@ -176,13 +176,11 @@ class InsertionProcess(PyroModule):
             inserted = (ranks[index] < step.unsqueeze(-1)) & part.mask
             scores = self._score_canvases(network, part.tokens, part.lengths, part.prompt, part.prompt_lengths,
                                           inserted)
-            growing = step < part.lengths
-            next_position = orders[index].gather(1, step.clamp(max=max(batch.max_length - 1, 0)).unsqueeze(-1))
-            if batch.max_length:
+            term = scores.stop
+            if batch.max_length:  # otherwise every sequence is empty and only stops
+                next_position = orders[index].gather(1, step.clamp(max=batch.max_length - 1).unsqueeze(-1))
                 inserting = scores.go + scores.insert.gather(1, next_position).squeeze(-1)
-            else:
-                inserting = scores.go
-            term = torch.where(growing, inserting, scores.stop)
+                term = torch.where(step < part.lengths, inserting, scores.stop)
             total = total.to(term.dtype).index_add(0, index, term)
         return total
 

@@ -1,0 +1,77 @@
+"""Every documented bad input gives a ValueError whose message names the problem and the fix.
+One row per case: (name, call, pattern the message must match)."""
+import pytest
+import torch
+
+from guides import PlackettLuceGuide, UniformOrderGuide
+from ip_pyro import Batch, collate, slots_to_orders
+from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
+from models import InsertionProcess, LeftToRightLM
+
+
+def model():
+    return InsertionProcess(4, d_model=8, n_layers=1, n_heads=2, max_length=5)
+
+
+def good_batch():
+    return collate([[0, 1], [2, 3, 1]])
+
+
+CASES = [
+    ("empty list", lambda: collate([]), r"sequences is empty; pass at least one sequence"),
+    ("float id", lambda: collate([[0, 1.5]]), r"sequences\[0\]\[1\] = 1.5 is not an integer id"),
+    ("bool id", lambda: collate([[True]]), r"sequences\[0\]\[0\] = True is not an integer id"),
+    ("string sequence", lambda: collate(["abc"]), r"sequences\[0\] must be a list of int ids.*encode"),
+    ("negative id", lambda: collate([[0], [-1]]), r"sequences\[1\]\[0\] = -1 is out of range"),
+    ("id over vocab", lambda: collate([[0, 7]], vocab_size=4), r"= 7 is out of range; ids must lie in 0..3"),
+    ("prompt over vocab", lambda: collate([[0]], [[9]], vocab_size=4), r"prompts\[0\]\[0\] = 9 is out of range"),
+    ("prompts wrong size", lambda: collate([[0], [1]], [[0]]), r"prompts has 1 entries but sequences has 2"),
+    ("float tensor ids", lambda: collate([torch.tensor([0.0, 1.0])]), r"1-D integer tensor"),
+    ("model sees id over vocab", lambda: model().step_log_probs(collate([[0, 9]]), torch.zeros(1, 2, dtype=torch.bool)),
+     r"ids outside 0..3; re-encode the data or build the model with a larger vocab_size"),
+    ("sequence longer than max_length", lambda: model().log_joint(collate([[0] * 6]), torch.arange(6)[None]),
+     r"length 6 > max_length=5; build the model with a larger max_length"),
+    ("float token tensor", lambda: model()(Batch(tokens=torch.zeros(1, 2), lengths=torch.tensor([2]))),
+     r"batch.tokens has dtype torch.float32.*torch.long"),
+    ("prompt rows mismatch", lambda: model()(Batch(tokens=torch.zeros(2, 1, dtype=torch.long),
+                                                   lengths=torch.tensor([1, 1]),
+                                                   prompt=torch.zeros(3, 1, dtype=torch.long),
+                                                   prompt_lengths=torch.tensor([1, 1, 1]))),
+     r"batch.prompt has 3 rows but the batch has 2; pass one prompt per sequence"),
+    ("inserted wrong dtype", lambda: model().step_log_probs(good_batch(), torch.zeros(2, 3)),
+     r"inserted must be a bool \[N, 3\] mask"),
+    ("inserted rows not a multiple", lambda: model().step_log_probs(good_batch(), torch.zeros(3, 3, dtype=torch.bool)),
+     r"not a multiple of the batch size 2; rows must align with batch.repeat"),
+    ("orders wrong shape", lambda: model().log_joint(good_batch(), torch.zeros(3, 3, dtype=torch.long)),
+     r"orders must be \[k \* 2, 3\]"),
+    ("exact likelihood too long", lambda: exact_log_likelihood(
+        InsertionProcess(4, d_model=8, n_layers=1, n_heads=2, max_length=12), collate([[0] * 9])),
+     r"refuses length 9 > 8; use importance_log_likelihood"),
+    ("iwae zero samples", lambda: importance_log_likelihood(model(), UniformOrderGuide(), good_batch(), 0),
+     r"num_samples=0 must be a positive integer"),
+    ("zero width", lambda: InsertionProcess(4, d_model=0), r"d_model=0 must be a positive integer"),
+    ("negative vocab", lambda: InsertionProcess(-3), r"vocab_size=-3 must be a positive integer"),
+    ("odd head width", lambda: InsertionProcess(4, d_model=12, n_heads=4), r"d_model=12 must split into n_heads=4"),
+    ("bad dropout", lambda: PlackettLuceGuide(4, dropout=1.5), r"dropout=1.5 must lie in \[0, 1\)"),
+    ("bad particles", lambda: InsertionELBO(num_particles=0), r"num_particles=0 must be a positive integer"),
+    ("bad step sampling", lambda: InsertionELBO(step_sampling="some"), r"step_sampling='some' must be 'uniform'"),
+    ("guide without tokens", lambda: UniformOrderGuide()(Batch(num_samples=3)), r"a guide needs a batch with tokens"),
+    ("guide too long", lambda: PlackettLuceGuide(4, d_model=8, n_layers=1, n_heads=2, max_length=2)
+     .order_distribution(good_batch()), r"length 3 > the guide's max_length=2"),
+    ("elbo without tokens", lambda: InsertionELBO().loss(model(), UniformOrderGuide(), Batch(num_samples=2)),
+     r"InsertionELBO needs a batch with tokens"),
+    ("sample nothing asked", lambda: model().sample(), r"pass num_samples .* or prompt"),
+    ("sample bad temperature", lambda: model().sample(2, temperature=0), r"temperature=0 must be > 0"),
+    ("sample beyond max_length", lambda: model().sample(2, max_length=9), r"max_length=9 must lie in 0..5"),
+    ("baseline bad temperature", lambda: LeftToRightLM(4, d_model=8, n_layers=1, n_heads=2).sample(1, temperature=-1),
+     r"temperature=-1 must be > 0"),
+    ("invalid slots", lambda: slots_to_orders(torch.tensor([[1]]), torch.tensor([1])), r"slots\[0, 0\] = 1 is invalid"),
+    ("empty Batch", lambda: Batch(), r"an empty Batch needs num_samples"),
+]
+
+
+@pytest.mark.parametrize("name,call,pattern", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_gives_a_clear_one_line_error(name, call, pattern):
+    with pytest.raises(ValueError, match=pattern) as raised:
+        call()
+    assert "\n" not in str(raised.value)

@@ -1,0 +1,146 @@
+import collections
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from conftest import tiny_model
+from ip_pyro import Batch, collate, orders_to_slots
+from ip_pyro.distributions import PlackettLuce
+from ip_pyro.infer import exact_log_likelihood
+
+
+def conditioned_trace_log_prob(model, batch, orders):
+    slots = orders_to_slots(orders, batch.lengths)
+    tokens_in_order = batch.tokens.gather(1, orders)
+    data = {}
+    for step in range(batch.max_length):
+        data[f"slot_{step}"] = slots[:, step]
+        data[f"token_{step}"] = tokens_in_order[:, step]
+    trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
+    return trace.log_prob_sum(), trace
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_log_joint_equals_the_conditioned_program(with_prompt, float64):
+    model = tiny_model(vocab_size=4, max_length=6)
+    sequences = [[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0], [1, 2, 0]]
+    prompts = [[1, 2], [], [3], [0, 0, 0], [2]] if with_prompt else None
+    batch = collate(sequences, prompts)
+    orders = PlackettLuce(torch.randn(5, 6), batch.lengths).sample()
+    joint = model.log_joint(batch, orders)
+    for row in range(5):
+        expected, _ = conditioned_trace_log_prob(model, batch[row], orders[row: row + 1])
+        assert abs(joint[row].item() - expected.item()) < 1e-5
+    total, trace = conditioned_trace_log_prob(model, batch, orders)
+    assert abs(total.item() - joint.sum().item()) < 1e-5
+    assert {"stop_0", "slot_0", "token_0", "stop_6", "canvas_matches_data"} <= set(trace.nodes)
+
+
+def test_a_wrong_canvas_has_zero_probability():
+    model = tiny_model()
+    batch = collate([[0, 1, 2]])
+    data = {"slot_0": torch.tensor([0]), "token_0": torch.tensor([2]), "slot_1": torch.tensor([0]),
+            "token_1": torch.tensor([1]), "slot_2": torch.tensor([0]), "token_2": torch.tensor([0])}
+    trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
+    assert float(trace.log_prob_sum()) > -math.inf  # builds 0 1 2 (right to left)
+    data["token_2"] = torch.tensor([1])
+    trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
+    assert trace.log_prob_sum() == -math.inf
+
+
+def all_sequences(vocab_size, max_length):
+    return [list(sequence) for length in range(max_length + 1)
+            for sequence in itertools.product(range(vocab_size), repeat=length)]
+
+
+def test_exact_likelihoods_sum_to_one(float64):
+    model = tiny_model(vocab_size=2, max_length=5)
+    sequences = all_sequences(2, 5)
+    total = exact_log_likelihood(model, collate(sequences)).logsumexp(0)
+    assert abs(float(total)) < 1e-5
+
+
+def test_normalised_with_a_prompt(float64):
+    model = tiny_model(vocab_size=2, max_length=3)
+    sequences = all_sequences(2, 3)
+    batch = collate(sequences, [[1, 0, 1]] * len(sequences))
+    assert abs(float(exact_log_likelihood(model, batch).logsumexp(0))) < 1e-8
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 5])
+def test_exact_dynamic_programme_equals_brute_force(length, float64):
+    model = tiny_model(vocab_size=3, max_length=6)
+    batch = collate([[(3 * i + 1) % 3 for i in range(length)], [1] * length])
+    size = max(length, 0)
+    perms = torch.tensor(list(itertools.permutations(range(size))), dtype=torch.long).reshape(math.factorial(size),
+                                                                                             size)
+    orders = perms.repeat_interleave(2, 0)  # rows k * 2 + b
+    brute = model.log_joint(batch, orders).view(-1, 2).logsumexp(0)
+    assert torch.allclose(exact_log_likelihood(model, batch), brute, atol=1e-10)
+
+
+def test_step_log_probs_are_normalised_over_stop_and_insertions(float64):
+    """p(stop) + sum over every (slot, token) of p(go) p(slot, token) = 1, and insert matches those numbers."""
+    model = tiny_model(vocab_size=3, max_length=6)
+    batch = collate([[0, 1, 2, 2]])
+    inserted = torch.tensor([[False, True, False, True]])
+    scores = model.step_log_probs(batch, inserted)
+    stop, insert = scores  # unpacks as (stop, insert)
+    assert abs(float(stop.exp() + scores.go.exp()) - 1.0) < 1e-12
+    assert torch.isinf(insert[0, 1]) and torch.isinf(insert[0, 3])
+    # brute force: insert x_0 = 0 into slot 0 and x_2 = 2 into slot 1 of the canvas (1, 2)
+    output = model.network(torch.tensor([[1, 2]]), torch.tensor([2]))
+    joint = output.slot_logits.log_softmax(-1).unsqueeze(-1) + output.token_logits.log_softmax(-1)
+    assert abs(float(joint.exp().sum()) - 1.0) < 1e-12
+    assert abs(float(insert[0, 0]) - float(joint[0, 0, 0])) < 1e-12
+    assert abs(float(insert[0, 2]) - float(joint[0, 1, 2])) < 1e-12
+
+
+def empirical_tv(samples, exact_probabilities, keys):
+    counts = collections.Counter(tuple(sample) if len(sample) <= 3 else "longer" for sample in samples)
+    empirical = torch.tensor([counts[key] / len(samples) for key in keys])
+    return 0.5 * float((empirical - exact_probabilities).abs().sum())
+
+
+def exact_distribution(model, prompt=None):
+    short = all_sequences(model.vocab_size, 3)
+    prompts = None if prompt is None else [prompt] * len(short)
+    probabilities = exact_log_likelihood(model, collate(short, prompts)).exp()
+    keys = [tuple(sequence) for sequence in short] + ["longer"]
+    return torch.cat([probabilities, (1 - probabilities.sum()).unsqueeze(0)]), keys
+
+
+def test_sampler_matches_exact_likelihood():
+    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+    probabilities, keys = exact_distribution(model)
+    assert probabilities.min() > -1e-6
+    samples = model.sample(20000)
+    assert empirical_tv(samples, probabilities, keys) < 0.02
+
+
+def test_sampler_matches_exact_likelihood_with_a_prompt_and_temperature_one():
+    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+    probabilities, keys = exact_distribution(model, prompt=[1, 1, 0])
+    samples = model.sample(20000, prompt=[[1, 1, 0]])
+    assert empirical_tv(samples, probabilities, keys) < 0.02
+
+
+def test_pyro_program_draws_from_the_same_distribution():
+    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+    probabilities, keys = exact_distribution(model)
+    drawn = model(Batch(num_samples=6000))
+    samples = [drawn.tokens[row, : int(drawn.lengths[row])].tolist() for row in range(6000)]
+    assert empirical_tv(samples, probabilities, keys) < 0.03
+
+
+def test_greedy_and_limits():
+    model = tiny_model(vocab_size=3, max_length=6)
+    first, second = model.sample(2, greedy=True)
+    assert first == second
+    assert all(len(sample) <= 2 for sample in model.sample(50, max_length=2))
+    assert len(model.sample(3, prompt=[[0], [1, 2]])) == 6
+    assert model.sample(0) == []
