@@ -41,13 +41,15 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
+        if hasattr(F, "rms_norm"):  # fused where torch has it (>= 2.4)
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    first, second = x[..., :half], x[..., half:]
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    """Rotary embedding with full-width tables: ``x * cos + rotate_half(x) * sin``."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class Attention(nn.Module):
@@ -60,8 +62,9 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask: Optional[torch.Tensor], causal: bool):
         batch, length, width = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        qkv = self.qkv(x).view(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = _rotate(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one call
+        v = qkv[2]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, length, width))
@@ -115,9 +118,6 @@ class TransformerStack(nn.Module):
                 nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * n_layers))
 
     def forward(self, ids, positions, segments, key_mask=None, causal=False):
-        x = self.drop(self.embed(ids) + self.segment(segments))
-        angles = positions.unsqueeze(-1).to(self.inv_freq.dtype) * self.inv_freq  # [N, S, hd/2]
-        cos, sin = angles.cos().unsqueeze(1).to(x.dtype), angles.sin().unsqueeze(1).to(x.dtype)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
         if attn_mask is not None and causal:
             # a padded query may see no valid key under the causal mask: letting every position see itself keeps
@@ -125,6 +125,14 @@ class TransformerStack(nn.Module):
             size = ids.shape[1]
             eye = torch.eye(size, dtype=torch.bool, device=ids.device)
             attn_mask = (attn_mask | eye) & torch.ones(size, size, dtype=torch.bool, device=ids.device).tril()
+        return self.forward_masked(ids, positions, segments, attn_mask, causal)
+
+    def forward_masked(self, ids, positions, segments, attn_mask, causal=False):
+        """Like ``forward`` with a ready attention mask broadcastable to ``[N, 1, S, S]`` (True = attend)."""
+        x = self.drop(self.embed(ids) + self.segment(segments))
+        angles = positions.unsqueeze(-1).to(self.inv_freq.dtype) * self.inv_freq  # [N, S, hd/2]
+        angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # [N, 1, S, hd], shared by every layer
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, causal)
         return self.norm(x)
@@ -161,20 +169,40 @@ class DecoderOutput:
     token_logits: torch.Tensor
 
 
-class InsertionDecoder(nn.Module):
-    """Bidirectional Transformer over ``[prompt ; BOS ; canvas ; END]``.
+def _pack_pairs(sizes: torch.Tensor):
+    """Pair the i-th shortest with the i-th longest of ``N`` segments: packed row and offset of each segment
+    ``[N]``, the number of rows ``R = ceil(N / 2)`` and the packed width ``W``."""
+    count = sizes.shape[0]
+    order = sizes.argsort()
+    rows = (count + 1) // 2
+    first, second = order[:rows], order[rows:].flip(0)  # short ones open a row, long ones fill it
+    row_of = torch.empty_like(order)
+    offset = torch.zeros_like(order)
+    row_of[first] = torch.arange(rows, device=sizes.device)
+    row_of[second] = torch.arange(second.shape[0], device=sizes.device)
+    offset[second] = sizes[first[: second.shape[0]]]
+    width = int((offset + sizes).max())
+    return row_of, offset, rows, width
 
-    Rotary positions are ``0..P-1`` for the prompt, then ``P`` for BOS and ``P + 1 + i`` for canvas token ``i``
-    (its rank on the canvas, never its final position in the sequence) and ``P + 1 + t`` for END. Slot ``k`` is
-    represented from the states of its left and right neighbours (BOS/END at the edges).
+
+class InsertionDecoder(nn.Module):
+    """Bidirectional Transformer over ``[prompt ; BOS ; canvas ; END]`` for each canvas.
+
+    Each canvas is laid out compactly (prompt tokens, BOS, canvas tokens, END), so its rotary positions are
+    ``0..P-1`` for the prompt, ``P`` for BOS, ``P + 1 + i`` for canvas token ``i`` (its rank on the canvas, never
+    its final position in the sequence) and ``P + 1 + t`` for END. Slot ``k`` is represented from the states of its
+    left and right neighbours (BOS/END at the edges). When it saves work, pairs of canvases (a short one with a
+    long one) share one row under a block-diagonal attention mask (``pack=True``); the outputs are the same.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float):
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
+                 pack: bool = True):
         super().__init__()
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
+        self.pack = pack
         self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout)
-        self.gap = nn.Sequential(nn.Linear(2 * d_model, 2 * d_model), nn.SiLU(), nn.Linear(2 * d_model, d_model),
+        self.gap = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model),
                                  RMSNorm(d_model))
         self.slot_head = nn.Linear(d_model, 1)
         self.token_head = nn.Linear(d_model, vocab_size)
@@ -182,28 +210,68 @@ class InsertionDecoder(nn.Module):
         for module in (self.gap, self.slot_head, self.token_head, self.stop_head):
             module.apply(_init_weights)
 
-    def forward(self, canvas, canvas_lengths, prompt=None, prompt_lengths=None) -> DecoderOutput:
-        """``canvas`` ``[N, T]`` long (right-padded), ``canvas_lengths`` ``[N]``; optional prompt ``[N, P]``."""
+    def _compact(self, canvas, canvas_lengths, prompt, prompt_lengths):
+        """Ids ``[N, S]`` laid out as ``[prompt ; BOS ; canvas ; END]`` from index 0, and each row's size ``[N]``."""
         rows, width = canvas.shape
         device = canvas.device
-        prompt, prompt_lengths, prompt_valid = _layout_prompt(prompt, prompt_lengths, rows, device)
-        offset = prompt.shape[1]
-        region = torch.arange(width + 2, device=device)  # BOS, canvas 0..T-1, one spare column for END
+        prompt, prompt_lengths, _ = _layout_prompt(prompt, prompt_lengths, rows, device)
+        prompt_width = prompt.shape[1]
         body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=device), canvas,
                           torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
-        end_index = (canvas_lengths + 1).unsqueeze(-1)
-        body = body.scatter(1, end_index, self.end)
-        body_valid = region <= end_index
-        ids = torch.cat([prompt, body], dim=1)
-        positions = torch.cat([torch.arange(offset, device=device).expand(rows, offset),
-                               prompt_lengths.unsqueeze(-1) + region], dim=1)
-        segments = torch.cat([torch.zeros_like(prompt), torch.ones_like(body)], dim=1)
-        key_mask = torch.cat([prompt_valid, body_valid], dim=1)
-        states = self.stack(ids, positions, segments, key_mask)[:, offset:]  # [N, T+2, D]
-        gaps = self.gap(torch.cat([states[:, :-1], states[:, 1:]], dim=-1))  # [N, T+1, D]
-        slot_valid = region[: width + 1] <= canvas_lengths.unsqueeze(-1)
+        body = body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+        padded = torch.cat([prompt, body], dim=1)  # [N, P + T + 2], prompt padding in the middle
+        sizes = prompt_lengths + canvas_lengths + 2
+        index = torch.arange(int(sizes.max()) if rows else 0, device=device)
+        source = torch.where(index < prompt_lengths.unsqueeze(-1), index,
+                             prompt_width + index - prompt_lengths.unsqueeze(-1))
+        return padded.gather(1, source.clamp(max=padded.shape[1] - 1)), sizes, prompt_lengths
+
+    def _encode(self, ids, sizes, prompt_lengths):
+        """States ``[N, S, D]`` of the compact rows, packing pairs of rows when that saves work."""
+        rows, span = ids.shape
+        device = ids.device
+        index = torch.arange(span, device=device)
+        segments = (index >= prompt_lengths.unsqueeze(-1)).long()
+        valid = index < sizes.unsqueeze(-1)
+        if self.pack and rows > 1:
+            row_of, offset, packed_rows, width = _pack_pairs(sizes)
+            if packed_rows * width <= 0.8 * rows * span:
+                flat = (row_of * width + offset).unsqueeze(-1) + index  # [N, S] destinations
+                flat = torch.where(valid, flat, torch.full_like(flat, packed_rows * width))  # spare slot
+                total = packed_rows * width + 1
+
+                def scatter(values, fill):
+                    out = torch.full((total,), fill, dtype=values.dtype, device=device)
+                    return out.scatter(0, flat.flatten(), values.flatten())[:-1].view(packed_rows, width)
+
+                owner = scatter(torch.arange(rows, device=device).unsqueeze(-1).expand(rows, span), -1)
+                # one group per segment; padding forms its own group, so every query sees some key
+                attn_mask = (owner.unsqueeze(-1) == owner.unsqueeze(-2)).unsqueeze(1)
+                states = self.stack.forward_masked(scatter(ids, 0), scatter(index.expand(rows, span), 0),
+                                                   scatter(segments, 0), attn_mask)
+                gathered = states.reshape(packed_rows * width, -1)
+                return gathered[flat.clamp(max=packed_rows * width - 1)]
+        return self.stack(ids, index.expand(rows, span), segments, valid)
+
+    def forward(self, canvas, canvas_lengths, prompt=None, prompt_lengths=None) -> DecoderOutput:
+        """``canvas`` ``[N, T]`` long (right-padded), ``canvas_lengths`` ``[N]``; optional prompt ``[N, P]``."""
+        width = canvas.shape[1]
+        ids, sizes, prompt_lengths = self._compact(canvas, canvas_lengths, prompt, prompt_lengths)
+        states = self._encode(ids, sizes, prompt_lengths)  # [N, S, D]
+        slots = torch.arange(width + 1, device=canvas.device)
+        last = states.shape[1] - 1
+        left = (prompt_lengths.unsqueeze(-1) + slots).clamp(max=last)  # BOS, then canvas tokens
+        right = (left + 1).clamp(max=last)  # canvas tokens, then END
+        depth = states.shape[-1]
+
+        def take(index):
+            return states.gather(1, index.unsqueeze(-1).expand(-1, -1, depth))
+
+        gaps = self.gap(torch.cat([take(left), take(right)], dim=-1))  # [N, T+1, D]
+        slot_valid = slots <= canvas_lengths.unsqueeze(-1)
         slot_logits = self.slot_head(gaps).squeeze(-1).masked_fill(~slot_valid, -math.inf)
-        return DecoderOutput(self.stop_head(states[:, 0]).squeeze(-1), slot_logits, self.token_head(gaps))
+        stop_logits = self.stop_head(take(prompt_lengths.unsqueeze(-1)).squeeze(1)).squeeze(-1)
+        return DecoderOutput(stop_logits, slot_logits, self.token_head(gaps))
 
 
 class OrderScorer(nn.Module):

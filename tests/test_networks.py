@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from ip_pyro import collate
+from ip_pyro.networks import CausalDecoder, InsertionDecoder, OrderScorer
+
+
+def random_canvases(rows=16, width=10, vocab=5, prompt_width=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, width + 1, (rows,), generator=generator)
+    lengths[0] = width
+    canvas = torch.randint(0, vocab, (rows, width), generator=generator)
+    canvas = canvas.masked_fill(torch.arange(width) >= lengths.unsqueeze(-1), 0)
+    prompt_lengths = torch.randint(0, prompt_width + 1, (rows,), generator=generator)
+    prompt = torch.randint(0, vocab, (rows, prompt_width), generator=generator)
+    return canvas, lengths, prompt, prompt_lengths
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_packed_and_unpacked_decoders_agree(with_prompt, monkeypatch):
+    torch.manual_seed(0)
+    decoder = InsertionDecoder(5, 16, 2, 2, 0.0).double()
+    canvas, lengths, prompt, prompt_lengths = random_canvases()
+    if not with_prompt:
+        prompt = prompt_lengths = None
+    packed_calls = []
+    original = decoder.stack.forward_masked
+    monkeypatch.setattr(decoder.stack, "forward_masked",
+                        lambda *args, **kwargs: packed_calls.append(1) or original(*args, **kwargs))
+    packed = decoder(canvas, lengths, prompt, prompt_lengths)
+    assert packed_calls, "the packed path was not taken"
+    decoder.pack = False
+    plain = decoder(canvas, lengths, prompt, prompt_lengths)
+    real_slots = torch.arange(canvas.shape[1] + 1) <= lengths.unsqueeze(-1)  # others carry no probability
+    assert torch.allclose(packed.stop_logits, plain.stop_logits, atol=1e-10)
+    assert torch.equal(torch.isinf(packed.slot_logits), ~real_slots)
+    assert torch.allclose(packed.slot_logits[real_slots], plain.slot_logits[real_slots], atol=1e-10)
+    assert torch.allclose(packed.token_logits[real_slots], plain.token_logits[real_slots], atol=1e-10)
+
+
+def test_slot_logits_mask_exactly_the_missing_slots():
+    decoder = InsertionDecoder(5, 16, 1, 2, 0.0)
+    canvas, lengths, _, _ = random_canvases()
+    output = decoder(canvas, lengths)
+    assert output.slot_logits.shape == (16, 11) and output.token_logits.shape == (16, 11, 5)
+    assert torch.equal(torch.isfinite(output.slot_logits), torch.arange(11) <= lengths.unsqueeze(-1))
+
+
+def test_decoder_never_sees_final_positions():
+    """The decoder's output for a canvas depends on the canvas alone, not on where its tokens end up."""
+    decoder = InsertionDecoder(5, 16, 2, 2, 0.0)
+    canvas = torch.tensor([[1, 2, 3]])
+    one = decoder(canvas, torch.tensor([3]))
+    two = decoder(torch.cat([canvas, torch.zeros(1, 4, dtype=torch.long)], 1), torch.tensor([3]))
+    assert torch.allclose(one.token_logits, two.token_logits[:, :4], atol=1e-6)
+    assert torch.allclose(one.stop_logits, two.stop_logits, atol=1e-6)
+
+
+def test_empty_inputs_stay_finite_with_finite_gradients():
+    scorer = OrderScorer(4, 16, 1, 2, 0.0)
+    batch = collate([[], [1, 2]])
+    scores = scorer(batch.tokens, batch.lengths)
+    (scores[1].sum()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in scorer.parameters() if p.grad is not None)
+    causal = CausalDecoder(4, 16, 1, 2, 0.0)
+    prompted = collate([[1], []], prompts=[[], [2, 3, 1]])
+    logits = causal(prompted.tokens, prompted.prompt, prompted.prompt_lengths)
+    logits.sum().backward()
+    assert torch.isfinite(logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in causal.parameters())
