@@ -1,7 +1,8 @@
 """Guide families q(sigma | x) over insertion orders, all with the interface of :class:`guides.base.OrderGuide`."""
 from guides.base import OrderGuide
+from guides.exact import ExactPosteriorGuide
 from guides.left_to_right import LeftToRightGuide
 from guides.plackett_luce import PlackettLuceGuide
 from guides.uniform import UniformOrderGuide
 
-__all__ = ["OrderGuide", "UniformOrderGuide", "LeftToRightGuide", "PlackettLuceGuide"]
+__all__ = ["OrderGuide", "UniformOrderGuide", "LeftToRightGuide", "PlackettLuceGuide", "ExactPosteriorGuide"]

@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ip_pyro import orders_to_ranks, orders_to_slots, slots_to_orders
 from ip_pyro.canvas import gather_canvas, insert_tokens
@@ -73,3 +75,18 @@ def test_canvas_helpers_agree_with_the_slot_code():
         canvas, canvas_lengths = insert_tokens(canvas, canvas_lengths, slots[:, step], tokens[:, position],
                                                torch.tensor([True]))
     assert canvas.tolist() == tokens.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 10 ** 6), max_size=12), min_size=1, max_size=6))
+def test_property_any_valid_slot_code_round_trips(raw):
+    """Any ragged batch of slot codes with slots[t] in 0..t maps to orders and back unchanged."""
+    lengths = torch.tensor([len(row) for row in raw])
+    width = int(lengths.max())
+    slots = torch.zeros(len(raw), width, dtype=torch.long)
+    for row, values in enumerate(raw):
+        for step, value in enumerate(values):
+            slots[row, step] = value % (step + 1)
+    orders = slots_to_orders(slots, lengths)
+    assert torch.equal(orders_to_slots(orders, lengths), slots)
+    assert torch.equal(orders.sort(-1).values, torch.arange(width).expand(len(raw), width))

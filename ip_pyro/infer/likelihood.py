@@ -8,7 +8,8 @@ import torch
 from ip_pyro.batch import Batch
 from ip_pyro.utils import evaluating
 
-__all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "MAX_EXACT_LENGTH"]
+__all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
+           "SubsetMessages", "MAX_EXACT_LENGTH"]
 
 MAX_EXACT_LENGTH = 8
 
@@ -41,47 +42,88 @@ def exact_log_likelihood(model, batch: Batch, *, max_length: int = MAX_EXACT_LEN
     :param max_length: refuse sequences longer than this (the cost is ``2^L`` canvases per sequence).
     :raises ValueError: for a sequence longer than ``max_length``.
     """
+    messages = subset_messages(model, batch, max_length=max_length, chunk_size=chunk_size)
+    return messages.log_likelihood
+
+
+class SubsetMessages:
+    """Scores and messages on the lattice of inserted sets, one table per sequence (sets coded as bit masks over
+    positions, ``S = 2^L_max`` codes; codes using padding positions are unused).
+
+    ``go`` ``[B, S]``, ``insert`` ``[B, S, L]``: the model's scores of each canvas; ``forward`` ``[B, S]``:
+    ``log`` of the total probability of reaching a set; ``backward`` ``[B, S]``: ``log`` of the total probability of
+    completing ``x`` (and stopping) from a set. ``log_likelihood`` ``[B]``.
+    """
+
+    def __init__(self, go, insert, forward, backward, log_likelihood):
+        self.go, self.insert, self.forward, self.backward = go, insert, forward, backward
+        self.log_likelihood = log_likelihood
+
+
+def subset_messages(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
+                    chunk_size: int = 8192) -> SubsetMessages:
+    """Forward and backward messages of every sequence on its subset lattice (``2^L`` canvases each)."""
     longest = int(batch.lengths.max()) if batch.batch_size else 0
     if longest > max_length:
-        raise ValueError(f"exact_log_likelihood enumerates 2^L canvases per sequence and refuses length "
+        raise ValueError(f"exact computation enumerates 2^L canvases per sequence and refuses length "
                          f"{longest} > {max_length}; use importance_log_likelihood for long sequences")
-    parts, positions = [], []
+    width = batch.max_length
+    count = 2 ** width
+    dtype = torch.get_default_dtype()
+    tables = {name: torch.full(shape, -math.inf, dtype=dtype, device=batch.device) for name, shape in (
+        ("go", (batch.batch_size, count)), ("insert", (batch.batch_size, count, width)),
+        ("forward", (batch.batch_size, count)), ("backward", (batch.batch_size, count)),
+        ("log_likelihood", (batch.batch_size,)))}
     with evaluating(model):
         for length in batch.lengths.unique().tolist():
             rows = (batch.lengths == length).nonzero().squeeze(-1)
-            parts.append(_exact_same_length(model, batch[rows], length, chunk_size))
-            positions.append(rows)
-    order = torch.cat(positions).argsort()
-    return torch.cat(parts)[order]
+            part = _same_length_messages(model, batch[rows], length, chunk_size)
+            used = 2 ** length
+            for name in ("go", "forward", "backward"):
+                tables[name] = tables[name].to(part[name].dtype)
+                tables[name][rows, :used] = part[name]
+            tables["insert"] = tables["insert"].to(part["insert"].dtype)
+            tables["insert"][rows, :used, :length] = part["insert"]
+            tables["log_likelihood"] = tables["log_likelihood"].to(part["log_likelihood"].dtype)
+            tables["log_likelihood"][rows] = part["log_likelihood"]
+    return SubsetMessages(**tables)
 
 
-def _exact_same_length(model, batch: Batch, length: int, chunk_size: int) -> torch.Tensor:
+def _same_length_messages(model, batch: Batch, length: int, chunk_size: int) -> dict:
     size = batch.batch_size
     batch = Batch(tokens=batch.tokens[:, :length], lengths=batch.lengths, prompt=batch.prompt,
                   prompt_lengths=batch.prompt_lengths)
     subsets = _subset_masks(length, batch.device)  # [S, L]
     count = subsets.shape[0]
     stop, go, insert = [], [], []
-    for begin in range(0, count, max(1, chunk_size // max(size, 1))):
-        part = subsets[begin:begin + max(1, chunk_size // max(size, 1))]
+    per_pass = max(1, chunk_size // max(size, 1))
+    for begin in range(0, count, per_pass):
+        part = subsets[begin:begin + per_pass]
         inserted = part.unsqueeze(1).expand(-1, size, length).reshape(len(part) * size, length)  # row k*B + b
         scores = model.step_log_probs(batch, inserted)
         stop.append(scores.stop.view(len(part), size))
         go.append(scores.go.view(len(part), size))
         insert.append(scores.insert.view(len(part), size, length))
     stop, go, insert = torch.cat(stop).T, torch.cat(go).T, torch.cat(insert).permute(1, 0, 2)  # [B, S(, L)]
-    log_alpha = torch.full((size, count), -math.inf, dtype=stop.dtype, device=batch.device)
-    log_alpha[:, 0] = 0.0
     popcount = subsets.sum(-1)
     bits = 1 << torch.arange(length, device=batch.device)
+    flows = go.unsqueeze(-1) + insert  # [B, S, L]: log p(go, insert j | set)
+    forward = torch.full((size, count), -math.inf, dtype=stop.dtype, device=batch.device)
+    forward[:, 0] = 0.0
     for filled in range(length):
         sources = (popcount == filled).nonzero().squeeze(-1)  # [n]
         targets = sources.unsqueeze(-1) | bits  # [n, L]; rows with the bit already set carry -inf
-        flows = log_alpha[:, sources].unsqueeze(-1) + go[:, sources].unsqueeze(-1) + insert[:, sources]
-        reached = _logsumexp_scatter(flows.reshape(size, -1), targets.reshape(1, -1), count)
-        grow = (popcount == filled + 1)
-        log_alpha = torch.where(grow, reached, log_alpha)
-    return log_alpha[:, count - 1] + stop[:, count - 1]
+        reached = _logsumexp_scatter((forward[:, sources].unsqueeze(-1) + flows[:, sources]).reshape(size, -1),
+                                     targets.reshape(1, -1), count)
+        forward = torch.where(popcount == filled + 1, reached, forward)
+    backward = torch.where(popcount == length, stop, torch.full_like(stop, -math.inf))
+    for filled in range(length - 1, -1, -1):
+        sources = (popcount == filled).nonzero().squeeze(-1)
+        targets = sources.unsqueeze(-1) | bits  # [n, L]
+        onward = flows[:, sources] + backward[:, targets]  # [B, n, L]; -inf where j is already inserted
+        backward = backward.index_copy(1, sources, onward.logsumexp(-1))
+    return dict(go=go, insert=insert, forward=forward, backward=backward,
+                log_likelihood=forward[:, count - 1] + stop[:, count - 1])
 
 
 def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, *,
