@@ -32,6 +32,7 @@ class OrderGuide(PyroModule):
 
     def __init__(self):
         super().__init__(unique_pyro_name(type(self).__name__))
+        self.config = {}  # constructor arguments, for checkpoints
 
     def order_distribution(self, batch: Batch):
         """The order distribution q(sigma | x) for ``batch``: batch shape ``[B]``, event shape ``[L_max]``."""

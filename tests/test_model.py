@@ -46,7 +46,7 @@ def test_a_wrong_canvas_has_zero_probability():
     data = {"slot_0": torch.tensor([0]), "token_0": torch.tensor([2]), "slot_1": torch.tensor([0]),
             "token_1": torch.tensor([1]), "slot_2": torch.tensor([0]), "token_2": torch.tensor([0])}
     trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
-    assert float(trace.log_prob_sum()) > -math.inf  # builds 0 1 2 (right to left)
+    assert trace.log_prob_sum().item() > -math.inf  # builds 0 1 2 (right to left)
     data["token_2"] = torch.tensor([1])
     trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
     assert trace.log_prob_sum() == -math.inf

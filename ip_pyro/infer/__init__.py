@@ -1,7 +1,8 @@
 """Inference for the Insertion Process: the ELBO and likelihood estimators."""
 from ip_pyro.infer.elbo import ELBOEstimate, InsertionELBO
 from ip_pyro.infer.likelihood import (exact_log_likelihood, importance_log_likelihood,
-                                      log_importance_weights)
+                                      log_importance_weights, subset_messages)
+from ip_pyro.infer.mcmc import OrderMH
 
 __all__ = ["InsertionELBO", "ELBOEstimate", "exact_log_likelihood", "importance_log_likelihood",
-           "log_importance_weights"]
+           "log_importance_weights", "subset_messages", "OrderMH"]

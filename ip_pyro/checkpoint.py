@@ -1,0 +1,98 @@
+"""Checkpoints: model (and guide) configs and weights plus free-form extras, written atomically.
+
+A checkpoint is written to a temporary file in the same folder, flushed, fsync'ed and renamed over the target, so
+a reader sees either the old file or the whole new one; a file cut short (a process killed mid-write elsewhere)
+fails to load with a one-line error instead of being taken as whole.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+def _registry():
+    from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+    from models import InsertionProcess, LeftToRightLM
+
+    return {cls.__name__: cls for cls in (InsertionProcess, LeftToRightLM, UniformOrderGuide, LeftToRightGuide,
+                                          PlackettLuceGuide)}
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _describe(module) -> Optional[dict]:
+    if module is None:
+        return None
+    return {"class": type(module).__name__, "config": dict(getattr(module, "config", {})),
+            "state_dict": {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}}
+
+
+def save_checkpoint(path, model, guide=None, **extra) -> None:
+    """Write ``model`` (and ``guide``) with their configs, plus any picklable ``extra`` entries, atomically."""
+    payload = {"format_version": FORMAT_VERSION, "model": _describe(model), "guide": _describe(guide),
+               "extra": extra}
+    atomic_write(path, lambda stream: torch.save(payload, stream))
+
+
+def _build(entry, path, role):
+    registry = _registry()
+    if entry["class"] not in registry:
+        raise ValueError(f"checkpoint {path} holds an unknown {role} class {entry['class']!r}; "
+                         f"known: {', '.join(sorted(registry))}")
+    module = registry[entry["class"]](**entry["config"])
+    try:
+        module.load_state_dict(entry["state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"checkpoint {path} does not match its {role} config ({first}); "
+                         "it was written by a different version or config") from None
+    return module
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """``(model, guide or None, extra)`` from a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}; pass the path of a file written by training")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is not a whole checkpoint
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); use an earlier "
+                         "checkpoint or retrain") from None
+    if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
+        raise ValueError(f"{path} is not an ip-pyro checkpoint (no format_version); pass a file written by "
+                         "ip_pyro.checkpoint.save_checkpoint")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path} has format {payload['format_version']} but this ip-pyro reads up "
+                         f"to {FORMAT_VERSION}; upgrade ip-pyro")
+    model = _build(payload["model"], path, "model").to(map_location)
+    guide = None if payload["guide"] is None else _build(payload["guide"], path, "guide").to(map_location)
+    return model, guide, payload.get("extra", {})

@@ -1,0 +1,195 @@
+"""Posterior insertion-order diagnostics: the ArviZ adapter (the only module of the library that imports arviz).
+
+Draws are numpy arrays shaped ``(chain, draw, ...)``:
+
+* ``insertion_step`` ``(chain, draw, sequence, position)``: the step at which each final position was inserted
+  (0 = first; ``nan`` at padding);
+* ``slot`` ``(chain, draw, sequence, step)``: the slot each step inserted into (``nan`` at padding);
+* ``log_weight`` ``(chain, draw, sequence)``: ``log p(x, sigma) - log q(sigma | x)``.
+
+Everything ArviZ-specific (``from_dict``, ``from_pyro``, ``psislw``, ``rhat``/``ess``, ``plot_forest``,
+``plot_trace``, ``plot_rank``) is called here, so moving to ArviZ 1.x (DataTree) touches this module only.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional
+
+import arviz as az
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ip_pyro.batch import Batch  # noqa: E402
+from ip_pyro.orders import orders_to_ranks, orders_to_slots  # noqa: E402
+from ip_pyro.utils import evaluating  # noqa: E402
+
+__all__ = ["order_draws", "to_inference_data", "mcmc_to_inference_data", "psis_diagnostics", "compare_to_guide",
+           "rhat_max", "save_inference_data", "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank"]
+
+KHAT_THRESHOLD = 0.7
+
+
+def order_draws(model, guide, batch: Batch, num_chains: int = 4, num_draws: int = 250) -> dict:
+    """Draw ``num_chains * num_draws`` orders per sequence from the guide; numpy arrays ``(chain, draw, ...)``."""
+    if num_chains < 1 or num_draws < 1:
+        raise ValueError(f"num_chains={num_chains} and num_draws={num_draws} must be positive")
+    size, width = batch.tokens.shape
+    total = num_chains * num_draws
+    with torch.no_grad(), evaluating(model, guide):
+        q = guide.order_distribution(batch)
+        orders = q.sample((total,))  # [S, B, L]
+        log_joint = model.log_joint(batch, orders.reshape(total * size, width)).view(total, size)
+        log_weight = log_joint - q.log_prob(orders)
+    lengths = batch.lengths.expand(total, size).reshape(total * size)
+    flat = orders.reshape(total * size, width)
+    padding = (torch.arange(width, device=flat.device) >= lengths.unsqueeze(-1)).cpu().numpy()
+    steps = orders_to_ranks(flat).cpu().numpy().astype(float)
+    slots = orders_to_slots(flat, lengths).cpu().numpy().astype(float)
+    steps[padding], slots[padding] = np.nan, np.nan
+    shape = (num_chains, num_draws, size, width)
+    return {"insertion_step": steps.reshape(shape), "slot": slots.reshape(shape),
+            "log_weight": log_weight.cpu().numpy().reshape(num_chains, num_draws, size)}
+
+
+def _coords(batch: Batch) -> dict:
+    size, width = batch.tokens.shape
+    return {"sequence": np.arange(size), "position": np.arange(width), "step": np.arange(width)}
+
+
+def to_inference_data(draws: dict, batch: Batch, *, token_names: Optional[list] = None) -> "az.InferenceData":
+    """An ArviZ ``InferenceData`` with ``posterior`` (``insertion_step``, ``slot``), ``sample_stats``
+    (``log_weight``) and ``observed_data`` (``tokens``, ``lengths``), dims ``sequence``/``position``/``step``."""
+    tokens = batch.tokens.cpu().numpy()
+    observed = {"tokens": tokens, "lengths": batch.lengths.cpu().numpy()}
+    if token_names is not None:
+        observed["token_text"] = np.array([[str(token_names[t]) for t in row] for row in tokens])
+    dims = {"insertion_step": ["sequence", "position"], "slot": ["sequence", "step"], "log_weight": ["sequence"],
+            "tokens": ["sequence", "position"], "lengths": ["sequence"], "token_text": ["sequence", "position"]}
+    return az.from_dict(posterior={"insertion_step": draws["insertion_step"], "slot": draws["slot"]},
+                        sample_stats={"log_weight": draws["log_weight"]}, observed_data=observed,
+                        coords=_coords(batch), dims=dims)
+
+
+def mcmc_to_inference_data(mcmc, batch: Batch) -> "az.InferenceData":
+    """``az.from_pyro`` of an :class:`ip_pyro.infer.OrderMH` run with a ``position`` dim and the observed tokens."""
+    length = int(batch.lengths[0])
+    idata = az.from_pyro(mcmc, coords={"position": np.arange(batch.max_length)},
+                         dims={"insertion_step": ["position"]})
+    idata = idata.isel(position=slice(0, length))
+    observed = az.from_dict(observed_data={"tokens": batch.tokens[0, :length].cpu().numpy()},
+                            dims={"tokens": ["position"]}, coords={"position": np.arange(length)})
+    idata.extend(observed)
+    return idata
+
+
+def save_inference_data(idata, path) -> str:
+    """Write an ``InferenceData`` to netCDF (read it back with ``arviz.from_netcdf``)."""
+    idata.to_netcdf(str(path))
+    return str(path)
+
+
+def psis_diagnostics(log_weights: np.ndarray, insertion_steps: Optional[np.ndarray] = None) -> dict:
+    """Pareto-smoothed importance sampling of guide log weights ``(chain, draw, sequence)``.
+
+    :param insertion_steps: optional draws ``(chain, draw, sequence, position)`` (as :func:`order_draws` gives
+        them); with them, a sequence whose draws hit every one of its ``L!`` orders is known to have no tail.
+    :returns: ``khat`` ``[sequence]`` (shape of the weights' tail; above 0.7 the guide cannot be trusted as a
+        proposal; ``-inf`` when there is no tail: all weights equal, or every order drawn; ``inf`` when the tail
+        fit fails, e.g. a guide stuck on a few orders), ``ess`` ``[sequence]`` (effective sample size of the
+        smoothed normalised weights), ``share_khat_above_0_7`` and ``num_draws``.
+    """
+    weights = np.asarray(log_weights, dtype=float)
+    flat = weights.reshape(-1, weights.shape[-1]).T  # [sequence, samples]
+    # weights within 1e-4 nats of each other (float32 round-off when the guide is the posterior) have no tail
+    no_tail = flat.max(-1) - flat.min(-1) < 1e-4
+    if insertion_steps is not None:
+        steps = np.asarray(insertion_steps).reshape(-1, *np.shape(insertion_steps)[-2:])  # [samples, B, L]
+        for sequence in range(flat.shape[0]):
+            length = int(np.isfinite(steps[0, sequence]).sum())
+            orders = {tuple(row) for row in steps[:, sequence, :length].astype(int).tolist()}
+            no_tail[sequence] |= len(orders) == math.factorial(length)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        smoothed, khat = az.psislw(np.where(no_tail[:, None], 0.0, flat), reff=1.0)
+    khat = np.asarray(khat, dtype=float)
+    khat = np.where(no_tail, -np.inf, np.where(np.isfinite(khat) | np.isneginf(khat), khat, np.inf))
+    smoothed = np.where(no_tail[:, None], flat, smoothed)
+    normalised = np.exp(smoothed - smoothed.max(-1, keepdims=True))
+    normalised /= normalised.sum(-1, keepdims=True)
+    ess = 1.0 / (normalised ** 2).sum(-1)
+    return {"khat": khat, "ess": ess, "share_khat_above_0_7": float(np.mean(khat > KHAT_THRESHOLD)),
+            "num_draws": flat.shape[1]}
+
+
+def _step_histograms(steps: np.ndarray, length: int) -> np.ndarray:
+    """``[position, step]`` frequencies of insertion steps from draws ``[..., position]``."""
+    flat = steps.reshape(-1, steps.shape[-1])[:, :length].astype(int)
+    counts = np.stack([np.bincount(flat[:, position], minlength=length) for position in range(length)])
+    return counts / max(1, flat.shape[0])
+
+
+def compare_to_guide(guide_steps: np.ndarray, mcmc_steps: np.ndarray) -> dict:
+    """Per-position comparison of insertion steps for one sequence of length ``L``.
+
+    :param guide_steps: guide draws ``(..., L)``; :param mcmc_steps: MCMC draws ``(..., L)``.
+    :returns: ``guide_mean``, ``mcmc_mean`` ``[L]``, ``total_variation`` ``[L]`` between the two marginal
+        distributions of the insertion step of each position, and its maximum ``max_total_variation``.
+    """
+    length = mcmc_steps.shape[-1]
+    guide_hist = _step_histograms(np.asarray(guide_steps), length)
+    mcmc_hist = _step_histograms(np.asarray(mcmc_steps), length)
+    steps = np.arange(length)
+    total_variation = 0.5 * np.abs(guide_hist - mcmc_hist).sum(-1)
+    return {"position": steps, "guide_mean": guide_hist @ steps, "mcmc_mean": mcmc_hist @ steps,
+            "total_variation": total_variation, "max_total_variation": float(total_variation.max(initial=0.0))}
+
+
+def rhat_max(idata, var_name: str = "insertion_step") -> float:
+    """Largest rank-normalised split R-hat over the elements of ``var_name`` (ignoring constant ones)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = np.asarray(az.rhat(idata, var_names=[var_name])[var_name]).ravel()
+    values = values[np.isfinite(values)]
+    return float(values.max()) if values.size else 1.0
+
+
+def _save(figure, path) -> str:
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return str(path)
+
+
+def plot_insertion_forest(guide_idata, mcmc_idata, path, *, sequence: int = 0) -> str:
+    """Forest plot of the insertion step of each position of one sequence: guide and MCMC side by side."""
+    length = int(guide_idata.observed_data["lengths"].values[sequence])
+    guide_part = guide_idata.posterior[["insertion_step"]].sel(sequence=sequence).isel(position=slice(0, length))
+    axes = az.plot_forest([guide_part, mcmc_idata.posterior[["insertion_step"]]], model_names=["guide", "MCMC"],
+                          var_names=["insertion_step"], combined=True, hdi_prob=0.9,
+                          figsize=(6, 1.2 + 0.45 * length))
+    axes[0].set_title(f"insertion step per position (0 = inserted first), sequence {sequence}")
+    axes[0].set_xlabel("insertion step")
+    return _save(axes[0].figure, path)
+
+
+def plot_mcmc_trace(mcmc_idata, path) -> str:
+    """Trace plot of ``insertion_step`` for every chain."""
+    axes = az.plot_trace(mcmc_idata, var_names=["insertion_step"], compact=True, figsize=(10, 4))
+    axes[0, 0].set_title("insertion step (all positions)")
+    return _save(axes[0, 0].figure, path)
+
+
+def plot_mcmc_rank(mcmc_idata, path) -> str:
+    """Rank plot of ``insertion_step`` (uniform bars = well-mixed chains)."""
+    length = mcmc_idata.posterior.sizes["position"]
+    shown = min(length, 4)
+    axes = az.plot_rank(mcmc_idata, var_names=["insertion_step"], coords={"position": list(range(shown))},
+                        figsize=(3.5 * shown, 3.5))
+    axes = np.atleast_1d(axes)
+    axes.flat[0].figure.suptitle("rank plots of the insertion step (first positions); flat bars = chains agree",
+                                 y=1.12)
+    return _save(axes.flat[0].figure, path)

@@ -1,0 +1,89 @@
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_model, tiny_pl_guide
+from ip_pyro import collate
+from ip_pyro.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ip_pyro.cli import main
+
+
+def test_round_trip_keeps_weights_config_and_extras(tmp_path):
+    model, guide = tiny_model(), tiny_pl_guide()
+    path = tmp_path / "run" / "model.pt"
+    save_checkpoint(path, model, guide, step=12, token_names=["a", "b", "c"])
+    loaded_model, loaded_guide, extra = load_checkpoint(path)
+    batch = collate([[0, 1, 2], [2]])
+    orders = torch.tensor([[2, 0, 1], [0, 1, 2]])
+    assert torch.allclose(loaded_model.log_joint(batch, orders), model.log_joint(batch, orders))
+    assert torch.allclose(loaded_guide.order_distribution(batch).logits, guide.order_distribution(batch).logits)
+    assert extra == {"step": 12, "token_names": ["a", "b", "c"]}
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, tiny_model(), tiny_pl_guide())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(truncated)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(ValueError, match="not an ip-pyro checkpoint"):
+        load_checkpoint(other)
+    payload = torch.load(path, weights_only=False)
+    payload["model"]["config"]["d_model"] = 16
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    with pytest.raises(ValueError, match="does not match its model config"):
+        load_checkpoint(mismatched)
+    with pytest.raises(ValueError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"old and whole")
+
+    def broken(stream):
+        stream.write(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old and whole"
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_cli_diagnose_writes_the_report(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, tiny_model(), tiny_pl_guide())
+    data = tmp_path / "test.jsonl"
+    data.write_text("\n".join(json.dumps({"target": t}) for t in ([0, 1, 2, 1], [2, 2], [1])) + "\n")
+    out = tmp_path / "report"
+    status = main(["diagnose", str(path), "--data", str(data), "--out", str(out), "--draws", "20",
+                   "--mcmc-samples", "20", "--mcmc-warmup", "5", "--chains", "2", "--domain", "path"])
+    assert status == 0
+    assert "PSIS" in capsys.readouterr().out
+    assert {"summary.txt", "forest.png", "path_growth.png", "guide_draws.nc"} <= set(os.listdir(out))
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["diagnose", "MISSING"], "no checkpoint at"),
+    (["diagnose", "CHECKPOINT", "--data", "BADDATA"], "has no 'target' field"),
+    (["diagnose", "CHECKPOINT", "--data", "OUTOFRANGE"], "is out of range"),
+])
+def test_cli_errors_are_one_line_without_traceback(arguments, message, tmp_path, capsys):
+    save_checkpoint(tmp_path / "model.pt", tiny_model(), tiny_pl_guide())
+    (tmp_path / "bad.jsonl").write_text('{"prompt": [1]}\n')
+    (tmp_path / "range.jsonl").write_text('{"target": [0, 7]}\n')
+    names = {"MISSING": str(tmp_path / "missing.pt"), "CHECKPOINT": str(tmp_path / "model.pt"),
+             "BADDATA": str(tmp_path / "bad.jsonl"), "OUTOFRANGE": str(tmp_path / "range.jsonl")}
+    status = main([names.get(argument, argument) for argument in arguments])
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and error.count("\n") == 1 and "Traceback" not in error
+    with pytest.raises(ValueError):
+        main(["--debug"] + [names.get(argument, argument) for argument in arguments])
