@@ -35,13 +35,14 @@ def _mcmc_sequence(batch: Batch, requested: Optional[int]) -> int:
 
 
 def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Sequence[str]] = None,
-             domain: str = "generic", num_chains: int = 4, num_draws: int = 250, mcmc_sequence: Optional[int] = None,
+             domain: str = "generic", landmarks: Optional[Sequence[dict]] = None, num_chains: int = 4, num_draws: int = 250, mcmc_sequence: Optional[int] = None,
              mcmc_samples: int = 400, mcmc_warmup: int = 200, seed: int = 0) -> dict:
     """Guide draws + PSIS, MCMC over orders for one sequence, plots and a text summary.
 
     :param batch: the sequences to diagnose (with tokens).
     :param token_names: optional id -> string map (needed for ``domain="smiles"``).
     :param domain: ``"smiles"`` adds the token-class timing view, ``"path"`` the path-growth view.
+    :param landmarks: for ``"path"``: optional per-sequence ``{name: position}`` (e.g. source, centre, goal).
     :returns: a dict with ``summary`` (text), ``psis``, ``rhat_max``, ``comparison`` and the written ``files``.
     """
     if domain not in DOMAINS:
@@ -78,7 +79,7 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         class_of = lambda token: plots.smiles_token_class(str(token_names[token]))  # noqa: E731
         files["smiles_order"] = plots.plot_token_class_timing(steps, tokens, token_names, out / "smiles_order.png")
     if domain == "path":
-        files["path_growth"] = plots.plot_path_growth(steps, out / "path_growth.png")
+        files["path_growth"] = plots.plot_path_growth(steps, out / "path_growth.png", landmarks=landmarks)
     files["rank_heatmap"] = plots.plot_rank_heatmap(steps, tokens, out / "rank_heatmap.png", token_class=class_of)
     files["forest"] = diagnostics.plot_insertion_forest(guide_idata, mcmc_idata, out / "forest.png",
                                                         sequence=chosen)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["relative_ranks", "plot_rank_heatmap", "plot_token_class_timing", "plot_path_growth",
+__all__ = ["relative_ranks", "plot_rank_heatmap", "plot_token_class_timing", "plot_path_growth", "first_landmarks",
            "smiles_token_class", "order_statistics", "describe_order"]
 
 
@@ -135,16 +135,48 @@ def _correlation(steps: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (centred * centred_values).sum(-1) / np.maximum(denominator, 1e-12), 0.0)
 
 
-def plot_path_growth(steps: np.ndarray, path, *, title: str = "where the path is started and how it grows") -> str:
-    """For path-like targets (star-graph paths, maze paths): where the first token lands (source side, centre,
-    goal side) and the direction of growth (left to right, right to left, middle-out)."""
+def first_landmarks(steps: np.ndarray, landmarks: Sequence[dict]) -> list:
+    """For each draw and sequence, the name of the landmark nearest the first inserted position.
+
+    :param landmarks: one dict per sequence mapping a name (``"source"``, ``"centre"``, ``"goal"``) to a position.
+    """
+    flat = steps.reshape(-1, *steps.shape[-2:])
+    names = []
+    for sequence, marks in enumerate(landmarks):
+        if not marks:
+            continue
+        length = int(np.sum(np.isfinite(flat[0, sequence])))
+        if length == 0:
+            continue
+        first = np.argmin(flat[:, sequence, :length], axis=-1)
+        labels, positions = list(marks), np.array([marks[name] for name in marks])
+        nearest = np.abs(first[:, None] - positions[None, :]).argmin(-1)
+        names.extend(labels[k] for k in nearest)
+    return names
+
+
+def plot_path_growth(steps: np.ndarray, path, *, landmarks: Optional[Sequence[dict]] = None,
+                     title: str = "where the path is started and how it grows") -> str:
+    """For path-like targets (star-graph paths, maze paths): where the first token lands and the direction of
+    growth (left to right, right to left, middle-out).
+
+    :param landmarks: optional per-sequence ``{name: position}`` (e.g. source, centre node, goal); the first
+        insertion is then attributed to the nearest landmark, else to the source side / centre / goal side third.
+    """
     stats = order_statistics(steps)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    thirds = np.digitize(stats["start"], [1 / 3, 2 / 3]) if stats["start"].size else np.zeros(0, int)
-    shares = [np.mean(thirds == k) if thirds.size else 0.0 for k in range(3)]
-    left.bar(["source side", "centre", "goal side"], shares, color=["tab:blue", "tab:gray", "tab:orange"])
+    if landmarks is not None:
+        names = first_landmarks(steps, landmarks)
+        labels = list(dict.fromkeys(name for marks in landmarks for name in marks))
+        shares = [names.count(label) / max(1, len(names)) for label in labels]
+        left.set_title("landmark nearest the first inserted token")
+    else:
+        thirds = np.digitize(stats["start"], [1 / 3, 2 / 3]) if stats["start"].size else np.zeros(0, int)
+        labels = ["source side", "centre", "goal side"]
+        shares = [np.mean(thirds == k) if thirds.size else 0.0 for k in range(3)]
+        left.set_title("where the first token is inserted")
+    left.bar(labels, shares, color=["tab:blue", "tab:gray", "tab:orange", "tab:green", "tab:red"][: len(labels)])
     left.set_ylabel("share of sampled orders")
-    left.set_title("where the first token is inserted")
     bins = np.linspace(-1, 1, 21)
     right.hist(stats["direction"], bins=bins, alpha=0.7, label="position vs step (+1: source to goal)")
     right.hist(stats["outward"], bins=bins, alpha=0.7, label="distance from centre vs step (+1: middle-out)")

@@ -139,6 +139,9 @@ def test_describe_order_in_words():
     assert plots.smiles_token_class("%12") == "ring closure" and plots.smiles_token_class("(") == "branch"
     assert plots.smiles_token_class("[nH]") == "atom" and plots.smiles_token_class("Cl") == "atom"
     assert plots.smiles_token_class("=") == "bond"
+    marks = [{"source": 0, "centre": 2, "goal": 5}, {"source": 0, "centre": 3, "goal": 5}]
+    assert set(plots.first_landmarks(middle_out[:, :, :1].repeat(2, axis=2), marks)) == {"centre"}
+    assert plots.first_landmarks(left_to_right, marks) == ["source"] * 100
 
 
 @pytest.mark.parametrize("domain", ["path", "smiles"])
