@@ -5,26 +5,36 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions import TorchDistribution
 from pyro.nn import pyro_method
 
 from guides.base import OrderGuide
 from ip_pyro.batch import Batch
+from ip_pyro.distributions import permutation
 from ip_pyro.infer.likelihood import MAX_EXACT_LENGTH, SubsetMessages, subset_messages
 
 __all__ = ["ExactPosteriorGuide", "ExactPosterior"]
 
 
-class ExactPosterior:
+class ExactPosterior(TorchDistribution):
     """p(sigma | x) for a batch, from the model's subset messages (see :func:`ip_pyro.infer.subset_messages`).
 
     ``log q(sigma_t | sigma_<t) = log p(go, insert sigma_t | S_t) + beta(S_t + sigma_t) - beta(S_t)`` with ``S_t``
     the set inserted before step ``t`` and ``beta`` the backward message, so every method is exact.
     """
 
+    arg_constraints = {}
+    support = permutation
+
     def __init__(self, messages: SubsetMessages, lengths: torch.Tensor, width: int):
         self.messages, self.lengths, self.width = messages, lengths, width
         self.bits = 1 << torch.arange(width, device=lengths.device)
-        self.batch_shape = lengths.shape
+        super().__init__(lengths.shape, torch.Size([width]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise ValueError("ExactPosterior cannot be expanded to another batch shape; build it for the batch")
+        return self
 
     def _next_log_probs(self, codes: torch.Tensor) -> torch.Tensor:
         """``[..., B, L]`` conditionals for inserted-set codes ``[..., B]``."""

@@ -19,11 +19,11 @@ FORMAT_VERSION = 1
 
 
 def _registry():
-    from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+    from guides import BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide, UniformOrderGuide
     from models import InsertionProcess, LeftToRightLM
 
     return {cls.__name__: cls for cls in (InsertionProcess, LeftToRightLM, UniformOrderGuide, LeftToRightGuide,
-                                          PlackettLuceGuide)}
+                                          PlackettLuceGuide, BinaryTreeGuide, SequentialGuide)}
 
 
 def atomic_write(path, write) -> None:

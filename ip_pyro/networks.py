@@ -284,12 +284,14 @@ class OrderScorer(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float):
         super().__init__()
         self.bos = vocab_size
-        self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout)
+        self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout, num_segments=3)
         self.score = nn.Linear(d_model, 1)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
 
-    def forward(self, tokens, lengths, prompt=None, prompt_lengths=None):
+    def forward(self, tokens, lengths, prompt=None, prompt_lengths=None, inserted=None):
+        """Scores ``[N, L]``; ``inserted`` (bool ``[N, L]``, optional) marks positions already on the canvas
+        (a third segment embedding), for state-dependent order policies."""
         rows, width = tokens.shape
         device = tokens.device
         prompt, prompt_lengths, prompt_valid = _layout_prompt(prompt, prompt_lengths, rows, device)
@@ -298,8 +300,10 @@ class OrderScorer(nn.Module):
         ids = torch.cat([prompt, torch.full((rows, 1), self.bos, dtype=torch.long, device=device), tokens], dim=1)
         positions = torch.cat([torch.arange(offset, device=device).expand(rows, offset),
                                prompt_lengths.unsqueeze(-1) + region], dim=1)
-        segments = torch.cat([torch.zeros_like(prompt), torch.ones(rows, width + 1, dtype=torch.long,
-                                                                   device=device)], dim=1)
+        body_segments = torch.ones(rows, width + 1, dtype=torch.long, device=device)
+        if inserted is not None:
+            body_segments[:, 1:] += inserted.long()
+        segments = torch.cat([torch.zeros_like(prompt), body_segments], dim=1)
         key_mask = torch.cat([prompt_valid, region <= lengths.unsqueeze(-1)], dim=1)
         states = self.stack(ids, positions, segments, key_mask)[:, offset + 1:]
         return self.score(states).squeeze(-1)

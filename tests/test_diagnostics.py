@@ -57,6 +57,9 @@ def test_exact_posterior_guide_is_exact(float64):
     inserted = torch.tensor([[False, True, False, False]])
     next_log_probs = q.next_index_log_probs(inserted)
     assert abs(next_log_probs[torch.isfinite(next_log_probs)].logsumexp(0).item()) < 1e-10
+    # as a guide program it gives TraceGraph_ELBO the exact log-likelihood (its ELBO is tight)
+    loss = pyro.infer.TraceGraph_ELBO().loss(model, guide, batch)
+    assert abs(loss + exact_log_likelihood(model, batch).sum().item()) < 1e-8
 
 
 def test_inference_data_has_named_dims_coords_and_observed_tokens():

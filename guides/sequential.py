@@ -1,0 +1,117 @@
+"""A state-dependent order policy: q(sigma_t | sigma_<t, x) rescores the remaining positions given which ones are
+already inserted (one network pass per step). The closed-form next-index expectation of the ELBO still applies:
+one pass on the current canvas state gives q(next = j | inserted) for every j."""
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from pyro.nn import pyro_method
+
+from guides.base import OrderGuide
+from ip_pyro.batch import Batch
+from ip_pyro.distributions import permutation
+from ip_pyro.networks import OrderScorer, check_network_sizes
+
+__all__ = ["SequentialGuide", "SequentialOrders"]
+
+
+class SequentialOrders(TorchDistribution):
+    """The order distribution of a :class:`SequentialGuide` for one batch (``B`` sequences of padded length
+    ``L``), a Pyro distribution with batch shape ``[B]`` and event shape ``[L]``. Every method batches the network
+    passes it needs; ``chunk_size`` bounds rows per pass."""
+
+    arg_constraints = {}
+    support = permutation
+
+    def __init__(self, scorer: OrderScorer, batch: Batch, chunk_size: int = 4096):
+        self.scorer, self.batch, self.chunk_size = scorer, batch, chunk_size
+        self.width = batch.max_length
+        self.valid = torch.arange(self.width, device=batch.device) < batch.lengths.unsqueeze(-1)
+        super().__init__(batch.lengths.shape, torch.Size([self.width]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise ValueError("SequentialOrders cannot be expanded to another batch shape; build it for the batch")
+        return self
+
+    def _log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
+        """``[N, L]`` next-index log-probabilities for inserted masks ``[N, L]`` aligned with ``batch.repeat``."""
+        rows = inserted.shape[0]
+        parts = []
+        for begin in range(0, rows, self.chunk_size):
+            chunk = inserted[begin:begin + self.chunk_size]
+            index = torch.arange(begin, begin + chunk.shape[0], device=inserted.device) % self.batch_shape[0]
+            part = self.batch[index]
+            scores = self.scorer(part.tokens, part.lengths, part.prompt, part.prompt_lengths, inserted=chunk)
+            remaining = self.valid[index] & ~chunk
+            scores = scores.masked_fill(~remaining, torch.finfo(scores.dtype).min / 8).log_softmax(-1)
+            parts.append(scores.masked_fill(~remaining, -math.inf))
+        return torch.cat(parts) if parts else torch.zeros(0, self.width, device=inserted.device)
+
+    def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
+        return self._log_probs(inserted)
+
+    def log_prob_steps(self, orders: torch.Tensor) -> torch.Tensor:
+        """``[..., B, L]`` per-step log-probabilities, all prefixes scored in one batched pass."""
+        shape = orders.shape
+        flat = orders.reshape(-1, self.width)  # rows k * B + b
+        ranks = torch.empty_like(flat).scatter_(1, flat, torch.arange(self.width, device=flat.device).expand_as(flat))
+        steps = torch.arange(self.width, device=flat.device)
+        inserted = ranks.unsqueeze(1) < steps.view(1, -1, 1)  # [R, step, L]
+        inserted = inserted & self.valid.repeat(flat.shape[0] // self.batch_shape[0], 1).unsqueeze(1)
+        rows = inserted.permute(1, 0, 2).reshape(-1, self.width)  # [step * R + r]: still aligned with the batch
+        log_probs = self._log_probs(rows).view(self.width, flat.shape[0], self.width).permute(1, 0, 2)
+        chosen = log_probs.gather(2, flat.unsqueeze(-1)).squeeze(-1)  # [R, step]
+        live = self.valid.repeat(flat.shape[0] // self.batch_shape[0], 1)
+        return torch.where(live, chosen, torch.zeros_like(chosen)).reshape(shape)
+
+    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_steps(orders).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        copies = shape.numel() // self.batch_shape[0] if self.batch_shape[0] else 0
+        rows = copies * self.batch_shape[0]
+        orders = torch.arange(self.width, device=self.valid.device).repeat(rows, 1)
+        inserted = torch.zeros(rows, self.width, dtype=torch.bool, device=self.valid.device)
+        live_rows = self.valid.repeat(copies, 1)
+        with torch.no_grad():
+            for step in range(self.width):
+                live = live_rows[:, step]
+                if not bool(live.any()):
+                    break
+                log_probs = self._log_probs(inserted)
+                safe = torch.where(live.unsqueeze(-1), log_probs, torch.zeros_like(log_probs))
+                position = torch.distributions.Categorical(logits=safe).sample()
+                position = torch.where(live, position, torch.full_like(position, step))
+                orders[:, step] = position
+                inserted = inserted | (torch.nn.functional.one_hot(position, self.width).bool() & live.unsqueeze(-1))
+        return orders.reshape(shape + (self.width,))
+
+
+class SequentialGuide(OrderGuide):
+    """q(sigma | x) = prod_t softmax_j f_phi(x, prompt, inserted_t)_j over the remaining positions j.
+
+    Same sizes as :class:`guides.PlackettLuceGuide`; starts at the uniform order (zero-initialised scores).
+    Sampling takes ``L`` network passes; ``log_prob`` scores all ``L`` prefixes in one batched pass.
+    """
+
+    def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
+                 max_length: int = 64, dropout: float = 0.0):
+        check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                            max_length=max_length, dropout=dropout)
+        super().__init__()
+        self.vocab_size, self.max_length = vocab_size, max_length
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                           max_length=max_length, dropout=dropout)
+        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout)
+
+    @pyro_method
+    def order_distribution(self, batch: Batch) -> SequentialOrders:
+        self._check(batch)
+        if batch.max_length and int(batch.lengths.max()) > self.max_length:
+            raise ValueError(f"a sequence has length {int(batch.lengths.max())} > the guide's "
+                             f"max_length={self.max_length}; build the guide with a larger max_length")
+        return SequentialOrders(self.scorer, batch)

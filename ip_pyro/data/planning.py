@@ -1,0 +1,176 @@
+"""Goal-conditioned planning data: star graphs, written as JSONL with a checksummed manifest.
+
+A star graph has ``degree`` arms (chains of nodes) sharing one centre node. Prompt = the shuffled edge list
+(``u v u v ...``, each edge in a random direction) then ``source goal``; target = the path from source to goal
+written as its consecutive edges, flattened (``a b b c c d ...``). Node ids are the token ids.
+
+Tiers (``TASKS``):
+
+* ``star-easy``: degree 3, every arm 5 nodes beyond the centre, 20 node ids; the source is the centre and the goal
+  the end of one arm (the path has 5 edges).
+* ``star-medium`` / ``star-hard``: ``degree`` arms, each a chain of ``l`` nodes (``l`` uniform in
+  ``[l_min, l_max]`` per arm); the centre is the node at a random index in ``[0, l - p)`` of every arm (``p`` =
+  minimum plan length); source and goal are the two ends of arm 0, so the path runs source -> ... -> centre -> ...
+  -> goal. medium: degree 3, ``l`` in 3..6, 20 node ids, ``p = 2``; hard: degree 5, ``l`` in 6..12, 56 node ids,
+  ``p = 5``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from ip_pyro.checkpoint import atomic_write
+
+__all__ = ["StarConfig", "TASKS", "star_graph", "make_dataset", "write_dataset", "load_dataset", "task_config",
+           "path_metrics"]
+
+
+@dataclass(frozen=True)
+class StarConfig:
+    degree: int
+    arm_min: int
+    arm_max: int
+    num_nodes: int
+    plan: int
+    centre_is_source: bool = False
+
+    def validate(self) -> None:
+        if self.degree < 1 or self.arm_min < 1 or self.arm_max < self.arm_min or self.num_nodes < 2:
+            raise ValueError(f"star graph sizes must be positive with arm_min <= arm_max, got {self}")
+        if not self.centre_is_source and self.arm_min <= self.plan:
+            raise ValueError(f"arms of {self.arm_min} nodes cannot hold a plan of {self.plan} edges past the centre; "
+                             "raise arm_min above plan")
+        needed = 1 + self.degree * (self.arm_max if self.centre_is_source else self.arm_max - 1)
+        if needed > self.num_nodes:
+            raise ValueError(f"{needed} arm nodes do not fit in {self.num_nodes} node ids; raise num_nodes or "
+                             "shorten the arms")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_nodes
+
+    @property
+    def max_target_length(self) -> int:
+        return 2 * (self.arm_max if self.centre_is_source else self.arm_max - 1)
+
+    @property
+    def max_prompt_length(self) -> int:
+        edges = self.degree * (self.arm_max if self.centre_is_source else self.arm_max - 1)
+        return 2 * edges + 2
+
+
+TASKS = {
+    "star-easy": StarConfig(degree=3, arm_min=5, arm_max=5, num_nodes=20, plan=5, centre_is_source=True),
+    "star-medium": StarConfig(degree=3, arm_min=3, arm_max=6, num_nodes=20, plan=2),
+    "star-hard": StarConfig(degree=5, arm_min=6, arm_max=12, num_nodes=56, plan=5),
+}
+SPLITS = {"train": 50_000, "valid": 500, "test": 5_000}
+
+
+def task_config(task: str) -> StarConfig:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def star_graph(rng: random.Random, config: StarConfig) -> dict:
+    """One example: ``prompt``, ``target`` and the raw ``edges``, ``source``, ``goal``, ``path``, ``centre``."""
+    if config.centre_is_source:
+        ids = rng.sample(range(config.num_nodes), 1 + config.degree * config.arm_max)
+        centre = ids[0]
+        arms = [[centre] + ids[1 + k * config.arm_max: 1 + (k + 1) * config.arm_max] for k in range(config.degree)]
+        path = arms[rng.randrange(config.degree)]
+    else:
+        lengths = [rng.randint(config.arm_min, config.arm_max) for _ in range(config.degree)]
+        ids = rng.sample(range(config.num_nodes), 1 + sum(length - 1 for length in lengths))
+        centre, fresh = ids[0], iter(ids[1:])
+        arms = []
+        for length in lengths:
+            index = rng.randrange(0, length - config.plan)
+            arms.append([centre if k == index else next(fresh) for k in range(length)])
+        path = arms[0]
+    edges = [(arm[k], arm[k + 1]) for arm in arms for k in range(len(arm) - 1)]
+    edges = [(v, u) if rng.random() < 0.5 else (u, v) for u, v in edges]
+    rng.shuffle(edges)
+    source, goal = path[0], path[-1]
+    prompt = [node for edge in edges for node in edge] + [source, goal]
+    target = [node for k in range(len(path) - 1) for node in (path[k], path[k + 1])]
+    return {"prompt": prompt, "target": target, "edges": edges, "source": source, "goal": goal, "path": path,
+            "centre": centre}
+
+
+def _key(example: dict) -> tuple:
+    return tuple(sorted(map(tuple, (sorted(edge) for edge in example["edges"])))), example["source"], example["goal"]
+
+
+def make_dataset(task: str, *, seed: int = 0, sizes: Optional[dict] = None) -> dict:
+    """``{split: [example, ...]}``, deterministic in ``seed``; no test or valid graph repeats a training graph."""
+    config = task_config(task)
+    config.validate()
+    sizes = dict(SPLITS if sizes is None else sizes)
+    rng = random.Random(f"{task}:{seed}")
+    splits, seen = {}, set()
+    for split in ("train", "valid", "test"):
+        examples, attempts = [], 0
+        while len(examples) < sizes.get(split, 0):
+            attempts += 1
+            if attempts > 20 * sizes[split] + 1000:
+                raise ValueError(f"could not draw {sizes[split]} distinct {task} graphs; the task is too small")
+            example = star_graph(rng, config)
+            key = _key(example)
+            if key in seen:
+                continue
+            seen.add(key)
+            examples.append(example)
+        splits[split] = examples
+    return splits
+
+
+def _jsonl(examples) -> bytes:
+    return "".join(json.dumps(example, separators=(",", ":")) + "\n" for example in examples).encode()
+
+
+def write_dataset(splits: dict, out_dir, task: str, *, seed: int) -> Path:
+    """Write ``{split}.jsonl`` and ``manifest.json`` (task, config, counts, sha256 of each file) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"task": task, "seed": seed, "config": asdict(task_config(task)), "files": {}}
+    for split, examples in splits.items():
+        payload = _jsonl(examples)
+        atomic_write(out / f"{split}.jsonl", lambda stream, data=payload: stream.write(data))
+        manifest["files"][split] = {"count": len(examples), "sha256": hashlib.sha256(payload).hexdigest()}
+    text = json.dumps(manifest, indent=2).encode()
+    atomic_write(out / "manifest.json", lambda stream: stream.write(text))
+    return out
+
+
+def load_dataset(data_dir) -> tuple[dict, dict]:
+    """``(splits, manifest)`` from a folder written by :func:`write_dataset`, checking every checksum."""
+    folder = Path(data_dir)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"{folder} has no manifest.json; create the data with `ip-pyro data TASK --out {folder}`")
+    manifest = json.loads(manifest_path.read_text())
+    splits = {}
+    for split, entry in manifest["files"].items():
+        payload = (folder / f"{split}.jsonl").read_bytes() if (folder / f"{split}.jsonl").is_file() else None
+        if payload is None or hashlib.sha256(payload).hexdigest() != entry["sha256"]:
+            raise ValueError(f"{folder / (split + '.jsonl')} is missing or does not match its checksum; recreate it "
+                             f"with `ip-pyro data {manifest['task']} --out {folder}`")
+        splits[split] = [json.loads(line) for line in payload.decode().splitlines() if line]
+    return splits, manifest
+
+
+def path_metrics(example: dict, prediction: list) -> dict:
+    """Exact match, token accuracy, and the share of predicted edges (consecutive pairs) present in the graph."""
+    target = example["target"]
+    matches = sum(int(a == b) for a, b in zip(prediction, target))
+    edges = {frozenset(edge) for edge in example["edges"]}
+    predicted = [frozenset(prediction[k: k + 2]) for k in range(0, len(prediction) - 1, 2)]
+    return {"exact_match": float(prediction == target),
+            "token_accuracy": matches / max(len(target), len(prediction), 1),
+            "edges_in_graph": (sum(edge in edges for edge in predicted) / len(predicted)) if predicted else 0.0}
