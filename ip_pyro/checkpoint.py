@@ -77,8 +77,11 @@ def _build(entry, path, role):
     return module
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """``(model, guide or None, extra)`` from a checkpoint written by :func:`save_checkpoint`."""
+def load_checkpoint(path, map_location="cpu", *, use_ema: bool = True):
+    """``(model, guide or None, extra)`` from a checkpoint written by :func:`save_checkpoint` or the trainer.
+
+    :param use_ema: for a training checkpoint, load the EMA of the model weights (what evaluation uses).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}; pass the path of a file written by training")
@@ -93,6 +96,8 @@ def load_checkpoint(path, map_location="cpu"):
     if payload["format_version"] > FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format {payload['format_version']} but this ip-pyro reads up "
                          f"to {FORMAT_VERSION}; upgrade ip-pyro")
+    if use_ema and payload.get("ema") is not None:
+        payload["model"] = dict(payload["model"], state_dict=payload["ema"])
     model = _build(payload["model"], path, "model").to(map_location)
     guide = None if payload["guide"] is None else _build(payload["guide"], path, "guide").to(map_location)
     return model, guide, payload.get("extra", {})

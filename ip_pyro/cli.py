@@ -1,5 +1,11 @@
 """The ``ip-pyro`` command line.
 
+    ip-pyro data TASK --out DIR [--seed S]
+    ip-pyro train --task TASK --model {fo-arm,ip} --guide {uniform,l2r,pl,tree,sequential} --steps N
+                  --batch-size B --d-model D --layers L --lr LR --device DEV --seed S --out DIR
+                  [--checkpoint-every K] [--resume] [--data DIR] [--guide-lr LR] ...
+    ip-pyro eval --checkpoint PATH [--split test] [--decode greedy|sample] [--nll-samples K]
+    ip-pyro sample --checkpoint PATH -n N [--split test]
     ip-pyro diagnose CHECKPOINT [--data FILE] [--out DIR] [--domain path|smiles|generic] ...
 
 Errors are one line on stderr with a non-zero exit status; ``--debug`` shows the traceback.
@@ -72,10 +78,182 @@ def _diagnose(args) -> int:
     return 0
 
 
+def _load_splits(args, task: str, *, need_train: bool = True) -> dict:
+    from ip_pyro.data.planning import SPLITS, load_dataset, make_dataset, task_config
+
+    task_config(task)  # one-line error for an unknown task
+    if getattr(args, "data", None):
+        splits, manifest = load_dataset(args.data)
+        if manifest["task"] != task:
+            raise CommandError(f"{args.data} holds {manifest['task']} data, not {task}; pass the matching --data")
+        return splits
+    sizes = dict(SPLITS) if need_train else {"train": 0, "valid": SPLITS["valid"], "test": SPLITS["test"]}
+    return make_dataset(task, seed=args.data_seed, sizes=sizes)
+
+
+def _data(args) -> int:
+    from ip_pyro.data.planning import make_dataset, write_dataset
+
+    splits = make_dataset(args.task, seed=args.seed, sizes={"train": args.train, "valid": args.valid,
+                                                            "test": args.test})
+    out = write_dataset(splits, args.out, args.task, seed=args.seed)
+    print(f"wrote {', '.join(f'{len(v)} {k}' for k, v in splits.items())} examples of {args.task} to {out}")
+    return 0
+
+
+def _train(args) -> int:
+    import torch
+
+    from ip_pyro.data.planning import task_config
+    from ip_pyro.evaluation import planning_metrics
+    from ip_pyro.train import TrainConfig, Trainer, build_model
+
+    task = task_config(args.task)
+    config = TrainConfig(task=args.task, model=args.model, guide=args.guide, steps=args.steps,
+                         batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
+                         guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
+                         guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
+                         eval_every=args.eval_every, eval_size=args.eval_size,
+                         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
+                         vocab_size=task.vocab_size, max_length=task.max_target_length)
+    config.validate()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
+    splits = _load_splits(args, args.task)
+    import pyro
+
+    pyro.set_rng_seed(args.seed)
+    model, guide = build_model(config)
+    valid = splits["valid"][: config.eval_size]
+
+    def evaluate(model, guide, trainer):
+        return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid).items()}
+
+    trainer = Trainer(config, model, guide, splits["train"], evaluate=evaluate)
+    if args.resume and trainer.resume():
+        print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
+    elif (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
+        raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
+                           "another --out")
+    trainer.fit(progress=not args.no_progress)
+    final = [record for record in trainer.history if "valid_exact_match" in record]
+    if final:
+        print(json.dumps(final[-1]))
+    return 0
+
+
+def _print_table(results: dict) -> None:
+    width = max(len(name) for name in results)
+    for name, value in results.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{name:<{width}}  {shown}")
+
+
+def _eval(args) -> int:
+    from ip_pyro.checkpoint import load_checkpoint
+    from ip_pyro.evaluation import planning_metrics
+
+    model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    task = extra.get("task")
+    if task is None:
+        raise CommandError(f"checkpoint {args.checkpoint} records no task; evaluate it with the Python API")
+    splits = _load_splits(args, task, need_train=False)
+    if args.split not in splits:
+        raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
+    examples = splits[args.split][: args.limit] if args.limit else splits[args.split]
+    results = {"task": task, "split": args.split, "decode": args.decode,
+               **planning_metrics(model, guide, examples, greedy=args.decode == "greedy")}
+    if args.nll_samples:
+        subset = examples[: args.nll_limit] if args.nll_limit else examples
+        nll = planning_metrics(model, guide, subset, greedy=True, nll_samples=args.nll_samples)
+        results.update(nll=nll["nll"], nll_per_token=nll["nll_per_token"], nll_examples=len(subset))
+    _print_table(results)
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def _sample(args) -> int:
+    from ip_pyro.checkpoint import load_checkpoint
+
+    model, _, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    task = extra.get("task")
+    if task is None:
+        for sequence in model.sample(args.num):
+            print(" ".join(map(str, sequence)))
+        return 0
+    examples = _load_splits(args, task, need_train=False)[args.split][: args.num]
+    predictions = model.sample(prompt=[e["prompt"] for e in examples], greedy=args.greedy)
+    for example, prediction in zip(examples, predictions):
+        mark = "ok " if prediction == example["target"] else "   "
+        print(f"{mark}source {example['source']} goal {example['goal']}: {' '.join(map(str, prediction))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ip-pyro", description="The Insertion Process in Pyro.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="generate a planning dataset as JSONL with a checksummed manifest")
+    data.add_argument("task")
+    data.add_argument("--out", required=True)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--train", type=int, default=50_000)
+    data.add_argument("--valid", type=int, default=500)
+    data.add_argument("--test", type=int, default=5_000)
+    data.set_defaults(run=_data)
+
+    train = commands.add_parser("train", help="train a model on a planning task")
+    train.add_argument("--task", default="star-easy")
+    train.add_argument("--model", default="ip")
+    train.add_argument("--guide", default="pl")
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--d-model", type=int, default=128)
+    train.add_argument("--layers", type=int, default=4)
+    train.add_argument("--heads", type=int, default=4)
+    train.add_argument("--guide-d-model", type=int, default=64)
+    train.add_argument("--guide-layers", type=int, default=3)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--guide-lr", type=float, default=None)
+    train.add_argument("--warmup", type=int, default=100)
+    train.add_argument("--particles", type=int, default=2)
+    train.add_argument("--eval-every", type=int, default=500)
+    train.add_argument("--eval-size", type=int, default=500)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory)")
+    train.add_argument("--data-seed", type=int, default=0)
+    train.add_argument("--out", required=True)
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint (table + JSON)")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--decode", default="greedy", choices=["greedy", "sample"])
+    evaluate.add_argument("--nll-samples", type=int, default=100)
+    evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only")
+    evaluate.add_argument("--data", default=None)
+    evaluate.add_argument("--data-seed", type=int, default=0)
+    evaluate.add_argument("--json", default=None)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=_eval)
+
+    sample = commands.add_parser("sample", help="decode the prompts of a split (or draw sequences)")
+    sample.add_argument("--checkpoint", required=True)
+    sample.add_argument("-n", "--num", type=int, default=10)
+    sample.add_argument("--split", default="test")
+    sample.add_argument("--greedy", action="store_true")
+    sample.add_argument("--data", default=None)
+    sample.add_argument("--data-seed", type=int, default=0)
+    sample.add_argument("--device", default="cpu")
+    sample.set_defaults(run=_sample)
     diagnose = commands.add_parser("diagnose", help="insertion-order diagnostics of a trained checkpoint")
     diagnose.add_argument("checkpoint")
     diagnose.add_argument("--data", help="JSONL with a 'target' per line (default: sequences sampled from the model)")
@@ -97,7 +275,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, FloatingPointError) as error:
         if args.debug:
             raise
         print(f"ip-pyro {args.command}: error: {error}", file=sys.stderr)

@@ -61,14 +61,14 @@ def test_exact_likelihoods_sum_to_one(float64):
     model = tiny_model(vocab_size=2, max_length=5)
     sequences = all_sequences(2, 5)
     total = exact_log_likelihood(model, collate(sequences)).logsumexp(0)
-    assert abs(float(total)) < 1e-5
+    assert abs(total.item()) < 1e-5
 
 
 def test_normalised_with_a_prompt(float64):
     model = tiny_model(vocab_size=2, max_length=3)
     sequences = all_sequences(2, 3)
     batch = collate(sequences, [[1, 0, 1]] * len(sequences))
-    assert abs(float(exact_log_likelihood(model, batch).logsumexp(0))) < 1e-8
+    assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
 
 
 @pytest.mark.parametrize("length", [0, 1, 3, 5])

@@ -1,0 +1,57 @@
+"""Evaluation of conditional generation on planning tasks: decode, then score against the targets."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ip_pyro.batch import collate
+from ip_pyro.data.planning import path_metrics
+from ip_pyro.infer import importance_log_likelihood
+from ip_pyro.utils import evaluating
+
+__all__ = ["decode", "planning_metrics"]
+
+
+def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
+           batch_size: int = 256) -> list:
+    """Predicted targets for the prompts of ``examples`` (one per example)."""
+    predictions = []
+    for begin in range(0, len(examples), batch_size):
+        prompts = [example["prompt"] for example in examples[begin:begin + batch_size]]
+        predictions += model.sample(prompt=prompts, greedy=greedy, max_length=max_length)
+    return predictions
+
+
+def planning_metrics(model, guide, examples: list, *, greedy: bool = True, nll_samples: int = 0,
+                     batch_size: int = 256, device=None) -> dict:
+    """Exact match, token accuracy, termination rate (stopped before the length limit), share of predicted edges
+    present in the graph, and (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP,
+    exact for the left-to-right model)."""
+    if not examples:
+        raise ValueError("no examples to evaluate; check the split name and the data folder")
+    with evaluating(model):
+        predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, batch_size=batch_size)
+    scores = [path_metrics(example, prediction) for example, prediction in zip(examples, predictions)]
+    result = {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
+    result["termination_rate"] = float(np.mean([len(p) < model.max_length for p in predictions]))
+    result["num_examples"] = len(examples)
+    if nll_samples:
+        device = device or next(model.parameters()).device
+        totals = []
+        for begin in range(0, len(examples), batch_size):
+            chunk = examples[begin:begin + batch_size]
+            batch = collate([e["target"] for e in chunk], [e["prompt"] for e in chunk]).to(device)
+            with torch.no_grad(), evaluating(model):
+                if guide is None:
+                    totals.append(-model.log_prob(batch))
+                else:
+                    totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples))
+        nll = torch.cat(totals)
+        result["nll"] = float(nll.mean())
+        result["nll_per_token"] = float(nll.sum() / sum(len(e["target"]) + 1 for e in examples))
+        if not math.isfinite(result["nll"]):
+            raise FloatingPointError("the test NLL is not finite; the checkpoint may be damaged")
+    return result

@@ -1,0 +1,292 @@
+"""The training loop shared by the CLI and the examples.
+
+AdamW (a separate learning rate for the guide), linear warm-up then cosine decay, gradient clipping, an EMA of the
+model weights used for evaluation, a tqdm bar with loss and throughput, periodic validation, a JSONL metrics log,
+atomic checkpoints every N steps and on exit (model, guide, optimiser, scheduler, EMA, RNG states, data position,
+config), and exact resume.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ip_pyro.batch import collate
+from ip_pyro.checkpoint import atomic_write
+from ip_pyro.infer import InsertionELBO
+
+__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION"]
+
+GUIDE_NAMES = ("uniform", "l2r", "pl", "tree", "sequential")
+MODEL_NAMES = ("ip", "fo-arm")
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in every checkpoint)."""
+
+    task: str = "star-easy"
+    model: str = "ip"
+    guide: str = "pl"
+    steps: int = 2000
+    batch_size: int = 64
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    guide_d_model: int = 64
+    guide_layers: int = 3
+    guide_heads: int = 4
+    lr: float = 1e-3
+    guide_lr: Optional[float] = None
+    weight_decay: float = 0.01
+    warmup: int = 100
+    clip_norm: float = 1.0
+    ema_decay: float = 0.999
+    ema_start: int = 200
+    particles: int = 2
+    step_sampling: str = "uniform"
+    eval_every: int = 500
+    eval_size: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/run"
+    vocab_size: int = 0
+    max_length: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
+        if self.model == "ip" and self.guide not in GUIDE_NAMES:
+            raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
+        for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
+                     "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
+        if not self.lr > 0 or (self.guide_lr is not None and not self.guide_lr > 0):
+            raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
+
+
+def build_model(config: TrainConfig):
+    """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data)."""
+    from guides import (BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide,
+                        UniformOrderGuide)
+    from models import InsertionProcess, LeftToRightLM
+
+    config.validate()
+    sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads,
+                 max_length=config.max_length, dropout=config.dropout)
+    if config.model == "fo-arm":
+        return LeftToRightLM(config.vocab_size, **sizes), None
+    guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
+                       max_length=config.max_length, dropout=config.dropout)
+    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
+              "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
+              "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}
+    return InsertionProcess(config.vocab_size, **sizes), guides[config.guide]()
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class Trainer:
+    """Train ``model`` (and ``guide``) on ``examples`` (dicts with ``target`` and optional ``prompt``).
+
+    :param evaluate: optional ``evaluate(model, guide, trainer) -> dict`` run every ``eval_every`` steps with the
+        EMA weights; its numbers go to the metrics log.
+    """
+
+    def __init__(self, config: TrainConfig, model, guide, examples: list, *,
+                 evaluate: Optional[Callable] = None):
+        config.validate()
+        self.config, self.model, self.guide, self.examples = config, model, guide, examples
+        self.evaluate_fn = evaluate
+        self.device = torch.device(config.device)
+        self.model.to(self.device)
+        if guide is not None:
+            guide.to(self.device)
+        groups = [{"params": list(model.parameters()), "lr": config.lr}]
+        if guide is not None and list(guide.parameters()):
+            groups.append({"params": list(guide.parameters()), "lr": config.guide_lr or config.lr})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.elbo = InsertionELBO(config.particles, config.step_sampling) if guide is not None else None
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.out = Path(config.out)
+        self.history: list = []
+
+    # -------------------------------------------------------------------------------------------- data
+    def _epoch_order(self) -> list:
+        """The shuffled example order of the current epoch (a pure function of seed and epoch, cached)."""
+        if getattr(self, "_order_cache", (None,))[0] != self.epoch:
+            order = list(range(len(self.examples)))
+            random.Random(self.config.seed * 1_000_003 + self.epoch).shuffle(order)
+            self._order_cache = (self.epoch, order)
+        return self._order_cache[1]
+
+    def next_batch(self):
+        """The next batch of the epoch-wise shuffled data (the position is part of the checkpoint)."""
+        order = self._epoch_order()
+        if self.position + self.config.batch_size > len(order):
+            self.epoch, self.position = self.epoch + 1, 0
+            order = self._epoch_order()
+        chosen = [self.examples[i] for i in order[self.position: self.position + self.config.batch_size]]
+        self.position += self.config.batch_size
+        prompts = [example.get("prompt", []) for example in chosen]
+        batch = collate([example["target"] for example in chosen], prompts if any(prompts) else None,
+                        vocab_size=self.config.vocab_size)
+        return batch.to(self.device)
+
+    # -------------------------------------------------------------------------------------------- steps
+    def loss(self, batch) -> torch.Tensor:
+        """Mean per-sequence loss (the negative ELBO surrogate, or the negative log-likelihood for FO-ARM)."""
+        if self.guide is None:
+            return -self.model.log_prob(batch).mean()
+        return self.elbo.differentiable_loss(self.model, self.guide, batch) / batch.batch_size
+
+    def train_step(self) -> float:
+        self.model.train()
+        if self.guide is not None:
+            self.guide.train()
+        batch = self.next_batch()
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {self.step + 1}; lower the learning "
+                                     f"rate (now {self.scheduler.get_last_lr()[0]:.2e}) or clip gradients harder; "
+                                     "the last good checkpoint is kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self._update_ema()
+        return loss.item()
+
+    def _update_ema(self) -> None:
+        decay = 0.0 if self.step <= self.config.ema_start else self.config.ema_decay
+        with torch.no_grad():
+            for shadow, live in zip(self.ema.parameters(), self.model.parameters()):
+                shadow.lerp_(live, 1.0 - decay)
+
+    # -------------------------------------------------------------------------------------------- loop
+    def fit(self, *, progress: bool = True, on_step: Optional[Callable[[int, float], None]] = None) -> list:
+        """Train to ``config.steps``; returns the metrics history. Checkpoints on exit, also on Ctrl-C."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
+        started, recent = time.perf_counter(), []
+        try:
+            while self.step < self.config.steps:
+                loss = self.train_step()
+                recent.append(loss)
+                if on_step is not None:
+                    on_step(self.step, loss)
+                self._log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+                bar.update(1)
+                if self.step % 10 == 0 or self.step == self.config.steps:
+                    rate = self.config.batch_size * len(recent) / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{np.mean(recent):.3f}", seq_per_s=f"{rate:.0f}")
+                    started, recent = time.perf_counter(), []
+                if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0
+                                                     or self.step == self.config.steps):
+                    self._log({"step": self.step, **self.run_evaluation()})
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            if self.step:
+                self.save()
+        return self.history
+
+    def run_evaluation(self) -> dict:
+        self.ema.eval()
+        if self.guide is not None:
+            self.guide.eval()
+        with torch.no_grad():
+            return self.evaluate_fn(self.ema, self.guide, self)
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        with open(self.out / "metrics.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    # -------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"format_version": CHECKPOINT_VERSION, "config": asdict(self.config),
+                "model": {"class": type(self.model).__name__, "config": self.model.config,
+                          "state_dict": self.model.state_dict()},
+                "guide": None if self.guide is None else {"class": type(self.guide).__name__,
+                                                          "config": self.guide.config,
+                                                          "state_dict": self.guide.state_dict()},
+                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
+                "position": self.position,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "python": random.getstate(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                "extra": {"task": self.config.task, **self.config.extra}}
+
+    def save(self, path=None) -> Path:
+        """Write ``checkpoint.pt`` (or ``path``) atomically."""
+        path = Path(path) if path is not None else self.out / "checkpoint.pt"
+        state = self.state_dict()
+        atomic_write(path, lambda stream: torch.save(state, stream))
+        return path
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = {key: value for key, value in state["config"].items() if key not in ("steps", "device", "out",
+                                                                                     "eval_every",
+                                                                                     "checkpoint_every")}
+        current = {key: value for key, value in asdict(self.config).items() if key in saved}
+        changed = sorted(key for key in saved if saved[key] != current[key])
+        if changed:
+            raise ValueError(f"the checkpoint was written with a different config ({', '.join(changed)}); "
+                             "resume with the same flags or start a new --out folder")
+        self.model.load_state_dict(state["model"]["state_dict"])
+        if self.guide is not None:
+            self.guide.load_state_dict(state["guide"]["state_dict"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def resume(self, path=None) -> bool:
+        """Load ``checkpoint.pt`` (or ``path``) if it exists; returns whether it did."""
+        path = Path(path) if path is not None else self.out / "checkpoint.pt"
+        if not path.is_file():
+            return False
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as error:  # noqa: BLE001
+            raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); delete it to "
+                             "start over or restore a backup") from None
+        self.load_state_dict(state)
+        return True
+

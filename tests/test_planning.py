@@ -1,0 +1,143 @@
+import json
+import random
+
+import pytest
+import torch
+
+from ip_pyro.cli import main
+from ip_pyro.data.planning import (StarConfig, load_dataset, make_dataset, path_metrics, star_graph, task_config,
+                                   write_dataset)
+from ip_pyro.train import TrainConfig, Trainer, build_model
+
+SMALL = {"train": 200, "valid": 20, "test": 50}
+
+
+@pytest.mark.parametrize("task", ["star-easy", "star-medium", "star-hard"])
+def test_star_graphs_have_the_documented_structure(task):
+    config = task_config(task)
+    rng = random.Random(0)
+    for _ in range(200):
+        example = star_graph(rng, config)
+        path, edges = example["path"], {frozenset(edge) for edge in example["edges"]}
+        assert all(frozenset(path[k: k + 2]) in edges for k in range(len(path) - 1))
+        assert example["source"] == path[0] and example["goal"] == path[-1] and example["centre"] in path
+        assert example["prompt"][-2:] == [example["source"], example["goal"]]
+        assert example["target"] == [n for k in range(len(path) - 1) for n in path[k: k + 2]]
+        assert len(set(n for edge in example["edges"] for n in edge)) == len(edges) + 1  # a tree
+        assert max(example["prompt"]) < config.num_nodes and len(example["target"]) <= config.max_target_length
+        degree = sum(example["centre"] in edge for edge in edges)
+        if config.centre_is_source:
+            assert example["source"] == example["centre"] and degree == 3 and len(path) == 6
+        else:
+            assert len(path) - 1 - path.index(example["centre"]) >= config.plan  # the plan past the centre
+            assert degree >= config.degree  # every arm passes through the centre
+
+
+def test_datasets_are_deterministic_checksummed_and_disjoint(tmp_path):
+    first = make_dataset("star-medium", seed=3, sizes=SMALL)
+    assert first == make_dataset("star-medium", seed=3, sizes=SMALL)
+    assert first != make_dataset("star-medium", seed=4, sizes=SMALL)
+    key = lambda e: (tuple(sorted(tuple(sorted(edge)) for edge in e["edges"])), e["source"], e["goal"])  # noqa
+    assert not {key(e) for e in first["train"]} & {key(e) for e in first["test"]}
+    write_dataset(first, tmp_path, "star-medium", seed=3)
+    loaded, manifest = load_dataset(tmp_path)
+    assert manifest["files"]["test"]["count"] == 50
+    assert [e["target"] for e in loaded["test"]] == [e["target"] for e in first["test"]]
+    (tmp_path / "test.jsonl").write_text((tmp_path / "test.jsonl").read_text()[:-40])
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_dataset(tmp_path)
+
+
+def test_bad_task_and_sizes_are_refused():
+    with pytest.raises(ValueError, match="unknown task 'star-huge'"):
+        task_config("star-huge")
+    with pytest.raises(ValueError, match="do not fit in 10 node ids"):
+        StarConfig(degree=5, arm_min=6, arm_max=12, num_nodes=10, plan=5).validate()
+    with pytest.raises(ValueError, match="cannot hold a plan"):
+        StarConfig(degree=3, arm_min=2, arm_max=4, num_nodes=20, plan=2).validate()
+
+
+def test_path_metrics():
+    example = {"target": [1, 2, 2, 3], "edges": [[2, 1], [2, 3], [3, 4]]}
+    assert path_metrics(example, [1, 2, 2, 3]) == {"exact_match": 1.0, "token_accuracy": 1.0, "edges_in_graph": 1.0}
+    wrong = path_metrics(example, [1, 3, 3, 4])
+    assert wrong["exact_match"] == 0.0 and wrong["token_accuracy"] == 0.25 and wrong["edges_in_graph"] == 0.5
+
+
+def tiny_config(tmp_path, **changes):
+    task = task_config("star-easy")
+    values = dict(task="star-easy", model="ip", guide="pl", steps=6, batch_size=8, d_model=16, layers=1, heads=2,
+                  guide_d_model=8, guide_layers=1, guide_heads=2, warmup=2, ema_start=2, checkpoint_every=100,
+                  eval_every=100, out=str(tmp_path / "run"), vocab_size=task.vocab_size,
+                  max_length=task.max_target_length)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("fo-arm", "pl")])
+def test_resume_reproduces_the_uninterrupted_run_exactly(model_name, guide_name, tmp_path):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
+
+    def trainer(out):
+        torch.manual_seed(0)
+        config = tiny_config(tmp_path, model=model_name, guide=guide_name, out=str(tmp_path / out))
+        model, guide = build_model(config)
+        return Trainer(config, model, guide, examples)
+
+    straight = trainer("straight")
+    expected = [straight.train_step() for _ in range(6)]
+    first = trainer("interrupted")
+    first_half = [first.train_step() for _ in range(3)]
+    first.save()
+    torch.manual_seed(123)  # whatever happens in between must not matter
+    second = trainer("interrupted")
+    assert second.resume()
+    assert second.step == 3
+    assert first_half + [second.train_step() for _ in range(3)] == expected
+
+
+def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, checkpoint_every=2, steps=5)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples)
+    original = trainer.loss
+    monkeypatch.setattr(trainer, "loss", lambda batch: original(batch) * (float("nan") if trainer.step >= 3 else 1))
+    with pytest.raises(FloatingPointError, match="at step 4; lower the learning rate"):
+        trainer.fit(progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"]["state_dict"].values())
+
+
+def test_cli_data_train_eval_sample(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["data", "star-easy", "--out", str(data), "--train", "64", "--valid", "8", "--test", "8"]) == 0
+    run = tmp_path / "run"
+    common = ["train", "--task", "star-easy", "--steps", "4", "--batch-size", "8", "--d-model", "16", "--layers",
+              "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers", "1", "--eval-every", "2",
+              "--data", str(data), "--out", str(run), "--no-progress"]
+    assert main(common) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("valid_exact_match" in record for record in records)
+    assert main(common) == 2 and "pass --resume" in capsys.readouterr().err
+    assert main(common[:4] + ["8"] + common[5:] + ["--resume"]) == 0
+    assert main(common[:8] + ["32"] + common[9:] + ["--resume"]) == 2
+    assert "different config (d_model)" in capsys.readouterr().err
+    checkpoint = str(run / "checkpoint.pt")
+    assert main(["eval", "--checkpoint", checkpoint, "--data", str(data), "--nll-samples", "4"]) == 0
+    results = json.loads((run / "eval_test.json").read_text())
+    assert {"exact_match", "token_accuracy", "termination_rate", "edges_in_graph", "nll"} <= set(results)
+    assert main(["sample", "--checkpoint", checkpoint, "--data", str(data), "-n", "3"]) == 0
+    assert "source" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["train", "--task", "star-huge", "--out", "X"], "unknown task 'star-huge'"),
+    (["train", "--guide", "zigzag", "--out", "X"], "unknown guide 'zigzag'"),
+    (["train", "--steps", "0", "--out", "X"], "--steps=0 must be a positive integer"),
+    (["data", "maze-huge", "--out", "X"], "unknown task 'maze-huge'"),
+])
+def test_cli_bad_names_are_one_line_errors(arguments, message, tmp_path, capsys):
+    assert main([a.replace("X", str(tmp_path / "x")) for a in arguments]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
