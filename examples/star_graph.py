@@ -17,14 +17,15 @@ from pyro.infer import SVI
 
 from guides import BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide, UniformOrderGuide
 from ip_pyro import collate
-from ip_pyro.data.planning import make_dataset, task_config
+from ip_pyro.data.planning import LENGTH_SLACK, make_dataset, task_config
 from ip_pyro.evaluation import planning_metrics
 from ip_pyro.infer import InsertionELBO
 from models import InsertionProcess
 
 
 def make_guide(name, task, args):
-    sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers, max_length=task.max_target_length)
+    sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers,
+                 max_length=task.max_target_length + LENGTH_SLACK)
     factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
                  "pl": lambda: PlackettLuceGuide(task.vocab_size, **sizes),
                  "sequential": lambda: SequentialGuide(task.vocab_size, **sizes)}
@@ -40,7 +41,7 @@ def main(args):
     data = make_dataset(args.task, seed=args.seed, sizes={"train": args.num_train, "valid": args.num_valid,
                                                          "test": 0})
     model = InsertionProcess(task.vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
-                             max_length=task.max_target_length).to(args.device)
+                             max_length=task.max_target_length + LENGTH_SLACK).to(args.device)
     guide = make_guide(args.guide, task, args).to(args.device)
     optimizer = pyro.optim.ClippedAdam({"lr": args.lr, "clip_norm": 1.0})
     svi = SVI(model, guide, optimizer, loss=InsertionELBO(num_particles=args.particles))
@@ -52,7 +53,7 @@ def main(args):
         loss = svi.step(batch) / args.batch_size
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
-            metrics = planning_metrics(model, guide, data["valid"])
+            metrics = planning_metrics(model, guide, data["valid"], task=args.task)
             model.train()
             print(f"step {step:6d}  -ELBO/graph {loss:7.3f}  exact match {metrics['exact_match']:.3f}  "
                   f"edges in graph {metrics['edges_in_graph']:.3f}  ({time.perf_counter() - started:.0f} s)")

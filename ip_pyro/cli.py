@@ -104,7 +104,7 @@ def _data(args) -> int:
 def _train(args) -> int:
     import torch
 
-    from ip_pyro.data.planning import task_config
+    from ip_pyro.data.planning import LENGTH_SLACK, task_config
     from ip_pyro.evaluation import planning_metrics
     from ip_pyro.train import TrainConfig, Trainer, build_model
 
@@ -113,9 +113,10 @@ def _train(args) -> int:
                          batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
+                         dropout=args.dropout, ema_decay=args.ema_decay, ema_start=args.ema_start,
                          eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
-                         vocab_size=task.vocab_size, max_length=task.max_target_length)
+                         vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK)
     config.validate()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
@@ -127,7 +128,7 @@ def _train(args) -> int:
     valid = splits["valid"][: config.eval_size]
 
     def evaluate(model, guide, trainer):
-        return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid).items()}
+        return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid, task=args.task).items()}
 
     trainer = Trainer(config, model, guide, splits["train"], evaluate=evaluate)
     if args.resume and trainer.resume():
@@ -153,7 +154,7 @@ def _eval(args) -> int:
     from ip_pyro.checkpoint import load_checkpoint
     from ip_pyro.evaluation import planning_metrics
 
-    model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device, use_ema=args.weights == "ema")
     task = extra.get("task")
     if task is None:
         raise CommandError(f"checkpoint {args.checkpoint} records no task; evaluate it with the Python API")
@@ -161,11 +162,11 @@ def _eval(args) -> int:
     if args.split not in splits:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
     examples = splits[args.split][: args.limit] if args.limit else splits[args.split]
-    results = {"task": task, "split": args.split, "decode": args.decode,
-               **planning_metrics(model, guide, examples, greedy=args.decode == "greedy")}
+    results = {"task": task, "split": args.split, "decode": args.decode, "weights": args.weights,
+               **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy")}
     if args.nll_samples:
         subset = examples[: args.nll_limit] if args.nll_limit else examples
-        nll = planning_metrics(model, guide, subset, greedy=True, nll_samples=args.nll_samples)
+        nll = planning_metrics(model, guide, subset, task=task, greedy=True, nll_samples=args.nll_samples)
         results.update(nll=nll["nll"], nll_per_token=nll["nll_per_token"], nll_examples=len(subset))
     _print_table(results)
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
@@ -187,7 +188,9 @@ def _sample(args) -> int:
     predictions = model.sample(prompt=[e["prompt"] for e in examples], greedy=args.greedy)
     for example, prediction in zip(examples, predictions):
         mark = "ok " if prediction == example["target"] else "   "
-        print(f"{mark}source {example['source']} goal {example['goal']}: {' '.join(map(str, prediction))}")
+        goals = (f"subgoals {' '.join(map(str, example['subgoals']))}" if "subgoals" in example
+                 else f"source {example['source']} goal {example['goal']}")
+        print(f"{mark}{goals}: {' '.join(map(str, prediction))}")
     return 0
 
 
@@ -219,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--guide-lr", type=float, default=None)
     train.add_argument("--warmup", type=int, default=100)
+    train.add_argument("--dropout", type=float, default=0.0)
+    train.add_argument("--ema-decay", type=float, default=0.999)
+    train.add_argument("--ema-start", type=int, default=200)
     train.add_argument("--particles", type=int, default=2)
     train.add_argument("--eval-every", type=int, default=500)
     train.add_argument("--eval-size", type=int, default=500)
@@ -236,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--decode", default="greedy", choices=["greedy", "sample"])
+    evaluate.add_argument("--weights", default="ema", choices=["ema", "raw"],
+                          help="the EMA of the model weights (default) or the last weights")
     evaluate.add_argument("--nll-samples", type=int, default=100)
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only")

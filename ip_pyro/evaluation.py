@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ip_pyro.batch import collate
-from ip_pyro.data.planning import path_metrics
+from ip_pyro.data.planning import example_metrics
 from ip_pyro.infer import importance_log_likelihood
 from ip_pyro.utils import evaluating
 
@@ -25,17 +25,18 @@ def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[i
     return predictions
 
 
-def planning_metrics(model, guide, examples: list, *, greedy: bool = True, nll_samples: int = 0,
-                     batch_size: int = 256, device=None) -> dict:
-    """Exact match, token accuracy, termination rate (stopped before the length limit), share of predicted edges
-    present in the graph, and (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP,
-    exact for the left-to-right model)."""
+def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", greedy: bool = True,
+                     nll_samples: int = 0, batch_size: int = 256, device=None) -> dict:
+    """The task's metrics (stars: exact match, token accuracy, share of predicted edges in the graph; mazes: exact
+    match, token accuracy, success, valid moves), the termination rate (stopped before the length limit), and
+    (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP, exact for left-to-right)."""
     if not examples:
         raise ValueError("no examples to evaluate; check the split name and the data folder")
     with evaluating(model):
         predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, batch_size=batch_size)
-    scores = [path_metrics(example, prediction) for example, prediction in zip(examples, predictions)]
+    scores = [example_metrics(task, example, prediction) for example, prediction in zip(examples, predictions)]
     result = {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
+    # stopped by itself: shorter than the decoding limit (models get slack beyond the longest target)
     result["termination_rate"] = float(np.mean([len(p) < model.max_length for p in predictions]))
     result["num_examples"] = len(examples)
     if nll_samples:

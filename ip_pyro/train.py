@@ -78,6 +78,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
         if not self.lr > 0 or (self.guide_lr is not None and not self.guide_lr > 0):
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay={self.ema_decay} must lie in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
 
 
 def build_model(config: TrainConfig):

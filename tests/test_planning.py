@@ -33,10 +33,33 @@ def test_star_graphs_have_the_documented_structure(task):
             assert degree >= config.degree  # every arm passes through the centre
 
 
+@pytest.mark.parametrize("task", ["maze-braided-easy", "maze-imperfect-medium", "maze-braided-hard"])
+def test_mazes_solve_their_own_targets(task):
+    from ip_pyro.data.mazes import build_maze
+    from ip_pyro.data.planning import example_metrics
+
+    config = task_config(task)
+    splits = make_dataset(task, seed=1, sizes={"train": 100, "valid": 10, "test": 30})
+    passages = build_maze(config, 1)
+    side = config.side
+    degrees = [sum(frozenset({c, n}) in passages for n in range(side * side)) for c in range(side * side)]
+    assert min(degrees) >= (2 if config.kind == "braided" else 1)  # braided: no dead ends
+    edges = len(passages)
+    assert edges >= side * side - 1 + (1 if config.kind == "imperfect" else 0)  # connected, with cycles
+    for example in splits["test"]:
+        assert example["prompt"] == example["subgoals"] and len(example["target"]) <= config.max_path
+        assert example_metrics(task, example, example["target"])["success"] == 1.0
+        broken = example["target"][:1] + example["target"][2:]
+        assert example_metrics(task, example, broken)["success"] == 0.0
+    keys = {tuple(e["subgoals"]) for e in splits["train"]}
+    assert not keys & {tuple(e["subgoals"]) for e in splits["test"]}
+
+
 def test_datasets_are_deterministic_checksummed_and_disjoint(tmp_path):
     first = make_dataset("star-medium", seed=3, sizes=SMALL)
     assert first == make_dataset("star-medium", seed=3, sizes=SMALL)
     assert first != make_dataset("star-medium", seed=4, sizes=SMALL)
+    assert make_dataset("star-medium", seed=3, sizes=dict(SMALL, train=0))["test"] == first["test"]
     key = lambda e: (tuple(sorted(tuple(sorted(edge)) for edge in e["edges"])), e["source"], e["goal"])  # noqa
     assert not {key(e) for e in first["train"]} & {key(e) for e in first["test"]}
     write_dataset(first, tmp_path, "star-medium", seed=3)
@@ -69,7 +92,7 @@ def tiny_config(tmp_path, **changes):
     values = dict(task="star-easy", model="ip", guide="pl", steps=6, batch_size=8, d_model=16, layers=1, heads=2,
                   guide_d_model=8, guide_layers=1, guide_heads=2, warmup=2, ema_start=2, checkpoint_every=100,
                   eval_every=100, out=str(tmp_path / "run"), vocab_size=task.vocab_size,
-                  max_length=task.max_target_length)
+                  max_length=task.max_target_length + 2)
     values.update(changes)
     return TrainConfig(**values)
 

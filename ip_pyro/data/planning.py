@@ -1,4 +1,7 @@
-"""Goal-conditioned planning data: star graphs, written as JSONL with a checksummed manifest.
+"""Goal-conditioned planning data: star graphs and mazes, written as JSONL with a checksummed manifest.
+
+Mazes live in :mod:`ip_pyro.data.mazes`; this module holds the star graphs, the task registry
+(:func:`task_config`, :func:`make_dataset`, :func:`example_metrics`) and the JSONL files.
 
 A star graph has ``degree`` arms (chains of nodes) sharing one centre node. Prompt = the shuffled edge list
 (``u v u v ...``, each edge in a random direction) then ``source goal``; target = the path from source to goal
@@ -16,6 +19,7 @@ Tiers (``TASKS``):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -24,9 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 from ip_pyro.checkpoint import atomic_write
+from ip_pyro.data.mazes import MAZE_TASKS, MazeConfig, build_maze, maze_example, maze_metrics
 
 __all__ = ["StarConfig", "TASKS", "star_graph", "make_dataset", "write_dataset", "load_dataset", "task_config",
-           "path_metrics"]
+           "path_metrics", "example_metrics", "task_names"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,27 @@ TASKS = {
     "star-hard": StarConfig(degree=5, arm_min=6, arm_max=12, num_nodes=56, plan=5),
 }
 SPLITS = {"train": 50_000, "valid": 500, "test": 5_000}
+# models get this many tokens beyond the longest target, so that stopping is the model's choice (a model that
+# runs on is caught by the termination rate) rather than forced at the target's length
+LENGTH_SLACK = 2
 
 
-def task_config(task: str) -> StarConfig:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return TASKS[task]
+def task_names() -> list:
+    return list(TASKS) + list(MAZE_TASKS)
+
+
+def task_config(task: str):
+    """The :class:`StarConfig` or :class:`~ip_pyro.data.mazes.MazeConfig` of a task name."""
+    if task in TASKS:
+        return TASKS[task]
+    if task in MAZE_TASKS:
+        return MAZE_TASKS[task]
+    raise ValueError(f"unknown task {task!r}; choose from {', '.join(task_names())}")
+
+
+@functools.lru_cache(maxsize=16)
+def _maze(task: str, seed: int) -> frozenset:
+    return frozenset(build_maze(MAZE_TASKS[task], seed))
 
 
 def star_graph(rng: random.Random, config: StarConfig) -> dict:
@@ -104,30 +124,48 @@ def star_graph(rng: random.Random, config: StarConfig) -> dict:
 
 
 def _key(example: dict) -> tuple:
+    if "subgoals" in example:
+        return tuple(example["subgoals"])
     return tuple(sorted(map(tuple, (sorted(edge) for edge in example["edges"])))), example["source"], example["goal"]
 
 
 def make_dataset(task: str, *, seed: int = 0, sizes: Optional[dict] = None) -> dict:
-    """``{split: [example, ...]}``, deterministic in ``seed``; no test or valid graph repeats a training graph."""
+    """``{split: [example, ...]}``, deterministic in ``seed``.
+
+    Validation and test examples are drawn first, all distinct; training examples never repeat one of them (they
+    may repeat each other only where the task has fewer distinct examples than asked for, e.g. small mazes). The
+    test split is therefore the same whatever the training size.
+    """
     config = task_config(task)
     config.validate()
     sizes = dict(SPLITS if sizes is None else sizes)
     rng = random.Random(f"{task}:{seed}")
-    splits, seen = {}, set()
-    for split in ("train", "valid", "test"):
-        examples, attempts = [], 0
+    if isinstance(config, MazeConfig):
+        passages = _maze(task, seed)
+
+        def draw():
+            return dict(maze_example(rng, config, passages), maze_seed=seed)
+    else:
+        def draw():
+            return star_graph(rng, config)
+    splits, held_out = {}, set()
+    for split in ("valid", "test", "train"):
+        examples, keys, attempts = [], set(), 0
         while len(examples) < sizes.get(split, 0):
             attempts += 1
-            if attempts > 20 * sizes[split] + 1000:
-                raise ValueError(f"could not draw {sizes[split]} distinct {task} graphs; the task is too small")
-            example = star_graph(rng, config)
+            if attempts > 50 * sizes[split] + 1000:
+                raise ValueError(f"could not draw {sizes[split]} {split} examples of {task} apart from the held-out "
+                                 "ones; ask for fewer")
+            example = draw()
             key = _key(example)
-            if key in seen:
+            if key in held_out or (split != "train" and key in keys):
                 continue
-            seen.add(key)
+            keys.add(key)
             examples.append(example)
+        if split != "train":
+            held_out |= keys
         splits[split] = examples
-    return splits
+    return {split: splits[split] for split in ("train", "valid", "test")}
 
 
 def _jsonl(examples) -> bytes:
@@ -163,6 +201,15 @@ def load_dataset(data_dir) -> tuple[dict, dict]:
                              f"with `ip-pyro data {manifest['task']} --out {folder}`")
         splits[split] = [json.loads(line) for line in payload.decode().splitlines() if line]
     return splits, manifest
+
+
+def example_metrics(task: str, example: dict, prediction: list) -> dict:
+    """The task's metrics of one prediction (stars: :func:`path_metrics`; mazes: exact match, token accuracy,
+    success and the share of valid moves)."""
+    config = task_config(task)
+    if isinstance(config, MazeConfig):
+        return maze_metrics(example, prediction, _maze(task, example["maze_seed"]), config.side)
+    return path_metrics(example, prediction)
 
 
 def path_metrics(example: dict, prediction: list) -> dict:
