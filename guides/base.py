@@ -21,10 +21,11 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch
+from ip_pyro.networks import OrderScorer, check_network_sizes
 from ip_pyro.orders import orders_to_slots
 from ip_pyro.utils import unique_pyro_name
 
-__all__ = ["OrderGuide"]
+__all__ = ["OrderGuide", "ScorerGuide"]
 
 
 class OrderGuide(PyroModule):
@@ -63,3 +64,28 @@ class OrderGuide(PyroModule):
                     pyro.sample(f"slot_{t}", dist.Delta(slots[:, t]))
                     pyro.sample(f"token_{t}", dist.Delta(tokens_in_order[:, t]))
         return orders
+
+
+class ScorerGuide(OrderGuide):
+    """Base of the amortised guides: a Transformer :class:`~ip_pyro.networks.OrderScorer` over ``[prompt ; x]``.
+
+    :param vocab_size: content vocabulary size (same ids as the model).
+    :param d_model, n_layers, n_heads, dropout: scorer size.
+    :param max_length: longest sequence the guide accepts.
+    """
+
+    def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
+                 max_length: int = 64, dropout: float = 0.0):
+        check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                            max_length=max_length, dropout=dropout)
+        super().__init__()
+        self.vocab_size, self.max_length = vocab_size, max_length
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                           max_length=max_length, dropout=dropout)
+        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout)
+
+    def _check(self, batch: Batch) -> None:
+        super()._check(batch)
+        if batch.max_length and int(batch.lengths.max()) > self.max_length:
+            raise ValueError(f"a sequence has length {int(batch.lengths.max())} > the guide's "
+                             f"max_length={self.max_length}; build the guide with a larger max_length")

@@ -9,10 +9,10 @@ import torch
 from pyro.distributions import TorchDistribution
 from pyro.nn import pyro_method
 
-from guides.base import OrderGuide
+from guides.base import ScorerGuide
 from ip_pyro.batch import Batch
 from ip_pyro.distributions import permutation
-from ip_pyro.networks import OrderScorer, check_network_sizes
+from ip_pyro.networks import OrderScorer
 
 __all__ = ["SequentialGuide", "SequentialOrders"]
 
@@ -91,27 +91,14 @@ class SequentialOrders(TorchDistribution):
         return orders.reshape(shape + (self.width,))
 
 
-class SequentialGuide(OrderGuide):
+class SequentialGuide(ScorerGuide):
     """q(sigma | x) = prod_t softmax_j f_phi(x, prompt, inserted_t)_j over the remaining positions j.
 
-    Same sizes as :class:`guides.PlackettLuceGuide`; starts at the uniform order (zero-initialised scores).
+    Arguments as :class:`guides.base.ScorerGuide`; starts at the uniform order (zero-initialised scores).
     Sampling takes ``L`` network passes; ``log_prob`` scores all ``L`` prefixes in one batched pass.
     """
-
-    def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0):
-        check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                            max_length=max_length, dropout=dropout)
-        super().__init__()
-        self.vocab_size, self.max_length = vocab_size, max_length
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout)
-        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout)
 
     @pyro_method
     def order_distribution(self, batch: Batch) -> SequentialOrders:
         self._check(batch)
-        if batch.max_length and int(batch.lengths.max()) > self.max_length:
-            raise ValueError(f"a sequence has length {int(batch.lengths.max())} > the guide's "
-                             f"max_length={self.max_length}; build the guide with a larger max_length")
         return SequentialOrders(self.scorer, batch)
