@@ -88,12 +88,13 @@ def test_step_log_probs_are_normalised_over_stop_and_insertions(float64):
     model = tiny_model(vocab_size=3, max_length=6)
     batch = collate([[0, 1, 2, 2]])
     inserted = torch.tensor([[False, True, False, True]])
-    scores = model.step_log_probs(batch, inserted)
+    with torch.no_grad():
+        scores = model.step_log_probs(batch, inserted)
+        output = model.network(torch.tensor([[1, 2]]), torch.tensor([2]))
     stop, insert = scores  # unpacks as (stop, insert)
     assert abs(float(stop.exp() + scores.go.exp()) - 1.0) < 1e-12
     assert torch.isinf(insert[0, 1]) and torch.isinf(insert[0, 3])
-    # brute force: insert x_0 = 0 into slot 0 and x_2 = 2 into slot 1 of the canvas (1, 2)
-    output = model.network(torch.tensor([[1, 2]]), torch.tensor([2]))
+    # brute force (output above): insert x_0 = 0 into slot 0 and x_2 = 2 into slot 1 of the canvas (1, 2)
     joint = output.slot_logits.log_softmax(-1).unsqueeze(-1) + output.token_logits.log_softmax(-1)
     assert abs(float(joint.exp().sum()) - 1.0) < 1e-12
     assert abs(float(insert[0, 0]) - float(joint[0, 0, 0])) < 1e-12
@@ -109,7 +110,7 @@ def empirical_tv(samples, exact_probabilities, keys):
 def exact_distribution(model, prompt=None):
     short = all_sequences(model.vocab_size, 3)
     prompts = None if prompt is None else [prompt] * len(short)
-    probabilities = exact_log_likelihood(model, collate(short, prompts)).exp()
+    probabilities = exact_log_likelihood(model, collate(short, prompts)).exp().detach()
     keys = [tuple(sequence) for sequence in short] + ["longer"]
     return torch.cat([probabilities, (1 - probabilities.sum()).unsqueeze(0)]), keys
 
