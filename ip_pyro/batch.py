@@ -94,7 +94,9 @@ class Batch:
         return self._map(lambda tensor: tensor[index])
 
     def repeat(self, copies: int) -> "Batch":
-        """``copies`` stacked copies, particle-major: row ``m * B + b`` is sequence ``b``. Shape ``[copies * B, ...]``."""
+        """``copies`` stacked copies, particle-major: row ``m * B + b`` is sequence ``b``.
+
+        Shape ``[copies * B, ...]``."""
         if copies == 1:
             return self
         if self.tokens is None and self.prompt is None:

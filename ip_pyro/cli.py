@@ -24,17 +24,25 @@ class CommandError(ValueError):
     """A user-facing error: printed as one line."""
 
 
-def _read_sequences(path: Path) -> tuple[list, list | None]:
-    """Targets (and prompts) from a JSONL file with ``target``/``prompt`` fields, or a JSON list of id lists."""
+def _landmarks(records: list) -> list | None:
+    """Star-graph records (with ``source``, ``centre``, ``goal``) -> per-target positions of those nodes."""
+    if not records or not all({"source", "centre", "goal"} <= set(record) for record in records):
+        return None
+    return [{"source": 0, "centre": record["target"].index(record["centre"]) if record["centre"] in
+             record["target"] else 0, "goal": max(len(record["target"]) - 1, 0)} for record in records]
+
+
+def _read_records(path: Path) -> list:
+    """Records with a ``target`` (and optional ``prompt``, star-graph fields, ...) from a JSONL file, or from a
+    JSON file holding a list of id lists."""
     if not path.is_file():
         raise CommandError(f"no data file at {path}; pass a JSONL file with a 'target' list per line")
     text = path.read_text()
     if not text.strip():
         raise CommandError(f"{path} is empty; it needs one example per line")
     if path.suffix == ".json":
-        sequences = json.loads(text)
-        return sequences, None
-    targets, prompts = [], []
+        return [{"target": sequence} for sequence in json.loads(text)]
+    records = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -44,9 +52,8 @@ def _read_sequences(path: Path) -> tuple[list, list | None]:
             raise CommandError(f"{path}:{number} is not valid JSON ({error.msg})") from None
         if not isinstance(record, dict) or "target" not in record:
             raise CommandError(f"{path}:{number} has no 'target' field; each line needs {{\"target\": [ids]}}")
-        targets.append(record["target"])
-        prompts.append(record.get("prompt", []))
-    return targets, prompts if any(prompts) else None
+        records.append(record)
+    return records
 
 
 def _diagnose(args) -> int:
@@ -59,10 +66,13 @@ def _diagnose(args) -> int:
     model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device)
     if guide is None:
         raise CommandError(f"checkpoint {args.checkpoint} holds no guide; diagnose needs an IP model with a guide")
+    landmarks = None
     if args.data:
-        sequences, prompts = _read_sequences(Path(args.data))
-        sequences = sequences[: args.num_sequences]
-        prompts = None if prompts is None else prompts[: args.num_sequences]
+        records = _read_records(Path(args.data))[: args.num_sequences]
+        sequences = [record["target"] for record in records]
+        prompts = [record.get("prompt", []) for record in records]
+        prompts = prompts if any(prompts) else None
+        landmarks = _landmarks(records)
     else:
         torch.manual_seed(args.seed)
         sequences, prompts = [s for s in model.sample(args.num_sequences) if s], None
@@ -70,7 +80,7 @@ def _diagnose(args) -> int:
             raise CommandError("the model only sampled empty sequences; pass --data with sequences to diagnose")
     batch = collate(sequences, prompts, vocab_size=model.vocab_size).to(args.device)
     token_names = extra.get("token_names")
-    report = diagnose(model, guide, batch, args.out, token_names=token_names, domain=args.domain,
+    report = diagnose(model, guide, batch, args.out, token_names=token_names, domain=args.domain, landmarks=landmarks,
                       num_chains=args.chains, num_draws=args.draws, mcmc_samples=args.mcmc_samples,
                       mcmc_warmup=args.mcmc_warmup, seed=args.seed)
     print(report["summary"])

@@ -35,7 +35,8 @@ def _mcmc_sequence(batch: Batch, requested: Optional[int]) -> int:
 
 
 def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Sequence[str]] = None,
-             domain: str = "generic", landmarks: Optional[Sequence[dict]] = None, num_chains: int = 4, num_draws: int = 250, mcmc_sequence: Optional[int] = None,
+             domain: str = "generic", landmarks: Optional[Sequence[dict]] = None, num_chains: int = 4,
+             num_draws: int = 250, mcmc_sequence: Optional[int] = None,
              mcmc_samples: int = 400, mcmc_warmup: int = 200, seed: int = 0) -> dict:
     """Guide draws + PSIS, MCMC over orders for one sequence, plots and a text summary.
 

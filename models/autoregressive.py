@@ -46,7 +46,7 @@ class LeftToRightLM(PyroModule):
     @pyro_method
     def log_prob(self, batch: Batch) -> torch.Tensor:
         """Teacher-forced ``log p(x)`` ``[B]`` (tokens then EOS), one causal pass."""
-        check_batch(batch, self.vocab_size, self.max_length)
+        check_batch(batch, self.vocab_size, self.max_length, module=self)
         log_probs = self._logits(self.network, batch.tokens, batch.prompt, batch.prompt_lengths).log_softmax(-1)
         width = batch.max_length + 1
         steps = torch.arange(width, device=batch.device)
@@ -57,7 +57,7 @@ class LeftToRightLM(PyroModule):
 
     def forward(self, batch: Batch) -> Batch:
         """The Pyro program; returns the built (or observed) sequences as a :class:`Batch`."""
-        check_batch(batch, self.vocab_size, self.max_length, need_tokens=False)
+        check_batch(batch, self.vocab_size, self.max_length, need_tokens=False, module=self)
         network = self.network
         size, device = batch.batch_size, batch.device
         observed = batch.tokens is not None

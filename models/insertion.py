@@ -50,10 +50,14 @@ class StepLogProbs:
         return iter((self.stop, self.insert))
 
 
-def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True) -> None:
-    """One-line ``ValueError`` for a batch a model cannot score (checked while Pyro validation is enabled)."""
+def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True,
+                module: torch.nn.Module = None) -> None:
+    """One-line ``ValueError`` for a batch a model cannot score (ids are checked while Pyro validation is enabled);
+    with ``module``, also that the batch is on the module's device."""
     if not isinstance(batch, Batch):
         raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
+    if module is not None:
+        check_same_device(batch, module, "model")
     if need_tokens and batch.tokens is None:
         raise ValueError("this needs a batch with tokens; build one with ip_pyro.collate(sequences)")
     for name in ("tokens", "lengths", "prompt", "prompt_lengths"):
@@ -140,7 +144,7 @@ class InsertionProcess(PyroModule):
             holds sequence ``b``): the positions already on each canvas.
         :returns: :class:`StepLogProbs` with ``stop`` ``[N]``, ``insert`` ``[N, L_max]`` and ``go`` ``[N]``.
         """
-        check_batch(batch, self.vocab_size, self.max_length)
+        check_batch(batch, self.vocab_size, self.max_length, module=self)
         if inserted.dtype != torch.bool or inserted.dim() != 2 or inserted.shape[1] != batch.max_length:
             raise ValueError(f"inserted must be a bool [N, {batch.max_length}] mask, got {inserted.dtype} "
                              f"{tuple(inserted.shape)}")
@@ -158,7 +162,7 @@ class InsertionProcess(PyroModule):
         Scores every prefix of every order (``sum_n (L_n + 1)`` canvases) in decoder passes of at most
         ``chunk_size`` canvases.
         """
-        check_batch(batch, self.vocab_size, self.max_length)
+        check_batch(batch, self.vocab_size, self.max_length, module=self)
         if orders.dim() != 2 or orders.shape[1] != batch.max_length or orders.shape[0] % batch.batch_size:
             raise ValueError(f"orders must be [k * {batch.batch_size}, {batch.max_length}], got "
                              f"{tuple(orders.shape)}")
@@ -187,7 +191,7 @@ class InsertionProcess(PyroModule):
     # ------------------------------------------------------------------------------------------ the program
     def forward(self, batch: Batch) -> Batch:
         """The Pyro program. Returns the built sequences as a :class:`Batch` (tokens, lengths)."""
-        check_batch(batch, self.vocab_size, self.max_length, need_tokens=False)
+        check_batch(batch, self.vocab_size, self.max_length, need_tokens=False, module=self)
         network = self.network
         size, device = batch.batch_size, batch.device
         observed = batch.tokens is not None

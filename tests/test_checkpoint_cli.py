@@ -87,3 +87,12 @@ def test_cli_errors_are_one_line_without_traceback(arguments, message, tmp_path,
     assert status == 2 and message in error and error.count("\n") == 1 and "Traceback" not in error
     with pytest.raises(ValueError):
         main(["--debug"] + [names.get(argument, argument) for argument in arguments])
+
+
+def test_star_records_give_landmarks_for_the_path_view():
+    from ip_pyro.cli import _landmarks
+
+    records = [{"target": [3, 7, 7, 9, 9, 4], "source": 3, "centre": 9, "goal": 4},
+               {"target": [5, 1], "source": 5, "centre": 5, "goal": 1}]
+    assert _landmarks(records) == [{"source": 0, "centre": 3, "goal": 5}, {"source": 0, "centre": 0, "goal": 1}]
+    assert _landmarks([{"target": [1, 2]}]) is None

@@ -67,6 +67,12 @@ CASES = [
      r"temperature=-1 must be > 0"),
     ("invalid slots", lambda: slots_to_orders(torch.tensor([[1]]), torch.tensor([1])), r"slots\[0, 0\] = 1 is invalid"),
     ("empty Batch", lambda: Batch(), r"an empty Batch needs num_samples"),
+    ("batch on another device", lambda: model().log_joint(good_batch().to("meta"), torch.zeros(2, 3).long()),
+     r"the batch is on meta but the model is on cpu; call batch.to\('cpu'\)"),
+    ("guide batch on another device", lambda: PlackettLuceGuide(4, d_model=8, n_layers=1, n_heads=2)
+     .order_distribution(good_batch().to("meta")), r"the batch is on meta but the guide is on cpu"),
+    ("tokens of the wrong shape", lambda: Batch(tokens=torch.zeros(3, dtype=torch.long), lengths=torch.tensor([3])),
+     r"tokens must be a \[B, L_max\] tensor"),
 ]
 
 

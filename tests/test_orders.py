@@ -20,7 +20,8 @@ def test_worked_example():
 
 @pytest.mark.parametrize("length", range(0, 8))
 def test_round_trip_every_permutation(length):
-    orders = torch.tensor(list(itertools.permutations(range(length))), dtype=torch.long).reshape(math.factorial(length), length)
+    orders = torch.tensor(list(itertools.permutations(range(length))), dtype=torch.long)
+    orders = orders.reshape(math.factorial(length), length)
     lengths = torch.full((orders.shape[0],), length)
     slots = orders_to_slots(orders, lengths)
     steps = torch.arange(length)

@@ -87,9 +87,9 @@ class InsertionELBO(ELBO):
         else:
             horizon = width + 1
             all_steps = torch.arange(horizon, device=batch.device).view(1, horizon, 1).expand(particles, horizon, size)
-            rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(particles * horizon * size, width)
-            rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(
-                particles * horizon * size, width)
+            count = particles * horizon * size
+            rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
+            rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
             rewards, prefix = self._step_terms(model, q, batch, rows, all_steps.reshape(-1), rows_log_q)
             shape = (particles, horizon, size)
             live = all_steps <= lengths
