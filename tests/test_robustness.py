@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import tiny_model, tiny_pl_guide
 from guides import PlackettLuceGuide
 from ip_pyro import Batch
 from ip_pyro.checkpoint import save_checkpoint
@@ -36,6 +36,7 @@ def data_dir(tmp_path_factory):
 def corpus_files(tmp_path, data_dir):
     """Files the bad-input rows point at (WORK stands for tmp_path, DATA for a good data folder)."""
     save_checkpoint(tmp_path / "model.pt", tiny_model(), None)
+    save_checkpoint(tmp_path / "guided.pt", tiny_model(), tiny_pl_guide())
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:64])
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
@@ -64,7 +65,7 @@ CLI_CORPUS = [
     ("truncated checkpoint", ["eval", "--checkpoint", "WORK/truncated.pt"], "truncated or corrupt"),
     ("checkpoint without task", ["eval", "--checkpoint", "WORK/model.pt"], "records no task"),
     ("diagnose a guide-less model", ["diagnose", "WORK/model.pt"], "holds no guide"),
-    ("empty diagnose data", ["diagnose", "WORK/model.pt", "--data", "WORK/empty.jsonl"], "is empty"),
+    ("empty diagnose data", ["diagnose", "WORK/guided.pt", "--data", "WORK/empty.jsonl"], "is empty"),
     ("cuda without a GPU", ["train", "--device", "cuda:7", "--out", "WORK/r"], "no CUDA device"),
     ("unknown data task", ["data", "maze-huge", "--out", "WORK/d"], "unknown task 'maze-huge'"),
 ]
