@@ -25,7 +25,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, collate
-from ip_pyro.canvas import canvas_width, gather_canvas, insert_tokens
+from ip_pyro.canvas import gather_canvas, insert_tokens
 from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_network_sizes
 from ip_pyro.orders import orders_to_ranks, slots_of_positions
 from ip_pyro.utils import check_same_device, evaluating, unique_pyro_name

@@ -9,7 +9,6 @@ import torch
 from conftest import tiny_model, tiny_pl_guide
 from guides import LeftToRightGuide, UniformOrderGuide
 from ip_pyro import Batch, collate
-from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
 
 

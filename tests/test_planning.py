@@ -164,3 +164,19 @@ def test_cli_bad_names_are_one_line_errors(arguments, message, tmp_path, capsys)
     assert main([a.replace("X", str(tmp_path / "x")) for a in arguments]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_evaluation_leaves_the_ema_weights_alone(tmp_path):
+    """The EMA copy has its own Pyro name: evaluating it must not pull the live weights in from the param store."""
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, ema_decay=0.5, ema_start=0)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples,
+                      evaluate=lambda ema, guide, trainer: {"n": len(ema.sample(2, prompt=[examples[0]["prompt"]]))})
+    for _ in range(3):
+        trainer.train_step()
+    before = {name: value.clone() for name, value in trainer.ema.state_dict().items()}
+    assert any(not torch.equal(before[name], value) for name, value in trainer.model.state_dict().items())
+    trainer.run_evaluation()
+    after = trainer.ema.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
