@@ -70,7 +70,7 @@ def test_stable_for_huge_logits_and_long_sequences():
             rest = chosen[step:]
             peak = max(rest)
             reference += chosen[step] - (peak + math.log(sum(math.exp(value - peak) for value in rest)))
-        assert abs(float(log_prob[0, row]) - reference) < 1e-3 * max(1.0, abs(reference))
+        assert abs(log_prob[0, row].item() - reference) < 1e-3 * max(1.0, abs(reference))
 
 
 def test_next_index_log_probs_chain_to_log_prob(float64):
