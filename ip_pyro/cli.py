@@ -104,6 +104,15 @@ def _load_splits(args, task: str, *, need_train: bool = True) -> dict:
 def _data(args) -> int:
     from ip_pyro.data.planning import make_dataset, write_dataset
 
+    if args.task == "moses":
+        from ip_pyro.data.smiles import fetch_moses
+
+        folder = fetch_moses(args.out)
+        print(f"MOSES files in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+        return 0
+
+    if args.out is None:
+        raise CommandError(f"pass --out DIR for the {args.task} data")
     splits = make_dataset(args.task, seed=args.seed, sizes={"train": args.train, "valid": args.valid,
                                                             "test": args.test})
     out = write_dataset(splits, args.out, args.task, seed=args.seed)
@@ -209,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="generate a planning dataset as JSONL with a checksummed manifest")
+    data = commands.add_parser("data", help="generate a planning dataset as JSONL with a checksummed manifest, or "
+                                             "fetch MOSES (`ip-pyro data moses`)")
     data.add_argument("task")
-    data.add_argument("--out", required=True)
+    data.add_argument("--out", default=None, help="output folder (for moses: default $IP_PYRO_CACHE/moses)")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--train", type=int, default=50_000)
     data.add_argument("--valid", type=int, default=500)
