@@ -1,0 +1,141 @@
+"""Molecule-generation metrics with the MOSES definitions (RDKit).
+
+``evaluate(samples, train=None, test=None)`` returns ``validity`` (share of samples RDKit parses and sanitises),
+``unique@1k`` / ``unique@10k`` (share of distinct canonical SMILES among the first 1,000 / 10,000 valid samples),
+``intdiv1`` / ``intdiv2`` (internal diversity, ``1 - (mean_{pairs} T^p)^(1/p)`` over Morgan fingerprints of radius 2,
+1024 bits, Tanimoto ``T``), with ``train``: ``novelty`` (share of unique valid samples not in the training set),
+and with ``test``: ``snn`` (mean Tanimoto of each sample to its nearest test molecule), ``frag`` (cosine similarity
+of BRICS-fragment counts) and ``scaf`` (cosine similarity of Bemis–Murcko scaffold counts). Keys whose reference
+set is not given are absent. FCD and the KL-divergence score are not implemented yet.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import warnings
+from typing import Iterable, Optional
+
+import numpy as np
+
+__all__ = ["evaluate", "canonical", "validity", "internal_diversity", "nearest_neighbour_similarity",
+           "fragment_similarity", "scaffold_similarity"]
+
+
+def _rdkit():
+    try:
+        from rdkit import Chem, DataStructs, RDLogger
+        from rdkit.Chem import AllChem, BRICS
+        from rdkit.Chem.Scaffolds import MurckoScaffold
+    except ImportError:
+        raise ValueError("molecule metrics need RDKit; install it with `pip install ip-pyro[chem]`") from None
+    RDLogger.DisableLog("rdApp.*")
+    return Chem, DataStructs, AllChem, BRICS, MurckoScaffold
+
+
+def _molecule(smiles: str):
+    Chem = _rdkit()[0]
+    if not isinstance(smiles, str) or not smiles:
+        return None
+    return Chem.MolFromSmiles(smiles)
+
+
+def canonical(smiles: str) -> Optional[str]:
+    """RDKit's canonical SMILES, or ``None`` when the string does not parse and sanitise."""
+    molecule = _molecule(smiles)
+    return None if molecule is None else _rdkit()[0].MolToSmiles(molecule)
+
+
+def validity(samples: Iterable[str]) -> float:
+    samples = list(samples)
+    return sum(_molecule(s) is not None for s in samples) / len(samples) if samples else 0.0
+
+
+def _fingerprints(molecules: list) -> list:
+    AllChem = _rdkit()[2]
+    return [AllChem.GetMorganFingerprintAsBitVect(m, 2, nBits=1024) for m in molecules]
+
+
+def internal_diversity(molecules: list, p: int = 1) -> float:
+    """``1 - (mean over all ordered pairs of T^p)^(1/p)`` (MOSES IntDiv_p)."""
+    DataStructs = _rdkit()[1]
+    fingerprints = _fingerprints(molecules)
+    total = 0.0
+    for fingerprint in fingerprints:
+        similarities = np.asarray(DataStructs.BulkTanimotoSimilarity(fingerprint, fingerprints))
+        total += float((similarities ** p).sum())
+    return 1.0 - (total / len(fingerprints) ** 2) ** (1.0 / p)
+
+
+def nearest_neighbour_similarity(molecules: list, reference: list) -> float:
+    """Mean over ``molecules`` of the largest Tanimoto similarity to a ``reference`` molecule (MOSES SNN)."""
+    DataStructs = _rdkit()[1]
+    reference_fingerprints = _fingerprints(reference)
+    return float(np.mean([max(DataStructs.BulkTanimotoSimilarity(f, reference_fingerprints))
+                          for f in _fingerprints(molecules)]))
+
+
+def _cosine(first: collections.Counter, second: collections.Counter) -> float:
+    keys = set(first) | set(second)
+    a = np.array([first[k] for k in keys], dtype=float)
+    b = np.array([second[k] for k in keys], dtype=float)
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else 0.0
+
+
+def fragment_similarity(molecules: list, reference: list) -> float:
+    """Cosine similarity of BRICS-fragment count vectors (MOSES Frag)."""
+    BRICS = _rdkit()[3]
+
+    def counts(group):
+        return collections.Counter(fragment for m in group for fragment in BRICS.BRICSDecompose(m))
+    return _cosine(counts(molecules), counts(reference))
+
+
+def scaffold_similarity(molecules: list, reference: list) -> float:
+    """Cosine similarity of Bemis–Murcko scaffold count vectors (MOSES Scaf; acyclic molecules count as '')."""
+    MurckoScaffold = _rdkit()[4]
+
+    def counts(group):
+        return collections.Counter(MurckoScaffold.MurckoScaffoldSmiles(mol=m) for m in group)
+    return _cosine(counts(molecules), counts(reference))
+
+
+def _unique_at(canonical_valid: list, k: int) -> float:
+    chosen = canonical_valid[:k]
+    if len(chosen) < k:
+        warnings.warn(f"unique@{k // 1000}k computed on {len(chosen)} valid samples (fewer than {k})")
+    return len(set(chosen)) / len(chosen) if chosen else 0.0
+
+
+def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] = None,
+             test_stats=None) -> dict:
+    """MOSES-style metrics of generated SMILES ``samples`` (see the module docstring for the keys)."""
+    if not samples:
+        raise ValueError("no samples to evaluate; generate some molecules first")
+    if test_stats is not None:
+        raise ValueError("FCD against test_stats is not implemented yet; leave test_stats=None")
+    Chem = _rdkit()[0]
+    parsed = [_molecule(s) for s in samples]
+    valid = [m for m in parsed if m is not None]
+    canonical_valid = [Chem.MolToSmiles(m) for m in valid]
+    results = {"validity": len(valid) / len(samples),
+               "unique@1k": _unique_at(canonical_valid, 1000), "unique@10k": _unique_at(canonical_valid, 10000)}
+    if not valid:
+        return results
+    results["intdiv1"] = internal_diversity(valid, 1)
+    results["intdiv2"] = internal_diversity(valid, 2)
+    if train is not None:
+        known = {c for c in (canonical(s) for s in train) if c is not None}
+        unique = set(canonical_valid)
+        results["novelty"] = len(unique - known) / len(unique)
+    if test is not None:
+        reference = [m for m in (_molecule(s) for s in test) if m is not None]
+        if not reference:
+            raise ValueError("the test set holds no valid molecule")
+        results["snn"] = nearest_neighbour_similarity(valid, reference)
+        results["frag"] = fragment_similarity(valid, reference)
+        results["scaf"] = scaffold_similarity(valid, reference)
+    for key, value in results.items():
+        if not math.isfinite(value):
+            raise FloatingPointError(f"metric {key} is not finite")
+    return results
