@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rdkit")
@@ -49,5 +50,20 @@ def test_novelty_uniqueness_and_reference_keys(nci):
 def test_errors():
     with pytest.raises(ValueError, match="no samples"):
         molecules.evaluate([])
-    with pytest.raises(ValueError, match="not implemented yet"):
+    with pytest.raises(ValueError, match="has no 'FCD' entry"):
         molecules.evaluate(["CCO"], test_stats={"mu": 0})
+
+
+def test_fcd_is_near_zero_for_a_set_against_itself_and_grows_with_a_shift(nci):
+    pytest.importorskip("fcd_torch")
+    valid = [molecules.canonical(s) for s in nci if molecules.canonical(s)]
+    first, second = valid[:150], valid[150:300]
+    same = molecules.frechet_chemnet_distance(first, first)
+    assert abs(same) < 1e-3
+    other = molecules.frechet_chemnet_distance(first, second)
+    shifted = molecules.frechet_chemnet_distance(first, ["C" * n for n in range(2, 40)] + ["O" * 3, "CCO"] * 20)
+    assert 0 < other < shifted
+    with pytest.warns(UserWarning, match="fewer than"):
+        results = molecules.evaluate(first, test=second, test_scaffolds=second)
+    assert results["fcd_test"] == pytest.approx(other, rel=1e-4)
+    assert results["fcd_score"] == pytest.approx(np.exp(-0.2 * other)) and "fcd_testsf" in results

@@ -5,8 +5,11 @@
 ``intdiv1`` / ``intdiv2`` (internal diversity, ``1 - (mean_{pairs} T^p)^(1/p)`` over Morgan fingerprints of radius 2,
 1024 bits, Tanimoto ``T``), with ``train``: ``novelty`` (share of unique valid samples not in the training set),
 and with ``test``: ``snn`` (mean Tanimoto of each sample to its nearest test molecule), ``frag`` (cosine similarity
-of BRICS-fragment counts) and ``scaf`` (cosine similarity of Bemis–Murcko scaffold counts). Keys whose reference
-set is not given are absent. FCD and the KL-divergence score are not implemented yet.
+of BRICS-fragment counts) and ``scaf`` (cosine similarity of Bemis–Murcko scaffold counts). ``fcd_test`` is the
+Fréchet ChemNet Distance of the valid samples to ``test_stats`` (MOSES's precomputed ``test_stats.npz``) or, without
+it, to ``test``; ``fcd_testsf`` to ``test_scaffolds``; ``fcd_score`` is GuacaMol's ``exp(-0.2 FCD)`` (needs
+``fcd-torch``, whose ChemNet weights ship in its wheel). Keys whose reference is not given are absent. GuacaMol's
+KL-divergence score is not implemented yet.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 __all__ = ["evaluate", "canonical", "validity", "internal_diversity", "nearest_neighbour_similarity",
-           "fragment_similarity", "scaffold_similarity"]
+           "fragment_similarity", "scaffold_similarity", "frechet_chemnet_distance", "load_test_stats"]
 
 
 def _rdkit():
@@ -100,6 +103,29 @@ def scaffold_similarity(molecules: list, reference: list) -> float:
     return _cosine(counts(molecules), counts(reference))
 
 
+def load_test_stats(path) -> dict:
+    """MOSES's ``test_stats.npz`` as a dict (its ``"FCD"`` entry holds the test set's ChemNet ``mu`` and ``sigma``)."""
+    try:
+        return np.load(path, allow_pickle=True)["stats"].item()
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is not MOSES's test_stats.npz ({type(error).__name__}); run `ip-pyro data moses`")
+
+
+def frechet_chemnet_distance(samples: list, reference) -> float:
+    """FCD between valid SMILES ``samples`` and ``reference`` (SMILES, or precomputed ``{"mu", "sigma"}``)."""
+    try:
+        from fcd_torch import FCD
+    except ImportError:
+        raise ValueError("FCD needs fcd-torch; install it with `pip install ip-pyro[chem]`") from None
+    if len(samples) < 2:
+        raise ValueError(f"FCD needs at least 2 valid molecules, got {len(samples)}")
+    fcd = FCD(device="cpu", n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference_stats = reference if isinstance(reference, dict) else fcd.precalc(list(reference))
+        return float(fcd.metric(reference_stats, fcd.precalc(list(samples))))
+
+
 def _unique_at(canonical_valid: list, k: int) -> float:
     chosen = canonical_valid[:k]
     if len(chosen) < k:
@@ -108,12 +134,15 @@ def _unique_at(canonical_valid: list, k: int) -> float:
 
 
 def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] = None,
-             test_stats=None) -> dict:
-    """MOSES-style metrics of generated SMILES ``samples`` (see the module docstring for the keys)."""
+             test_stats: Optional[dict] = None, test_scaffolds: Optional[list] = None) -> dict:
+    """MOSES-style metrics of generated SMILES ``samples`` (see the module docstring for the keys).
+
+    :param test_stats: MOSES's test statistics (:func:`load_test_stats`); its ``"FCD"`` entry gives ``fcd_test``.
+    """
     if not samples:
         raise ValueError("no samples to evaluate; generate some molecules first")
-    if test_stats is not None:
-        raise ValueError("FCD against test_stats is not implemented yet; leave test_stats=None")
+    if test_stats is not None and "FCD" not in test_stats:
+        raise ValueError("test_stats has no 'FCD' entry; load MOSES's test_stats.npz with load_test_stats")
     Chem = _rdkit()[0]
     parsed = [_molecule(s) for s in samples]
     valid = [m for m in parsed if m is not None]
@@ -135,6 +164,11 @@ def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] =
         results["snn"] = nearest_neighbour_similarity(valid, reference)
         results["frag"] = fragment_similarity(valid, reference)
         results["scaf"] = scaffold_similarity(valid, reference)
+    if test_stats is not None or test is not None:
+        results["fcd_test"] = frechet_chemnet_distance(canonical_valid, test_stats["FCD"] if test_stats else test)
+        results["fcd_score"] = math.exp(-0.2 * results["fcd_test"])
+    if test_scaffolds is not None:
+        results["fcd_testsf"] = frechet_chemnet_distance(canonical_valid, test_scaffolds)
     for key, value in results.items():
         if not math.isfinite(value):
             raise FloatingPointError(f"metric {key} is not finite")
