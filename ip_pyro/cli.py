@@ -104,11 +104,11 @@ def _load_splits(args, task: str, *, need_train: bool = True) -> dict:
 def _data(args) -> int:
     from ip_pyro.data.planning import make_dataset, write_dataset
 
-    if args.task == "moses":
-        from ip_pyro.data.smiles import fetch_moses
+    if args.task in ("moses", "qm9"):
+        from ip_pyro.data.smiles import fetch_moses, fetch_qm9
 
-        folder = fetch_moses(args.out)
-        print(f"MOSES files in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+        folder = (fetch_moses if args.task == "moses" else fetch_qm9)(args.out)
+        print(f"{args.task} files in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
         return 0
 
     if args.out is None:
@@ -219,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate a planning dataset as JSONL with a checksummed manifest, or "
-                                             "fetch MOSES (`ip-pyro data moses`)")
+                                             "fetch MOSES or QM9 (`ip-pyro data moses|qm9`)")
     data.add_argument("task")
-    data.add_argument("--out", default=None, help="output folder (for moses: default $IP_PYRO_CACHE/moses)")
+    data.add_argument("--out", default=None, help="output folder (moses/qm9: default $IP_PYRO_CACHE/<name>)")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--train", type=int, default=50_000)
     data.add_argument("--valid", type=int, default=500)

@@ -76,7 +76,7 @@ def test_moses_files_come_out_of_the_wheel_with_checksums(tmp_path, monkeypatch)
     (folder / "train.csv.gz").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="does not match its checksum; delete"):
         fetch_moses(folder)
-    with pytest.raises(ValueError, match="it is not the molsets 0.3.1 wheel"):
+    with pytest.raises(ValueError, match="it is not the molsets==0.3.1 wheel"):
         extract_moses(fake_wheel(tmp_path / "broken.whl", broken=True), tmp_path / "other")
 
 
@@ -104,3 +104,27 @@ def test_cli_data_moses_uses_the_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(smiles_data.subprocess, "run", lambda *a, **k: pytest.fail("must not download"))
     assert main(["data", "moses", "--out", str(tmp_path / "moses")]) == 0
     assert "test.csv.gz" in capsys.readouterr().out
+
+
+def fake_qm9_wheel(path, column="SMILES"):
+    header = f"XYZ_file,Index,{column},InChi\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for number, part in enumerate(("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")):
+            archive.writestr("qm9pack/data/" + part, header + f'"a.xyz",{number},"C{"C" * number}O","InChI=1S/x"\n')
+    return path
+
+
+def test_qm9_smiles_come_out_of_the_wheel_as_one_checked_csv(tmp_path, monkeypatch):
+    from ip_pyro.data.smiles import extract_qm9, fetch_qm9
+
+    folder = tmp_path / "qm9"
+    extract_qm9(fake_qm9_wheel(tmp_path / "qm9pack.whl"), folder)
+    assert read_smiles(folder / "qm9.csv") == ["CO", "CCO", "CCCO"]
+    monkeypatch.setattr(smiles_data.subprocess, "run", lambda *a, **k: pytest.fail("must not download"))
+    assert fetch_qm9(folder) == folder
+    assert main(["data", "qm9", "--out", str(folder)]) == 0
+    with pytest.raises(ValueError, match="has no SMILES column"):
+        extract_qm9(fake_qm9_wheel(tmp_path / "bad.whl", column="smiles"), tmp_path / "bad")
+    (folder / "qm9.csv").write_text("SMILES,index\nC,1\n")
+    with pytest.raises(ValueError, match="cached QM9 file .* does not match its checksum"):
+        fetch_qm9(folder)

@@ -8,7 +8,8 @@ the model (``to_dict``/``from_dict``) and refuses unknown tokens with a one-line
 MOSES (``fetch_moses``): the files ``train.csv.gz``, ``test.csv.gz``, ``test_scaffolds.csv.gz`` and
 ``test_stats.npz`` are read out of the ``molsets==0.3.1`` wheel (downloaded with ``pip download --no-deps``;
 ``moses`` itself is never installed or imported) into a cache folder (``$IP_PYRO_CACHE``, default
-``~/.cache/ip-pyro``) with their sha256 recorded and checked on every load.
+``~/.cache/ip-pyro``) with their sha256 recorded and checked on every load. QM9 (``fetch_qm9``): the SMILES of the
+130,831 molecules in the three CSVs of the ``qm9pack==1.0.3`` wheel, cached as one ``qm9.csv`` (``SMILES,index``).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from typing import Iterable, Optional
 
 from ip_pyro.checkpoint import atomic_write
 
-__all__ = ["tokenize", "SmilesVocabulary", "cache_dir", "extract_moses", "fetch_moses", "read_smiles",
-           "MOSES_FILES"]
+__all__ = ["tokenize", "SmilesVocabulary", "cache_dir", "extract_moses", "fetch_moses", "extract_qm9", "fetch_qm9",
+           "read_smiles", "MOSES_FILES"]
 
 _TOKEN = re.compile(r"""
       \[[^\[\]]+\]        # bracket atom, whole: isotope, chirality, hydrogens, charge, class
@@ -109,8 +110,9 @@ class SmilesVocabulary:
 
 
 MOSES_FILES = ("train.csv.gz", "test.csv.gz", "test_scaffolds.csv.gz", "test_stats.npz")
-_MOSES_WHEEL = "molsets==0.3.1"
-_MOSES_PREFIX = "moses/dataset/data/"
+_MOSES = {"name": "MOSES", "wheel": "molsets==0.3.1", "prefix": "moses/dataset/data/"}
+_QM9 = {"name": "QM9", "wheel": "qm9pack==1.0.3", "prefix": "qm9pack/data/",
+        "parts": ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")}
 
 
 def cache_dir() -> Path:
@@ -118,30 +120,56 @@ def cache_dir() -> Path:
     return Path(os.environ.get("IP_PYRO_CACHE", Path.home() / ".cache" / "ip-pyro"))
 
 
-def extract_moses(wheel: Path, out: Path) -> dict:
-    """Copy the MOSES files out of a ``molsets`` wheel into ``out`` and write ``manifest.json`` with their sha256."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _open_wheel(wheel: Path, spec: dict) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(wheel)
+        return zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, FileNotFoundError) as error:
-        raise ValueError(f"{wheel} is not a readable wheel ({type(error).__name__}); download molsets==0.3.1 "
+        raise ValueError(f"{wheel} is not a readable wheel ({type(error).__name__}); download {spec['wheel']} "
                          "again") from None
-    manifest = {"source": _MOSES_WHEEL, "files": {}}
-    with archive:
-        for name in MOSES_FILES:
-            try:
-                payload = archive.read(_MOSES_PREFIX + name)
-            except KeyError:
-                raise ValueError(f"{wheel} has no {_MOSES_PREFIX + name}; it is not the molsets 0.3.1 wheel") from None
-            atomic_write(out / name, lambda stream, data=payload: stream.write(data))
-            manifest["files"][name] = hashlib.sha256(payload).hexdigest()
+
+
+def _read_member(archive: zipfile.ZipFile, wheel: Path, spec: dict, name: str) -> bytes:
+    try:
+        return archive.read(spec["prefix"] + name)
+    except KeyError:
+        raise ValueError(f"{wheel} has no {spec['prefix'] + name}; it is not the {spec['wheel']} wheel") from None
+
+
+def _write_manifest(out: Path, spec: dict, files: dict) -> dict:
+    """Write ``files`` ({name: bytes}) and a manifest of their sha256 into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"source": spec["wheel"], "files": {}}
+    for name, payload in files.items():
+        atomic_write(out / name, lambda stream, data=payload: stream.write(data))
+        manifest["files"][name] = hashlib.sha256(payload).hexdigest()
     text = json.dumps(manifest, indent=2).encode()
     atomic_write(out / "manifest.json", lambda stream: stream.write(text))
     return manifest
 
 
-def _verified(folder: Path) -> bool:
+def extract_moses(wheel: Path, out: Path) -> dict:
+    """Copy the MOSES files out of a ``molsets`` wheel into ``out`` and write ``manifest.json`` with their sha256."""
+    with _open_wheel(wheel, _MOSES) as archive:
+        files = {name: _read_member(archive, wheel, _MOSES, name) for name in MOSES_FILES}
+    return _write_manifest(Path(out), _MOSES, files)
+
+
+def extract_qm9(wheel: Path, out: Path) -> dict:
+    """Write ``qm9.csv`` (``SMILES,index``) from the CSVs of a ``qm9pack`` wheel into ``out``, with a manifest."""
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["SMILES", "index"])
+    with _open_wheel(wheel, _QM9) as archive:
+        for part in _QM9["parts"]:
+            reader = csv.DictReader(io.StringIO(_read_member(archive, wheel, _QM9, part).decode()))
+            if reader.fieldnames is None or "SMILES" not in reader.fieldnames:
+                raise ValueError(f"{part} in {wheel} has no SMILES column; it is not the {_QM9['wheel']} wheel")
+            for record in reader:
+                writer.writerow([record["SMILES"], record.get("Index", "")])
+    return _write_manifest(Path(out), _QM9, {"qm9.csv": rows.getvalue().encode()})
+
+
+def _verified(folder: Path, expected: set, spec: dict) -> bool:
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         return False
@@ -149,26 +177,37 @@ def _verified(folder: Path) -> bool:
     for name, digest in manifest.get("files", {}).items():
         path = folder / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise ValueError(f"the cached MOSES file {path} is missing or does not match its checksum; delete "
-                             f"{folder} and run `ip-pyro data moses` again")
-    return set(manifest.get("files", {})) == set(MOSES_FILES)
+            raise ValueError(f"the cached {spec['name']} file {path} is missing or does not match its checksum; "
+                             f"delete {folder} and run `ip-pyro data {spec['name'].lower()}` again")
+    return set(manifest.get("files", {})) == expected
+
+
+def _fetch(folder: Path, spec: dict, expected: set, extract) -> Path:
+    if _verified(folder, expected, spec):
+        return folder
+    with tempfile.TemporaryDirectory() as download:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec["wheel"], "-d", download]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(download).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise ValueError(f"{spec['name']} is not cached in {folder} and `pip download {spec['wheel']}` failed "
+                             f"({reason}); connect to PyPI once, or set IP_PYRO_CACHE to a folder that holds the "
+                             "files")
+        extract(wheels[0], folder)
+    return folder
 
 
 def fetch_moses(folder: Optional[Path] = None) -> Path:
     """The folder holding the MOSES files, extracting them from a downloaded wheel on first use."""
     folder = Path(folder) if folder is not None else cache_dir() / "moses"
-    if _verified(folder):
-        return folder
-    with tempfile.TemporaryDirectory() as download:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", _MOSES_WHEEL, "-d", download]
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(download).glob("molsets-*.whl"))
-        if result.returncode != 0 or not wheels:
-            reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise ValueError(f"MOSES is not cached in {folder} and `pip download {_MOSES_WHEEL}` failed ({reason}); "
-                             "connect to PyPI once, or set IP_PYRO_CACHE to a folder that holds the files")
-        extract_moses(wheels[0], folder)
-    return folder
+    return _fetch(folder, _MOSES, set(MOSES_FILES), extract_moses)
+
+
+def fetch_qm9(folder: Optional[Path] = None) -> Path:
+    """The folder holding ``qm9.csv``, extracting it from a downloaded ``qm9pack`` wheel on first use."""
+    folder = Path(folder) if folder is not None else cache_dir() / "qm9"
+    return _fetch(folder, _QM9, {"qm9.csv"}, extract_qm9)
 
 
 def read_smiles(path: Path, column: str = "SMILES") -> list:
