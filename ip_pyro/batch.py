@@ -11,8 +11,11 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
+from pyro.infer.util import is_validation_enabled
 
-__all__ = ["Batch", "collate"]
+from ip_pyro.utils import check_same_device
+
+__all__ = ["Batch", "collate", "check_batch"]
 
 
 @dataclass
@@ -167,3 +170,42 @@ def collate(sequences, prompts=None, *, vocab_size: Optional[int] = None) -> Bat
     prompt_rows = [_check_ids("prompts", prompt, index, vocab_size) for index, prompt in enumerate(prompts)]
     prompt, prompt_lengths = _pad(prompt_rows)
     return Batch(tokens=tokens, lengths=lengths, prompt=prompt, prompt_lengths=prompt_lengths)
+
+
+def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True,
+                module: torch.nn.Module = None) -> None:
+    """One-line ``ValueError`` for a batch a model cannot score (ids are checked while Pyro validation is enabled);
+    with ``module``, also that the batch is on the module's device."""
+    if not isinstance(batch, Batch):
+        raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
+    if module is not None:
+        check_same_device(batch, module, "model")
+    if need_tokens and batch.tokens is None:
+        raise ValueError("this needs a batch with tokens; build one with ip_pyro.collate(sequences)")
+    for name in ("tokens", "lengths", "prompt", "prompt_lengths"):
+        tensor = getattr(batch, name)
+        if tensor is not None and (tensor.dtype.is_floating_point or tensor.dtype == torch.bool):
+            raise ValueError(f"batch.{name} has dtype {tensor.dtype}; token ids and lengths must be integer "
+                             "(torch.long) tensors")
+    if batch.tokens is not None:
+        if batch.lengths.shape != batch.tokens.shape[:1]:
+            raise ValueError(f"batch.lengths has shape {tuple(batch.lengths.shape)} but tokens has "
+                             f"{batch.tokens.shape[0]} rows; build batches with ip_pyro.collate")
+        longest = int(batch.lengths.max()) if batch.lengths.numel() else 0
+        if longest > max_length:
+            raise ValueError(f"a sequence has length {longest} > max_length={max_length}; build the model with a "
+                             "larger max_length or drop long sequences")
+        if int(batch.lengths.min()) < 0 or longest > batch.tokens.shape[1]:
+            raise ValueError("batch.lengths must lie in 0..tokens.shape[1]; build batches with ip_pyro.collate")
+    if batch.prompt is not None and batch.prompt.shape[0] != batch.batch_size:
+        raise ValueError(f"batch.prompt has {batch.prompt.shape[0]} rows but the batch has {batch.batch_size}; "
+                         "pass one prompt per sequence")
+    if is_validation_enabled():
+        for name, tensor, lengths in (("tokens", batch.tokens, batch.lengths),
+                                      ("prompt", batch.prompt, batch.prompt_lengths)):
+            if tensor is None or tensor.numel() == 0:
+                continue
+            real = torch.arange(tensor.shape[1], device=tensor.device) < lengths.unsqueeze(-1)
+            if bool(((tensor < 0) | (tensor >= vocab_size))[real].any()):
+                raise ValueError(f"batch.{name} holds ids outside 0..{vocab_size - 1}; re-encode the data or build "
+                                 "the model with a larger vocab_size")

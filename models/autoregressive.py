@@ -11,10 +11,10 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
-from ip_pyro.batch import Batch, collate
+from ip_pyro.batch import Batch, check_batch
 from ip_pyro.networks import CausalDecoder, check_network_sizes
+from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
-from models.insertion import check_batch
 
 __all__ = ["LeftToRightLM"]
 
@@ -87,24 +87,9 @@ class LeftToRightLM(PyroModule):
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
                greedy: bool = False, max_length: Optional[int] = None) -> list[list[int]]:
         """Draw sequences left to right (same arguments as :meth:`models.InsertionProcess.sample`)."""
-        if not greedy and not temperature > 0:
-            raise ValueError(f"temperature={temperature} must be > 0 (or use greedy=True)")
-        limit = self.max_length if max_length is None else int(max_length)
-        if not 0 <= limit <= self.max_length:
-            raise ValueError(f"max_length={max_length} must lie in 0..{self.max_length} (the model's max_length)")
         device = next(self.parameters()).device
-        if prompt is None:
-            if num_samples is None:
-                raise ValueError("pass num_samples (how many sequences to draw) or prompt")
-            prompt_ids = prompt_lengths = None
-            total = num_samples
-        else:
-            prompt_batch = prompt if isinstance(prompt, Batch) else collate([[] for _ in prompt], prompts=prompt,
-                                                                            vocab_size=self.vocab_size)
-            copies = 1 if num_samples is None else num_samples
-            prompt_ids = prompt_batch.prompt.to(device).repeat_interleave(copies, 0)
-            prompt_lengths = prompt_batch.prompt_lengths.to(device).repeat_interleave(copies, 0)
-            total = len(prompt_lengths)
+        prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
+                                                                 greedy, max_length)
         results: list[list[int]] = [[] for _ in range(total)]
         alive = torch.arange(total, device=device)
         sequence = torch.zeros(total, 0, dtype=torch.long, device=device)

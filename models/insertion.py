@@ -21,16 +21,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from ip_pyro.batch import Batch, collate
+from ip_pyro.batch import Batch, check_batch
 from ip_pyro.canvas import gather_canvas, insert_tokens
 from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_network_sizes
 from ip_pyro.orders import orders_to_ranks, slots_of_positions
-from ip_pyro.utils import check_same_device, evaluating, unique_pyro_name
+from ip_pyro.sampling import sampling_plan
+from ip_pyro.utils import evaluating, unique_pyro_name
 
-__all__ = ["InsertionProcess", "StepLogProbs", "check_batch"]
+__all__ = ["InsertionProcess", "StepLogProbs"]
 
 
 class StepLogProbs:
@@ -48,45 +48,6 @@ class StepLogProbs:
 
     def __iter__(self):
         return iter((self.stop, self.insert))
-
-
-def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True,
-                module: torch.nn.Module = None) -> None:
-    """One-line ``ValueError`` for a batch a model cannot score (ids are checked while Pyro validation is enabled);
-    with ``module``, also that the batch is on the module's device."""
-    if not isinstance(batch, Batch):
-        raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
-    if module is not None:
-        check_same_device(batch, module, "model")
-    if need_tokens and batch.tokens is None:
-        raise ValueError("this needs a batch with tokens; build one with ip_pyro.collate(sequences)")
-    for name in ("tokens", "lengths", "prompt", "prompt_lengths"):
-        tensor = getattr(batch, name)
-        if tensor is not None and (tensor.dtype.is_floating_point or tensor.dtype == torch.bool):
-            raise ValueError(f"batch.{name} has dtype {tensor.dtype}; token ids and lengths must be integer "
-                             "(torch.long) tensors")
-    if batch.tokens is not None:
-        if batch.lengths.shape != batch.tokens.shape[:1]:
-            raise ValueError(f"batch.lengths has shape {tuple(batch.lengths.shape)} but tokens has "
-                             f"{batch.tokens.shape[0]} rows; build batches with ip_pyro.collate")
-        longest = int(batch.lengths.max()) if batch.lengths.numel() else 0
-        if longest > max_length:
-            raise ValueError(f"a sequence has length {longest} > max_length={max_length}; build the model with a "
-                             "larger max_length or drop long sequences")
-        if int(batch.lengths.min()) < 0 or longest > batch.tokens.shape[1]:
-            raise ValueError("batch.lengths must lie in 0..tokens.shape[1]; build batches with ip_pyro.collate")
-    if batch.prompt is not None and batch.prompt.shape[0] != batch.batch_size:
-        raise ValueError(f"batch.prompt has {batch.prompt.shape[0]} rows but the batch has {batch.batch_size}; "
-                         "pass one prompt per sequence")
-    if is_validation_enabled():
-        for name, tensor, lengths in (("tokens", batch.tokens, batch.lengths),
-                                      ("prompt", batch.prompt, batch.prompt_lengths)):
-            if tensor is None or tensor.numel() == 0:
-                continue
-            real = torch.arange(tensor.shape[1], device=tensor.device) < lengths.unsqueeze(-1)
-            if bool(((tensor < 0) | (tensor >= vocab_size))[real].any()):
-                raise ValueError(f"batch.{name} holds ids outside 0..{vocab_size - 1}; re-encode the data or build "
-                                 "the model with a larger vocab_size")
 
 
 class InsertionProcess(PyroModule):
@@ -238,13 +199,9 @@ class InsertionProcess(PyroModule):
         :param max_length: stop every sequence at this length (at most the model's ``max_length``).
         :returns: list of sequences (prompt-major when prompts are given).
         """
-        if not greedy and not temperature > 0:
-            raise ValueError(f"temperature={temperature} must be > 0 (or use greedy=True)")
-        limit = self.max_length if max_length is None else int(max_length)
-        if not 0 <= limit <= self.max_length:
-            raise ValueError(f"max_length={max_length} must lie in 0..{self.max_length} (the model's max_length)")
-        prompt_ids, prompt_lengths, total = self._sampling_prompts(num_samples, prompt)
         device = next(self.parameters()).device
+        prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
+                                                                 greedy, max_length)
         network = self.network
         results: list[list[int]] = [[] for _ in range(total)]
         alive = torch.arange(total, device=device)
@@ -275,24 +232,3 @@ class InsertionProcess(PyroModule):
                 growing = torch.ones(len(alive), dtype=torch.bool, device=device)
                 canvas, _ = insert_tokens(canvas, lengths[keep], slots, tokens, growing)
         return results
-
-    def _sampling_prompts(self, num_samples, prompt):
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                        or num_samples < 0):
-            raise ValueError(f"num_samples={num_samples!r} must be a non-negative integer")
-        if prompt is None:
-            if num_samples is None:
-                raise ValueError("pass num_samples (how many sequences to draw) or prompt")
-            return None, None, num_samples
-        if isinstance(prompt, Batch):
-            ids, lengths = prompt.prompt, prompt.prompt_lengths
-            if ids is None:
-                raise ValueError("the Batch given as prompt carries no prompt")
-        else:
-            prompt_batch = collate([[] for _ in prompt], prompts=prompt, vocab_size=self.vocab_size)
-            ids, lengths = prompt_batch.prompt, prompt_batch.prompt_lengths
-        copies = 1 if num_samples is None else num_samples
-        device = next(self.parameters()).device
-        ids = ids.to(device).repeat_interleave(copies, 0)
-        lengths = lengths.to(device).repeat_interleave(copies, 0)
-        return ids, lengths, len(lengths)

@@ -63,6 +63,10 @@ CASES = [
     ("sample nothing asked", lambda: model().sample(), r"pass num_samples .* or prompt"),
     ("sample bad temperature", lambda: model().sample(2, temperature=0), r"temperature=0 must be > 0"),
     ("sample beyond max_length", lambda: model().sample(2, max_length=9), r"max_length=9 must lie in 0..5"),
+    ("baseline bad sample count", lambda: LeftToRightLM(4, d_model=8, n_layers=1, n_heads=2).sample(-2),
+     r"num_samples=-2 must be a non-negative integer"),
+    ("baseline prompt batch without prompt", lambda: LeftToRightLM(4, d_model=8, n_layers=1, n_heads=2).sample(
+        prompt=good_batch()), r"the Batch given as prompt carries no prompt"),
     ("baseline bad temperature", lambda: LeftToRightLM(4, d_model=8, n_layers=1, n_heads=2).sample(1, temperature=-1),
      r"temperature=-1 must be > 0"),
     ("invalid slots", lambda: slots_to_orders(torch.tensor([[1]]), torch.tensor([1])), r"slots\[0, 0\] = 1 is invalid"),
