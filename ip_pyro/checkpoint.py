@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "describe_module", "atomic_write",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -48,7 +49,8 @@ def atomic_write(path, write) -> None:
         raise
 
 
-def _describe(module) -> Optional[dict]:
+def describe_module(module) -> Optional[dict]:
+    """``{"class", "config", "state_dict"}`` of a model or guide (weights on the CPU), or ``None``."""
     if module is None:
         return None
     return {"class": type(module).__name__, "config": dict(getattr(module, "config", {})),
@@ -57,7 +59,7 @@ def _describe(module) -> Optional[dict]:
 
 def save_checkpoint(path, model, guide=None, **extra) -> None:
     """Write ``model`` (and ``guide``) with their configs, plus any picklable ``extra`` entries, atomically."""
-    payload = {"format_version": FORMAT_VERSION, "model": _describe(model), "guide": _describe(guide),
+    payload = {"format_version": FORMAT_VERSION, "model": describe_module(model), "guide": describe_module(guide),
                "extra": extra}
     atomic_write(path, lambda stream: torch.save(payload, stream))
 
@@ -77,6 +79,15 @@ def _build(entry, path, role):
     return module
 
 
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """The raw contents of a checkpoint file; a one-line error when it is truncated or corrupt."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is not a whole checkpoint
+        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); use an earlier "
+                         "checkpoint or start over") from None
+
+
 def load_checkpoint(path, map_location="cpu", *, use_ema: bool = True):
     """``(model, guide or None, extra)`` from a checkpoint written by :func:`save_checkpoint` or the trainer.
 
@@ -85,11 +96,7 @@ def load_checkpoint(path, map_location="cpu", *, use_ema: bool = True):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}; pass the path of a file written by training")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is not a whole checkpoint
-        raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); use an earlier "
-                         "checkpoint or retrain") from None
+    payload = read_checkpoint(path, map_location)
     if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
         raise ValueError(f"{path} is not an ip-pyro checkpoint (no format_version); pass a file written by "
                          "ip_pyro.checkpoint.save_checkpoint")

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ip_pyro.batch import collate
-from ip_pyro.checkpoint import atomic_write
+from ip_pyro.checkpoint import atomic_write, describe_module, read_checkpoint
 from ip_pyro.infer import InsertionELBO
 
 __all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION"]
@@ -239,11 +239,7 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {"format_version": CHECKPOINT_VERSION, "config": asdict(self.config),
-                "model": {"class": type(self.model).__name__, "config": self.model.config,
-                          "state_dict": self.model.state_dict()},
-                "guide": None if self.guide is None else {"class": type(self.guide).__name__,
-                                                          "config": self.guide.config,
-                                                          "state_dict": self.guide.state_dict()},
+                "model": describe_module(self.model), "guide": describe_module(self.guide),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
                 "position": self.position,
@@ -286,11 +282,6 @@ class Trainer:
         path = Path(path) if path is not None else self.out / "checkpoint.pt"
         if not path.is_file():
             return False
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); delete it to "
-                             "start over or restore a backup") from None
-        self.load_state_dict(state)
+        self.load_state_dict(read_checkpoint(path, self.device))
         return True
 

@@ -38,6 +38,8 @@ def corpus_files(tmp_path, data_dir):
     save_checkpoint(tmp_path / "model.pt", tiny_model(), None)
     save_checkpoint(tmp_path / "guided.pt", tiny_model(), tiny_pl_guide())
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:64])
+    (tmp_path / "cut_run").mkdir()
+    (tmp_path / "cut_run" / "checkpoint.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:64])
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     for name in os.listdir(data_dir):
@@ -63,6 +65,8 @@ CLI_CORPUS = [
      "holds star-easy data, not star-medium"),
     ("missing checkpoint", ["eval", "--checkpoint", "WORK/none.pt"], "no checkpoint at"),
     ("truncated checkpoint", ["eval", "--checkpoint", "WORK/truncated.pt"], "truncated or corrupt"),
+    ("resume from a truncated checkpoint", ["train", "--data", "DATA", "--out", "WORK/cut_run", "--resume"] + TINY,
+     "truncated or corrupt"),
     ("checkpoint without task", ["eval", "--checkpoint", "WORK/model.pt"], "records no task"),
     ("diagnose a guide-less model", ["diagnose", "WORK/model.pt"], "holds no guide"),
     ("empty diagnose data", ["diagnose", "WORK/guided.pt", "--data", "WORK/empty.jsonl"], "is empty"),
