@@ -171,7 +171,7 @@ def _print_table(results: dict) -> None:
 
 def _eval(args) -> int:
     from ip_pyro.checkpoint import load_checkpoint
-    from ip_pyro.evaluation import planning_metrics
+    from ip_pyro.evaluation import planning_metrics, sequence_nll
 
     model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device, use_ema=args.weights == "ema")
     task = extra.get("task")
@@ -185,8 +185,7 @@ def _eval(args) -> int:
                **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy")}
     if args.nll_samples:
         subset = examples[: args.nll_limit] if args.nll_limit else examples
-        nll = planning_metrics(model, guide, subset, task=task, greedy=True, nll_samples=args.nll_samples)
-        results.update(nll=nll["nll"], nll_per_token=nll["nll_per_token"], nll_examples=len(subset))
+        results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples), nll_examples=len(subset))
     _print_table(results)
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(results, indent=2))

@@ -12,7 +12,7 @@ from ip_pyro.data.planning import example_metrics
 from ip_pyro.infer import importance_log_likelihood
 from ip_pyro.utils import evaluating
 
-__all__ = ["decode", "planning_metrics"]
+__all__ = ["decode", "planning_metrics", "sequence_nll"]
 
 
 def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
@@ -40,19 +40,31 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
     result["termination_rate"] = float(np.mean([len(p) < model.max_length for p in predictions]))
     result["num_examples"] = len(examples)
     if nll_samples:
-        device = device or next(model.parameters()).device
-        totals = []
-        for begin in range(0, len(examples), batch_size):
-            chunk = examples[begin:begin + batch_size]
-            batch = collate([e["target"] for e in chunk], [e["prompt"] for e in chunk]).to(device)
-            with torch.no_grad(), evaluating(model):
-                if guide is None:
-                    totals.append(-model.log_prob(batch))
-                else:
-                    totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples))
-        nll = torch.cat(totals)
-        result["nll"] = float(nll.mean())
-        result["nll_per_token"] = float(nll.sum() / sum(len(e["target"]) + 1 for e in examples))
-        if not math.isfinite(result["nll"]):
-            raise FloatingPointError("the test NLL is not finite; the checkpoint may be damaged")
+        result.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=batch_size,
+                                   device=device))
     return result
+
+
+def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_size: int = 256,
+                 device=None) -> dict:
+    """Test NLL of the targets given their prompts: ``nll`` (nats per sequence) and ``nll_per_token`` (tokens plus
+    the stop); an IWAE bound with ``nll_samples`` orders for the IP, exact for the left-to-right model."""
+    if not examples:
+        raise ValueError("no examples to evaluate; check the split name and the data folder")
+    device = device or next(model.parameters()).device
+    totals = []
+    for begin in range(0, len(examples), batch_size):
+        chunk = examples[begin:begin + batch_size]
+        batch = collate([e["target"] for e in chunk], [e["prompt"] for e in chunk]).to(device)
+        with torch.no_grad(), evaluating(model):
+            if guide is None:
+                totals.append(-model.log_prob(batch))
+            else:
+                totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples))
+    nll = torch.cat(totals)
+    result = {"nll": float(nll.mean()),
+              "nll_per_token": float(nll.sum() / sum(len(e["target"]) + 1 for e in examples))}
+    if not math.isfinite(result["nll"]):
+        raise FloatingPointError("the test NLL is not finite; the checkpoint may be damaged")
+    return result
+
