@@ -3,7 +3,6 @@ already inserted (one network pass per step). The closed-form next-index expecta
 one pass on the current canvas state gives q(next = j | inserted) for every j."""
 from __future__ import annotations
 
-import math
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -11,7 +10,7 @@ from pyro.nn import pyro_method
 
 from guides.base import ScorerGuide
 from ip_pyro.batch import Batch
-from ip_pyro.distributions import permutation
+from ip_pyro.distributions import masked_log_softmax, permutation
 from ip_pyro.networks import OrderScorer
 
 __all__ = ["SequentialGuide", "SequentialOrders"]
@@ -45,9 +44,7 @@ class SequentialOrders(TorchDistribution):
             index = torch.arange(begin, begin + chunk.shape[0], device=inserted.device) % self.batch_shape[0]
             part = self.batch[index]
             scores = self.scorer(part.tokens, part.lengths, part.prompt, part.prompt_lengths, inserted=chunk)
-            remaining = self.valid[index] & ~chunk
-            scores = scores.masked_fill(~remaining, torch.finfo(scores.dtype).min / 8).log_softmax(-1)
-            parts.append(scores.masked_fill(~remaining, -math.inf))
+            parts.append(masked_log_softmax(scores, self.valid[index] & ~chunk))
         return torch.cat(parts) if parts else torch.zeros(0, self.width, device=inserted.device)
 
     def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-__all__ = ["PlackettLuce", "FixedOrder", "MAX_ENUMERATE_LENGTH"]
+__all__ = ["PlackettLuce", "FixedOrder", "MAX_ENUMERATE_LENGTH", "masked_log_softmax"]
 
 MAX_ENUMERATE_LENGTH = 8
 
@@ -43,6 +43,13 @@ permutation = _Permutation()
 def _very_negative(dtype: torch.dtype) -> float:
     # far below any usable logit, yet finite so that reversed logcumsumexp never meets -inf - (-inf)
     return torch.finfo(dtype).min / 8
+
+
+def masked_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """``log_softmax`` over the ``allowed`` entries of the last dim; ``-inf`` elsewhere (and on rows with none
+    allowed), with finite gradients everywhere."""
+    log_probs = scores.masked_fill(~allowed, _very_negative(scores.dtype)).log_softmax(-1)
+    return log_probs.masked_fill(~allowed, -math.inf)
 
 
 def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -129,10 +136,7 @@ class PlackettLuce(TorchDistribution):
     def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
         """``log q(next = j | inserted)`` ``[..., L]``; ``-inf`` where inserted or padding."""
         aligned, shape = _align_rows(inserted, self.batch_shape)
-        remaining = self._valid & ~aligned
-        logits = torch.where(remaining, self.logits, torch.full_like(self.logits, _very_negative(self.logits.dtype)))
-        log_probs = logits.log_softmax(-1)
-        return _restore_rows(torch.where(remaining, log_probs, torch.full_like(log_probs, -math.inf)), shape)
+        return _restore_rows(masked_log_softmax(self.logits.expand_as(aligned), self._valid & ~aligned), shape)
 
     def mode_order(self) -> torch.Tensor:
         """The most probable order (positions by decreasing score), ``[*batch_shape, L]``."""

@@ -17,7 +17,8 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["MazeConfig", "MAZE_TASKS", "build_maze", "maze_example", "maze_success", "maze_metrics"]
+__all__ = ["MazeConfig", "MAZE_TASKS", "build_maze", "maze_example", "maze_success", "maze_metrics",
+           "sequence_match"]
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,15 @@ def maze_success(path: list, subgoals: list, passages: set, side: int) -> bool:
     return index == len(subgoals)
 
 
-def maze_metrics(example: dict, prediction: list, passages: set, side: int) -> dict:
-    target = example["target"]
+def sequence_match(target: list, prediction: list) -> dict:
+    """``exact_match`` and ``token_accuracy`` (position-wise matches over the longer of the two)."""
     matches = sum(int(a == b) for a, b in zip(prediction, target))
-    moves = list(zip(prediction, prediction[1:]))
     return {"exact_match": float(prediction == target),
-            "token_accuracy": matches / max(len(target), len(prediction), 1),
+            "token_accuracy": matches / max(len(target), len(prediction), 1)}
+
+
+def maze_metrics(example: dict, prediction: list, passages: set, side: int) -> dict:
+    moves = list(zip(prediction, prediction[1:]))
+    return {**sequence_match(example["target"], prediction),
             "success": float(maze_success(prediction, example["subgoals"], passages, side)),
             "valid_moves": (sum(frozenset(m) in passages for m in moves) / len(moves)) if moves else 0.0}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from ip_pyro.checkpoint import atomic_write
-from ip_pyro.data.mazes import MAZE_TASKS, MazeConfig, build_maze, maze_example, maze_metrics
+from ip_pyro.data.mazes import MAZE_TASKS, MazeConfig, build_maze, maze_example, maze_metrics, sequence_match
 
 __all__ = ["StarConfig", "TASKS", "star_graph", "make_dataset", "write_dataset", "load_dataset", "task_config",
            "path_metrics", "example_metrics", "task_names"]
@@ -214,10 +214,7 @@ def example_metrics(task: str, example: dict, prediction: list) -> dict:
 
 def path_metrics(example: dict, prediction: list) -> dict:
     """Exact match, token accuracy, and the share of predicted edges (consecutive pairs) present in the graph."""
-    target = example["target"]
-    matches = sum(int(a == b) for a, b in zip(prediction, target))
     edges = {frozenset(edge) for edge in example["edges"]}
     predicted = [frozenset(prediction[k: k + 2]) for k in range(0, len(prediction) - 1, 2)]
-    return {"exact_match": float(prediction == target),
-            "token_accuracy": matches / max(len(target), len(prediction), 1),
+    return {**sequence_match(example["target"], prediction),
             "edges_in_graph": (sum(edge in edges for edge in predicted) / len(predicted)) if predicted else 0.0}
