@@ -139,6 +139,9 @@ def _train(args) -> int:
     config.validate()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
+    if (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
+        raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
+                           "another --out")
     splits = _load_splits(args, args.task)
     import pyro
 
@@ -152,9 +155,6 @@ def _train(args) -> int:
     trainer = Trainer(config, model, guide, splits["train"], evaluate=evaluate)
     if args.resume and trainer.resume():
         print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
-    elif (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
-        raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
-                           "another --out")
     trainer.fit(progress=not args.no_progress)
     final = [record for record in trainer.history if "valid_exact_match" in record]
     if final:
