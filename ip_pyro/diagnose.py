@@ -101,11 +101,10 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
     ]
     summary = "\n".join(lines)
     (out / "summary.txt").write_text(summary + "\n")
+    files["summary"] = str(out / "summary.txt")
     report = {"summary": summary, "rhat_max": rhat, "mcmc_sequence": chosen,
               "psis": {key: np.asarray(value).tolist() for key, value in psis.items()},
               "comparison": {key: np.asarray(value).tolist() for key, value in comparison.items()},
               "files": {name: str(path) for name, path in files.items()}}
     (out / "summary.json").write_text(json.dumps(report, indent=2))
-    files["summary"] = str(out / "summary.txt")
-    report["files"] = files
     return report

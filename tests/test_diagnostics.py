@@ -1,4 +1,5 @@
 import itertools
+import json
 import os
 
 import numpy as np
@@ -158,5 +159,7 @@ def test_diagnose_writes_every_file(domain, tmp_path):
     for name, path in report["files"].items():
         assert os.path.getsize(path) > (100 if name == "summary" else 1000), path
     assert "PSIS" in report["summary"] and "R-hat" in report["summary"] and "preferred order" in report["summary"]
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert set(written["files"]) == set(report["files"])
     with pytest.raises(ValueError, match="domain='tree' must be one of"):
         diagnose(model, guide, batch, tmp_path, domain="tree")

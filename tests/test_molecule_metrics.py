@@ -47,6 +47,23 @@ def test_novelty_uniqueness_and_reference_keys(nci):
     assert identical == pytest.approx(0.0)
 
 
+def test_moses_test_stats_feed_fcd(tmp_path, nci):
+    pytest.importorskip("fcd_torch")
+    valid = [molecules.canonical(s) for s in nci if molecules.canonical(s)][:120]
+    from fcd_torch import FCD
+
+    stats = {"FCD": FCD(device="cpu", n_jobs=1).precalc(valid)}
+    np.savez(tmp_path / "test_stats.npz", stats=stats)
+    loaded = molecules.load_test_stats(tmp_path / "test_stats.npz")
+    assert np.allclose(loaded["FCD"]["mu"], stats["FCD"]["mu"])
+    with pytest.warns(UserWarning, match="fewer than"):
+        results = molecules.evaluate(valid, test_stats=loaded)
+    assert abs(results["fcd_test"]) < 1e-3 and results["fcd_score"] == pytest.approx(1.0, abs=1e-3)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="is not MOSES's test_stats.npz"):
+        molecules.load_test_stats(tmp_path / "bad.npz")
+
+
 def test_errors():
     with pytest.raises(ValueError, match="no samples"):
         molecules.evaluate([])

@@ -107,8 +107,9 @@ def load_test_stats(path) -> dict:
     """MOSES's ``test_stats.npz`` as a dict (its ``"FCD"`` entry holds the test set's ChemNet ``mu`` and ``sigma``)."""
     try:
         return np.load(path, allow_pickle=True)["stats"].item()
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path} is not MOSES's test_stats.npz ({type(error).__name__}); run `ip-pyro data moses`")
+    except Exception as error:  # noqa: BLE001 - unreadable, unpicklable or of another layout: all the same to us
+        raise ValueError(f"{path} is not MOSES's test_stats.npz ({type(error).__name__}); run `ip-pyro data moses`"
+                         ) from None
 
 
 def frechet_chemnet_distance(samples: list, reference) -> float:
@@ -129,7 +130,7 @@ def frechet_chemnet_distance(samples: list, reference) -> float:
 def _unique_at(canonical_valid: list, k: int) -> float:
     chosen = canonical_valid[:k]
     if len(chosen) < k:
-        warnings.warn(f"unique@{k // 1000}k computed on {len(chosen)} valid samples (fewer than {k})")
+        warnings.warn(f"unique@{k // 1000}k computed on {len(chosen)} valid samples (fewer than {k})", stacklevel=3)
     return len(set(chosen)) / len(chosen) if chosen else 0.0
 
 
