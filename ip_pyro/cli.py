@@ -1,7 +1,7 @@
 """The ``ip-pyro`` command line.
 
     ip-pyro data TASK --out DIR [--seed S]
-    ip-pyro train --task TASK --model {fo-arm,ip} --guide {uniform,l2r,pl,tree,sequential} --steps N
+    ip-pyro train --task TASK (star-*, maze-*, qm9, moses, smiles) --model {fo-arm,ip} --guide {uniform,l2r,pl,tree,sequential} --steps N
                   --batch-size B --d-model D --layers L --lr LR --device DEV --seed S --out DIR
                   [--checkpoint-every K] [--resume] [--data DIR] [--guide-lr LR] ...
     ip-pyro eval --checkpoint PATH [--split test] [--decode greedy|sample] [--nll-samples K]
@@ -120,42 +120,62 @@ def _data(args) -> int:
     return 0
 
 
-def _train(args) -> int:
+def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | None = None):
+    """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family)."""
     import torch
 
-    from ip_pyro.data.planning import LENGTH_SLACK, task_config
-    from ip_pyro.evaluation import planning_metrics
-    from ip_pyro.train import TrainConfig, Trainer, build_model
+    from ip_pyro.train import TrainConfig
 
-    task = task_config(args.task)
     config = TrainConfig(task=args.task, model=args.model, guide=args.guide, steps=args.steps,
                          batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
-                         dropout=args.dropout, ema_decay=args.ema_decay, ema_start=args.ema_start,
-                         eval_every=args.eval_every, eval_size=args.eval_size,
+                         termination=args.termination, dropout=args.dropout, ema_decay=args.ema_decay,
+                         ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
-                         vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK)
+                         vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
     config.validate()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
     if (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
         raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
                            "another --out")
-    splits = _load_splits(args, args.task)
+    return config
+
+
+def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: F821 - imported lazily
+    """Build the model and guide, train (resuming when asked) and return the trainer."""
     import pyro
+
+    from ip_pyro.train import Trainer, build_model
 
     pyro.set_rng_seed(args.seed)
     model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
+    if args.resume and trainer.resume():
+        print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
+    trainer.fit(progress=not args.no_progress)
+    return trainer
+
+
+def _train(args) -> int:
+    from ip_pyro.data.molecules import is_smiles_task
+
+    if is_smiles_task(args.task):
+        from ip_pyro.cli_smiles import train_smiles
+        return train_smiles(args)
+    from ip_pyro.data.planning import LENGTH_SLACK, task_config
+    from ip_pyro.evaluation import planning_metrics
+
+    task = task_config(args.task)
+    config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK)
+    splits = _load_splits(args, args.task)
     valid = splits["valid"][: config.eval_size]
 
     def evaluate(model, guide, trainer):
         return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid, task=args.task).items()}
 
-    trainer = Trainer(config, model, guide, splits["train"], evaluate=evaluate)
-    if args.resume and trainer.resume():
-        print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
-    trainer.fit(progress=not args.no_progress)
+    trainer = run_training(args, config, splits["train"], evaluate)
     final = [record for record in trainer.history if "valid_exact_match" in record]
     if final:
         print(json.dumps(final[-1]))
@@ -177,6 +197,9 @@ def _eval(args) -> int:
     task = extra.get("task")
     if task is None:
         raise CommandError(f"checkpoint {args.checkpoint} records no task; evaluate it with the Python API")
+    if "vocabulary" in extra:
+        from ip_pyro.cli_smiles import eval_smiles
+        return eval_smiles(args, model, guide, extra)
     splits = _load_splits(args, task, need_train=False)
     if args.split not in splits:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
@@ -198,6 +221,13 @@ def _sample(args) -> int:
 
     model, _, extra = load_checkpoint(args.checkpoint, map_location=args.device)
     task = extra.get("task")
+    if "vocabulary" in extra:
+        from ip_pyro.data.smiles import SmilesVocabulary
+        from ip_pyro.evaluation import sample_smiles
+
+        for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num):
+            print(smiles)
+        return 0
     if task is None:
         for sequence in model.sample(args.num):
             print(" ".join(map(str, sequence)))
@@ -227,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--test", type=int, default=5_000)
     data.set_defaults(run=_data)
 
-    train = commands.add_parser("train", help="train a model on a planning task")
+    train = commands.add_parser("train", help="train a model on a planning or SMILES task")
     train.add_argument("--task", default="star-easy")
     train.add_argument("--model", default="ip")
     train.add_argument("--guide", default="pl")
@@ -245,13 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)
     train.add_argument("--particles", type=int, default=2)
+    train.add_argument("--termination", default="stop", help="IP only: stop (a stop head) or eos (an end token "
+                       "insertable only at the last slot)")
     train.add_argument("--eval-every", type=int, default=500)
     train.add_argument("--eval-size", type=int, default=500)
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory)")
+    train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
+                       "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi)")
     train.add_argument("--data-seed", type=int, default=0)
+    train.add_argument("--train-size", type=int, default=None, help="SMILES tasks: training molecules (default: all;"
+                       " moses: 200,000)")
+    train.add_argument("--valid-size", type=int, default=1000, help="SMILES tasks: validation molecules")
+    train.add_argument("--test-size", type=int, default=10_000, help="SMILES tasks: test molecules held out")
+    train.add_argument("--valid-samples", type=int, default=500, help="SMILES tasks: molecules sampled at each "
+                       "validation")
     train.add_argument("--out", required=True)
     train.add_argument("--resume", action="store_true")
     train.add_argument("--no-progress", action="store_true")
@@ -269,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default=None)
     evaluate.add_argument("--data-seed", type=int, default=0)
     evaluate.add_argument("--json", default=None)
+    evaluate.add_argument("--num-samples", type=int, default=10_000, help="SMILES tasks: molecules to sample")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval)
 

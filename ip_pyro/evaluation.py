@@ -1,4 +1,5 @@
-"""Evaluation of conditional generation on planning tasks: decode, then score against the targets."""
+"""Evaluation: conditional generation on planning tasks (decode, then score against the targets) and unconditional
+SMILES generation (sample, decode, then the molecule metrics)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ from ip_pyro.data.planning import example_metrics
 from ip_pyro.infer import importance_log_likelihood
 from ip_pyro.utils import evaluating
 
-__all__ = ["decode", "planning_metrics", "sequence_nll"]
+__all__ = ["decode", "planning_metrics", "sequence_nll", "sample_smiles", "smiles_metrics"]
 
 
 def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
@@ -55,7 +56,8 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
     totals = []
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
-        batch = collate([e["target"] for e in chunk], [e["prompt"] for e in chunk]).to(device)
+        prompts = [e.get("prompt", []) for e in chunk]
+        batch = collate([e["target"] for e in chunk], prompts if any(prompts) else None).to(device)
         with torch.no_grad(), evaluating(model):
             if guide is None:
                 totals.append(-model.log_prob(batch))
@@ -68,3 +70,44 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
         raise FloatingPointError("the test NLL is not finite; the checkpoint may be damaged")
     return result
 
+
+
+def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0) -> list:
+    """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``)."""
+    samples = []
+    with evaluating(model):
+        for begin in range(0, num_samples, batch_size):
+            count = min(batch_size, num_samples - begin)
+            samples += [vocabulary.decode(ids) for ids in model.sample(count, temperature=temperature)]
+    return samples
+
+
+def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples: int = 0,
+                   nll_limit: Optional[int] = 1000, split: str = "test", full: bool = True,
+                   batch_size: int = 1000) -> tuple:
+    """``(metrics, samples)`` for an unconditional SMILES model on a :class:`ip_pyro.data.molecules.SmilesTask`.
+
+    ``full=False`` gives only validity and uniqueness (cheap enough for periodic validation); ``full=True`` adds
+    novelty and the KL score vs the training split, SNN/Frag/Scaf/FCD vs ``split`` (MOSES: FCD vs
+    ``test_stats.npz`` and the scaffold test set). With ``nll_samples > 0`` the NLL of the first ``nll_limit``
+    molecules of ``split`` (nats per molecule and per token, stop included) is added.
+    """
+    from ip_pyro.metrics.molecules import evaluate
+
+    samples = sample_smiles(model, task.vocabulary, num_samples, batch_size=batch_size)
+    if full:
+        reference = task.smiles[split]
+        results = evaluate(samples, train=task.smiles["train"], test=reference if task.test_stats is None else
+                           reference[:10_000], test_stats=task.test_stats if split == "test" else None,
+                           test_scaffolds=task.test_scaffolds if split == "test" else None)
+    else:
+        from ip_pyro.metrics.molecules import canonical
+        valid = [c for c in (canonical(s) for s in samples) if c is not None]
+        results = {"validity": len(valid) / len(samples), "unique": len(set(valid)) / max(len(valid), 1)}
+    results["num_samples"] = num_samples
+    results["mean_smiles_chars"] = float(np.mean([len(s) for s in samples]))
+    if nll_samples:
+        examples = task.splits[split][:nll_limit] if nll_limit else task.splits[split]
+        results.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=256))
+        results["nll_molecules"] = len(examples)
+    return results, samples

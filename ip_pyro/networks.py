@@ -191,12 +191,13 @@ class InsertionDecoder(nn.Module):
     Each canvas is laid out compactly (prompt tokens, BOS, canvas tokens, END), so its rotary positions are
     ``0..P-1`` for the prompt, ``P`` for BOS, ``P + 1 + i`` for canvas token ``i`` (its rank on the canvas, never
     its final position in the sequence) and ``P + 1 + t`` for END. Slot ``k`` is represented from the states of its
-    left and right neighbours (BOS/END at the edges). When it saves work, pairs of canvases (a short one with a
+    left and right neighbours (BOS/END at the edges). ``token_classes`` (default ``vocab_size``) sizes the token head
+    (``vocab_size + 1`` for an end-of-sequence token that is never on a canvas). When it saves work, pairs of canvases (a short one with a
     long one) share one row under a block-diagonal attention mask (``pack=True``); the outputs are the same.
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 pack: bool = True):
+                 pack: bool = True, token_classes: Optional[int] = None):
         super().__init__()
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
@@ -205,7 +206,7 @@ class InsertionDecoder(nn.Module):
         self.gap = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model),
                                  RMSNorm(d_model))
         self.slot_head = nn.Linear(d_model, 1)
-        self.token_head = nn.Linear(d_model, vocab_size)
+        self.token_head = nn.Linear(d_model, token_classes or vocab_size)
         self.stop_head = nn.Linear(d_model, 1)
         for module in (self.gap, self.slot_head, self.token_head, self.stop_head):
             module.apply(_init_weights)

@@ -55,6 +55,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_start: int = 200
     particles: int = 2
+    termination: str = "stop"
     step_sampling: str = "uniform"
     eval_every: int = 500
     eval_size: int = 500
@@ -80,6 +81,10 @@ class TrainConfig:
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay={self.ema_decay} must lie in [0, 1)")
+        if self.termination not in ("stop", "eos"):
+            raise ValueError(f"unknown termination {self.termination!r}; choose from stop, eos")
+        if self.model == "fo-arm" and self.termination != "stop":
+            raise ValueError("--termination eos is an IP option; the left-to-right model always ends with EOS")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
 
@@ -100,7 +105,7 @@ def build_model(config: TrainConfig):
     guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
               "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
               "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}
-    return InsertionProcess(config.vocab_size, **sizes), guides[config.guide]()
+    return InsertionProcess(config.vocab_size, termination=config.termination, **sizes), guides[config.guide]()
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:

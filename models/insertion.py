@@ -9,6 +9,14 @@ Generative story for one sequence (canvas ``c_t`` of ``t`` tokens, ``t + 1`` slo
         token_t ~ Categorical(p(token | slot_t, c_t))
         c_{t+1} = insert(c_t, slot_t, token_t)
 
+Termination. ``termination="stop"`` (default) gives the stop decision its own head. ``termination="eos"`` is the
+end-token variant: an end token ``EOS`` may only be inserted at the last slot, and inserting it ends the sequence
+(so it is always the last insertion, which is where the stop step already sits in every trajectory; guides need
+no change). The decoder then scores (slot, token) pairs over ``V + 1`` tokens and the stop probability is
+``p(slot = t) p(EOS | slot = t)``; :meth:`InsertionProcess._decode` rewrites this as the equivalent stop / slot /
+token factors (``p(slot | go on)`` takes the remaining mass of slot ``t``, ``p(token | slot, go on)`` the content
+tokens renormalised), so the program, the sampler and the ELBO are the same code for both variants.
+
 Guides and ELBOs use only :meth:`InsertionProcess.step_log_probs`, :meth:`InsertionProcess.log_joint` and the
 program's site names (``stop_{t}``, ``slot_{t}``, ``token_{t}``).
 """
@@ -30,7 +38,30 @@ from ip_pyro.orders import orders_to_ranks, slots_of_positions
 from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
 
-__all__ = ["InsertionProcess", "StepLogProbs"]
+__all__ = ["InsertionProcess", "StepLogProbs", "TERMINATIONS"]
+
+TERMINATIONS = ("stop", "eos")
+
+
+def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(log_p))`` for ``log_p <= 0``, accurate at both ends."""
+    log_p = log_p.clamp(max=0.0)
+    return torch.where(log_p > -math.log(2), torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p)))
+
+
+def _eos_as_stop(output: DecoderOutput, canvas_lengths: torch.Tensor, vocab_size: int) -> DecoderOutput:
+    """Rewrite (slot, token) scores over ``V + 1`` tokens, with ``EOS`` (id ``V``) allowed only at the last slot,
+    as the equivalent stop / slot-given-go-on / token-given-slot-and-go-on logits."""
+    slot_log_probs = output.slot_logits.log_softmax(-1)  # [N, T+1]
+    token_log_probs = output.token_logits.log_softmax(-1)  # [N, T+1, V+1]
+    last = canvas_lengths.unsqueeze(-1)
+    eos_at_last = token_log_probs[..., vocab_size].gather(1, last).squeeze(-1)  # [N]
+    log_stop = slot_log_probs.gather(1, last).squeeze(-1) + eos_at_last
+    stop_logits = log_stop - _log1mexp(log_stop)
+    keep_last = slot_log_probs.gather(1, last) + _log1mexp(eos_at_last).unsqueeze(-1)
+    keep_last = keep_last.clamp(min=torch.finfo(keep_last.dtype).min)  # finite even when EOS is certain
+    slot_logits = slot_log_probs.scatter(1, last, keep_last)  # unnormalised: p(slot, go on)
+    return DecoderOutput(stop_logits, slot_logits, output.token_logits[..., :vocab_size])
 
 
 class StepLogProbs:
@@ -56,6 +87,7 @@ class InsertionProcess(PyroModule):
     :param vocab_size: number of content tokens ``V`` (ids ``0..V-1``; prompts use the same ids).
     :param d_model, n_layers, n_heads, dropout: decoder size (:class:`ip_pyro.networks.InsertionDecoder`).
     :param max_length: longest sequence; at this length stopping is certain.
+    :param termination: ``"stop"`` (a stop head) or ``"eos"`` (an end token insertable only at the last slot).
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -63,19 +95,25 @@ class InsertionProcess(PyroModule):
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0):
+                 max_length: int = 64, dropout: float = 0.0, termination: str = "stop"):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout)
+        if termination not in TERMINATIONS:
+            raise ValueError(f"unknown termination {termination!r}; choose from {', '.join(TERMINATIONS)}")
         super().__init__(unique_pyro_name("InsertionProcess"))
         self.vocab_size = vocab_size
         self.max_length = max_length
+        self.termination = termination
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout)
-        self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout)
+                           max_length=max_length, dropout=dropout, termination=termination)
+        token_classes = vocab_size + 1 if termination == "eos" else vocab_size
+        self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout, token_classes=token_classes)
 
     # ----------------------------------------------------------------------------------------------- scoring
     def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths) -> DecoderOutput:
         output = network(canvas, canvas_lengths, prompt, prompt_lengths)
+        if self.termination == "eos":
+            output = _eos_as_stop(output, canvas_lengths, self.vocab_size)
         forced = canvas_lengths >= self.max_length  # stopping is certain: an exact 0 / -inf via a finite logit
         stop_logits = output.stop_logits.masked_fill(forced, torch.finfo(output.stop_logits.dtype).max)
         return DecoderOutput(stop_logits, output.slot_logits, output.token_logits)

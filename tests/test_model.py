@@ -56,8 +56,9 @@ def all_sequences(vocab_size, max_length):
             for sequence in itertools.product(range(vocab_size), repeat=length)]
 
 
-def test_exact_likelihoods_sum_to_one(float64):
-    model = tiny_model(vocab_size=2, max_length=5)
+@pytest.mark.parametrize("termination", ["stop", "eos"])
+def test_exact_likelihoods_sum_to_one(termination, float64):
+    model = tiny_model(vocab_size=2, max_length=5, termination=termination)
     sequences = all_sequences(2, 5)
     total = exact_log_likelihood(model, collate(sequences)).logsumexp(0)
     assert abs(total.item()) < 1e-5
@@ -144,3 +145,35 @@ def test_greedy_and_limits():
     assert all(len(sample) <= 2 for sample in model.sample(50, max_length=2))
     assert len(model.sample(3, prompt=[[0], [1, 2]])) == 6
     assert model.sample(0) == []
+
+
+def test_eos_termination_is_the_joint_slot_token_distribution_with_eos_at_the_last_slot(float64):
+    """termination="eos": p(stop) = p(slot = t) p(EOS | t); p(go, slot s, token v) = p(s) p(v | s) for content v."""
+    model = tiny_model(vocab_size=3, max_length=6, termination="eos")
+    batch = collate([[0, 1, 2, 2]])
+    inserted = torch.tensor([[False, True, False, True]])  # canvas (1, 2): t = 2, three slots
+    with torch.no_grad():
+        scores = model.step_log_probs(batch, inserted)
+        raw = model.network(torch.tensor([[1, 2]]), torch.tensor([2]))
+    slot = raw.slot_logits.log_softmax(-1)[0]  # [3]
+    token = raw.token_logits.log_softmax(-1)[0]  # [3, V + 1]
+    assert raw.token_logits.shape[-1] == 4
+    assert abs(float(scores.stop) - float(slot[2] + token[2, 3])) < 1e-12
+    assert abs(float(scores.stop.exp() + scores.go.exp()) - 1.0) < 1e-12
+    # x_0 = 0 into slot 0 (an EOS there is impossible, so the content tokens at slots < t share the whole mass)
+    content_first = token[0, :3].logsumexp(0)
+    assert abs(float(scores.go + scores.insert[0, 0]) - float(slot[0] + token[0, 0] - content_first)) < 1e-12
+    # x_2 = 2 into slot 1
+    content_mid = token[1, :3].logsumexp(0)
+    assert abs(float(scores.go + scores.insert[0, 2]) - float(slot[1] + token[1, 2] - content_mid)) < 1e-12
+
+
+def test_eos_sampler_matches_exact_likelihood():
+    model = tiny_model(vocab_size=2, max_length=5, scale=0.7, termination="eos")
+    probabilities, keys = exact_distribution(model)
+    assert empirical_tv(model.sample(20000), probabilities, keys) < 0.02
+
+
+def test_unknown_termination_is_one_line():
+    with pytest.raises(ValueError, match="unknown termination 'end'"):
+        tiny_model(termination="end")

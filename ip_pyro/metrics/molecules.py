@@ -8,8 +8,8 @@ and with ``test``: ``snn`` (mean Tanimoto of each sample to its nearest test mol
 of BRICS-fragment counts) and ``scaf`` (cosine similarity of Bemis–Murcko scaffold counts). ``fcd_test`` is the
 Fréchet ChemNet Distance of the valid samples to ``test_stats`` (MOSES's precomputed ``test_stats.npz``) or, without
 it, to ``test``; ``fcd_testsf`` to ``test_scaffolds``; ``fcd_score`` is GuacaMol's ``exp(-0.2 FCD)`` (needs
-``fcd-torch``, whose ChemNet weights ship in its wheel). Keys whose reference is not given are absent. GuacaMol's
-KL-divergence score is not implemented yet.
+``fcd-torch``, whose ChemNet weights ship in its wheel). ``kl_score`` (with ``train``) is GuacaMol's KL-divergence
+score (:func:`kl_divergence_score`). Keys whose reference is not given are absent.
 """
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ from typing import Iterable, Optional
 import numpy as np
 
 __all__ = ["evaluate", "canonical", "validity", "internal_diversity", "nearest_neighbour_similarity",
-           "fragment_similarity", "scaffold_similarity", "frechet_chemnet_distance", "load_test_stats"]
+           "fragment_similarity", "scaffold_similarity", "frechet_chemnet_distance", "load_test_stats", "kl_divergence_score"]
+
+# GuacaMol's physico-chemical descriptors for the KL-divergence benchmark: the first four are continuous (compared
+# through Gaussian KDEs), the rest are counts (compared through 10-bin histograms)
+KL_CONTINUOUS = ("BertzCT", "MolLogP", "MolWt", "TPSA")
+KL_DISCRETE = ("NumHAcceptors", "NumHDonors", "NumRotatableBonds", "NumAliphaticRings", "NumAromaticRings")
 
 
 def _rdkit():
@@ -127,6 +132,69 @@ def frechet_chemnet_distance(samples: list, reference) -> float:
         return float(fcd.metric(reference_stats, fcd.precalc(list(samples))))
 
 
+def _descriptors(molecules: list) -> np.ndarray:
+    from rdkit.Chem import Descriptors
+    functions = [getattr(Descriptors, name) for name in KL_CONTINUOUS + KL_DISCRETE]
+    return np.array([[function(m) for function in functions] for m in molecules], dtype=float)
+
+
+def _continuous_kl(reference: np.ndarray, sampled: np.ndarray) -> float:
+    from scipy.stats import entropy, gaussian_kde
+    if np.ptp(reference) == 0 or np.ptp(sampled) == 0:  # a KDE needs spread; a point mass is compared exactly
+        return 0.0 if np.ptp(np.concatenate([reference, sampled])) == 0 else _discrete_kl(reference, sampled)
+    grid = np.linspace(min(reference.min(), sampled.min()), max(reference.max(), sampled.max()), num=1000)
+    return float(entropy(gaussian_kde(reference)(grid) + 1e-10, gaussian_kde(sampled)(grid) + 1e-10))
+
+
+def _discrete_kl(reference: np.ndarray, sampled: np.ndarray) -> float:
+    from scipy.stats import entropy
+    reference_density, bins = np.histogram(reference, bins=10, density=True)
+    sampled_density, _ = np.histogram(sampled, bins=bins, density=True)
+    return float(entropy(reference_density + 1e-10, sampled_density + 1e-10))
+
+
+def _nearest_internal_similarity(molecules: list) -> np.ndarray:
+    """For each molecule, its largest Tanimoto similarity (Morgan radius 2, 4096 bits) to another one of the set."""
+    DataStructs, AllChem = _rdkit()[1], _rdkit()[2]
+    fingerprints = [AllChem.GetMorganFingerprintAsBitVect(m, 2, nBits=4096) for m in molecules]
+    nearest = np.zeros(len(fingerprints))
+    for index, fingerprint in enumerate(fingerprints):
+        similarities = np.asarray(DataStructs.BulkTanimotoSimilarity(fingerprint, fingerprints))
+        similarities[index] = 0.0
+        nearest[index] = similarities.max() if len(similarities) > 1 else 0.0
+    return nearest
+
+
+def kl_divergence_score(samples: list, reference: list, *, max_molecules: int = 10_000, seed: int = 0) -> float:
+    """GuacaMol's KL-divergence score in ``[0, 1]``: the mean over nine physico-chemical descriptors and the
+    nearest-neighbour internal similarity of ``exp(-KL(reference || samples))``.
+
+    Both sets are reduced to distinct valid canonical molecules; at most ``max_molecules`` of each are used (a
+    seeded random subset, as GuacaMol does with 10,000 molecules of each).
+    """
+    Chem = _rdkit()[0]
+    groups = []
+    for name, group in (("samples", samples), ("reference", reference)):
+        group = list(group)
+        if len(group) > 2 * max_molecules:  # subsample first: canonicalising a whole training set is slow
+            group = list(np.random.default_rng(seed + 1).choice(group, 2 * max_molecules, replace=False))
+        unique = sorted({c for c in (canonical(s) for s in group) if c is not None})
+        if len(unique) < 2:
+            raise ValueError(f"the KL score needs at least 2 distinct valid {name}, got {len(unique)}")
+        if len(unique) > max_molecules:
+            unique = list(np.random.default_rng(seed).choice(unique, max_molecules, replace=False))
+        groups.append([Chem.MolFromSmiles(s) for s in unique])
+    sampled, reference_molecules = groups
+    sampled_values, reference_values = _descriptors(sampled), _descriptors(reference_molecules)
+    divergences = []
+    for column in range(len(KL_CONTINUOUS) + len(KL_DISCRETE)):
+        compare = _continuous_kl if column < len(KL_CONTINUOUS) else _discrete_kl
+        divergences.append(compare(reference_values[:, column], sampled_values[:, column]))
+    divergences.append(_continuous_kl(_nearest_internal_similarity(reference_molecules),
+                                      _nearest_internal_similarity(sampled)))
+    return float(np.mean(np.exp(-np.asarray(divergences))))
+
+
 def _unique_at(canonical_valid: list, k: int) -> float:
     chosen = canonical_valid[:k]
     if len(chosen) < k:
@@ -158,6 +226,8 @@ def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] =
         known = {c for c in (canonical(s) for s in train) if c is not None}
         unique = set(canonical_valid)
         results["novelty"] = len(unique - known) / len(unique)
+        if len(unique) >= 2:
+            results["kl_score"] = kl_divergence_score(canonical_valid, train)
     if test is not None:
         reference = [m for m in (_molecule(s) for s in test) if m is not None]
         if not reference:

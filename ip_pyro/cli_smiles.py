@@ -1,0 +1,81 @@
+"""``ip-pyro train|eval`` for SMILES tasks (``qm9``, ``moses``, ``smiles --data FILE``).
+
+Training saves the vocabulary in the checkpoint (``extra["vocabulary"]``) with the data settings, so ``eval``
+rebuilds the same splits; validation samples molecules (validity, uniqueness) and scores the validation NLL.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from ip_pyro.cli import CommandError, _print_table, config_from_args, run_training
+
+__all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
+
+MOSES_DEFAULT_TRAIN = 200_000
+
+
+def smiles_task_for(data: dict, vocabulary=None):
+    """Load the task described by ``data`` (the settings saved with a checkpoint), warnings shown as lines."""
+    from ip_pyro.data.molecules import load_smiles_task
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task = load_smiles_task(data["task"], seed=data["seed"], train_size=data["train_size"],
+                                valid_size=data["valid_size"], test_size=data["test_size"], path=data.get("path"),
+                                vocabulary=vocabulary)
+    for warning in caught:
+        print(f"warning: {warning.message}")
+    return task
+
+
+def train_smiles(args) -> int:
+    from ip_pyro.evaluation import smiles_metrics
+
+    if args.task == "smiles" and not args.data:
+        raise CommandError("--task smiles needs --data FILE (a CSV with a SMILES column, .csv.gz or .smi)")
+    train_size = args.train_size
+    if train_size is None and args.task == "moses":
+        train_size = MOSES_DEFAULT_TRAIN
+    data = {"task": args.task, "seed": args.data_seed, "train_size": train_size, "valid_size": args.valid_size,
+            "test_size": args.test_size, "path": str(Path(args.data).resolve()) if args.data else None}
+    task = smiles_task_for(data)
+    print(f"{args.task}: {len(task.splits['train'])} train / {len(task.splits['valid'])} valid / "
+          f"{len(task.splits['test'])} test molecules, {len(task.vocabulary)} tokens, max length {task.max_length}")
+    extra = {"vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
+             "data": data, "skipped": task.skipped}
+    config = config_from_args(args, vocab_size=len(task.vocabulary), max_length=task.max_length, extra=extra)
+    valid = task.splits["valid"][: config.eval_size]
+    nll_samples = 8 if config.model == "ip" else 1
+
+    def evaluate(model, guide, trainer):
+        results, _ = smiles_metrics(model, guide, task, num_samples=args.valid_samples, nll_samples=nll_samples,
+                                    nll_limit=len(valid), split="valid", full=False)
+        return {f"valid_{key}": value for key, value in results.items()}
+
+    trainer = run_training(args, config, task.splits["train"], evaluate)
+    final = [record for record in trainer.history if "valid_validity" in record]
+    if final:
+        print(json.dumps(final[-1]))
+    return 0
+
+
+def eval_smiles(args, model, guide, extra: dict) -> int:
+    from ip_pyro.data.smiles import SmilesVocabulary
+    from ip_pyro.evaluation import smiles_metrics
+
+    if args.split not in ("valid", "test"):
+        raise CommandError(f"no split {args.split!r} for a SMILES task; choose valid or test")
+    task = smiles_task_for(extra["data"], vocabulary=SmilesVocabulary(extra["vocabulary"]))
+    results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
+                                      nll_samples=args.nll_samples if guide is not None else 1,
+                                      nll_limit=args.nll_limit or 1000, split=args.split)
+    results = {"task": extra["task"], "split": args.split, "weights": args.weights, **results}
+    _print_table(results)
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
+    out.write_text(json.dumps(results, indent=2))
+    samples_path = out.with_suffix(".smi")
+    samples_path.write_text("\n".join(samples) + "\n")
+    print(f"wrote {out} and {samples_path}")
+    return 0

@@ -1,0 +1,142 @@
+"""SMILES generation tasks: QM9, MOSES, or any SMILES file, split, cleaned and encoded for training.
+
+``load_smiles_task(task)`` returns a :class:`SmilesTask`: the vocabulary (built from the training split), the
+encoded splits (records ``{"target": ids, "smiles": str}``, as the trainer takes them), the raw SMILES per split and,
+for MOSES, the test scaffolds and ``test_stats.npz``.
+
+* ``qm9``: the 130,831 molecules of the ``qm9pack`` wheel, shuffled with ``seed``; the first 10,000 are the test
+  split, the next 1,000 the validation split, the rest (or ``train_size`` of them) the training split.
+* ``moses``: MOSES's own ``train`` / ``test`` / ``test_scaffolds`` files; ``train_size`` molecules drawn at random
+  from the 1.58 M of ``train.csv.gz`` (the file is ordered, so never take its head) and 1,000 more for validation.
+* ``smiles``: your own file (``path``: a CSV with a ``SMILES`` column, ``.csv.gz``, or ``.smi``), split like QM9.
+
+Training SMILES that RDKit cannot parse (or that no SMILES token covers) are counted and skipped with a warning that
+says how many; held-out molecules with a token outside the training vocabulary cannot be scored and are counted
+and skipped the same way. Nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ip_pyro.data.smiles import SmilesVocabulary, fetch_moses, fetch_qm9, read_smiles, tokenize
+
+__all__ = ["SMILES_TASKS", "SmilesTask", "load_smiles_task", "parseable_smiles", "is_smiles_task"]
+
+SMILES_TASKS = ("qm9", "moses", "smiles")
+# tokens beyond the longest training molecule, so that stopping is the model's choice (as for the planning tasks)
+SMILES_LENGTH_SLACK = 2
+
+
+def is_smiles_task(task: str) -> bool:
+    return task in SMILES_TASKS
+
+
+@dataclass
+class SmilesTask:
+    """A SMILES task ready for training: ``splits[name]`` are records ``{"target": ids, "smiles": str}``."""
+
+    name: str
+    vocabulary: SmilesVocabulary
+    splits: dict
+    smiles: dict
+    skipped: dict = field(default_factory=dict)
+    test_scaffolds: Optional[list] = None
+    test_stats: Optional[dict] = None
+
+    @property
+    def max_length(self) -> int:
+        """Longest training molecule in tokens plus a small slack."""
+        return max(len(record["target"]) for record in self.splits["train"]) + SMILES_LENGTH_SLACK
+
+
+def parseable_smiles(smiles: list, *, what: str = "training") -> tuple:
+    """``(kept, skipped)``: the strings RDKit parses and sanitises and the tokenizer covers, and how many were not.
+
+    Warns with the count when any are skipped.
+    """
+    from ip_pyro.metrics.molecules import canonical
+
+    kept = []
+    for string in smiles:
+        try:
+            tokenize(string)
+        except ValueError:
+            continue
+        if canonical(string) is not None:
+            kept.append(string)
+    skipped = len(smiles) - len(kept)
+    if skipped:
+        warnings.warn(f"skipped {skipped} of {len(smiles)} {what} SMILES that RDKit cannot parse", stacklevel=2)
+    return kept, skipped
+
+
+def _encode_split(vocabulary: SmilesVocabulary, smiles: list, name: str) -> tuple:
+    known = set(vocabulary.tokens)
+    records, unknown = [], 0
+    for string in smiles:
+        if set(tokenize(string)) <= known:
+            records.append({"target": vocabulary.encode(string), "smiles": string})
+        else:
+            unknown += 1
+    if unknown:
+        warnings.warn(f"skipped {unknown} of {len(smiles)} {name} SMILES with tokens outside the training "
+                      "vocabulary (they cannot be scored)", stacklevel=3)
+    return records, unknown
+
+
+def _split_one_file(molecules: list, seed: int, valid_size: int, test_size: int, train_size: Optional[int]):
+    if valid_size + test_size >= len(molecules):
+        raise ValueError(f"{len(molecules)} molecules cannot hold {test_size} test and {valid_size} validation "
+                         "molecules plus a training split; lower --test-size/--valid-size")
+    shuffled = list(molecules)
+    random.Random(seed).shuffle(shuffled)
+    test, valid = shuffled[:test_size], shuffled[test_size:test_size + valid_size]
+    train = shuffled[test_size + valid_size:]
+    return (train[:train_size] if train_size else train), valid, test
+
+
+def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = None, valid_size: int = 1000,
+                     test_size: int = 10_000, path: Optional[Path] = None, folder: Optional[Path] = None,
+                     vocabulary: Optional[SmilesVocabulary] = None) -> SmilesTask:
+    """Load, split, clean and encode a SMILES task (see the module docstring).
+
+    :param vocabulary: reuse a saved vocabulary (evaluating a checkpoint) instead of building one from train.
+    """
+    if task not in SMILES_TASKS:
+        raise ValueError(f"unknown SMILES task {task!r}; choose from {', '.join(SMILES_TASKS)}")
+    for name, size in (("train_size", train_size), ("valid_size", valid_size), ("test_size", test_size)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ValueError(f"{name}={size!r} must be a non-negative integer")
+    extra = {}
+    if task == "moses":
+        from ip_pyro.metrics.molecules import load_test_stats
+
+        cache = fetch_moses(folder)
+        pool = read_smiles(cache / "train.csv.gz")
+        wanted = (train_size or len(pool) - valid_size) + valid_size
+        chosen = random.Random(seed).sample(pool, min(wanted, len(pool)))
+        valid, train = chosen[:valid_size], chosen[valid_size:]
+        test = read_smiles(cache / "test.csv.gz")[: test_size or None]
+        extra = {"test_scaffolds": read_smiles(cache / "test_scaffolds.csv.gz"),
+                 "test_stats": load_test_stats(cache / "test_stats.npz")}
+    else:
+        if task == "qm9":
+            molecules = read_smiles(fetch_qm9(folder) / "qm9.csv")
+        elif path is None:
+            raise ValueError("task 'smiles' needs a file: pass --data PATH (a CSV with a SMILES column, or .smi)")
+        else:
+            molecules = read_smiles(Path(path))
+        train, valid, test = _split_one_file(molecules, seed, valid_size, test_size, train_size)
+    train, skipped_train = parseable_smiles(train, what="training")
+    if not train:
+        raise ValueError(f"no parseable training SMILES in the {task} data; check the file's SMILES column")
+    vocabulary = vocabulary or SmilesVocabulary.build(train)
+    splits, skipped = {}, {"train_unparseable": skipped_train}
+    for name, group in (("train", train), ("valid", valid), ("test", test)):
+        splits[name], skipped[f"{name}_unknown_tokens"] = _encode_split(vocabulary, group, name)
+    smiles = {name: [record["smiles"] for record in records] for name, records in splits.items()}
+    return SmilesTask(task, vocabulary, splits, smiles, skipped, **extra)
