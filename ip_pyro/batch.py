@@ -81,9 +81,9 @@ class Batch:
         return replace(self, **{name: None if getattr(self, name) is None else fn(getattr(self, name))
                                 for name in ("tokens", "lengths", "prompt", "prompt_lengths")})
 
-    def to(self, device) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> "Batch":
         """The same batch on ``device``."""
-        return self._map(lambda tensor: tensor.to(device))
+        return self._map(lambda tensor: tensor.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
         return self._map(lambda tensor: tensor.pin_memory())

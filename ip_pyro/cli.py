@@ -130,7 +130,9 @@ def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | No
                          batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
-                         termination=args.termination, dropout=args.dropout, ema_decay=args.ema_decay,
+                         termination=args.termination, step_sampling=args.step_sampling,
+                         steps_per_order=args.steps_per_order, precision=args.precision, compile=args.compile,
+                         distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
                          vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
@@ -154,7 +156,13 @@ def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: 
     trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
     if args.resume and trainer.resume():
         print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
-    trainer.fit(progress=not args.no_progress)
+    try:
+        trainer.fit(progress=not args.no_progress)
+    finally:
+        import torch.distributed
+
+        if config.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return trainer
 
 
@@ -275,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)
     train.add_argument("--particles", type=int, default=2)
+    train.add_argument("--step-sampling", default="uniform", help="IP: uniform (sampled steps per order, "
+                       "unbiased) or all (every step)")
+    train.add_argument("--steps-per-order", type=int, default=1, help="IP with --step-sampling uniform: distinct "
+                       "steps (prefixes) scored per sampled order in one batched pass")
+    train.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (gloo on CPU, "
+                       "NCCL on GPU); --batch-size is the global batch")
     train.add_argument("--termination", default="stop", help="IP only: stop (a stop head) or eos (an end token "
                        "insertable only at the last slot)")
     train.add_argument("--eval-every", type=int, default=500)

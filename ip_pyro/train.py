@@ -20,15 +20,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ip_pyro import distributed
 from ip_pyro.batch import collate
 from ip_pyro.checkpoint import atomic_write, describe_module, read_checkpoint
 from ip_pyro.infer import InsertionELBO
 
-__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION"]
+__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS"]
 
 GUIDE_NAMES = ("uniform", "l2r", "pl", "tree", "sequential")
 MODEL_NAMES = ("ip", "fo-arm")
 CHECKPOINT_VERSION = 1
+PRECISIONS = ("fp32", "bf16")
+# run-time settings that may differ between a run and its resumption (the global batch stays the same)
+RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "precision", "compile", "distributed")
 
 
 @dataclass
@@ -57,6 +61,10 @@ class TrainConfig:
     particles: int = 2
     termination: str = "stop"
     step_sampling: str = "uniform"
+    steps_per_order: int = 1
+    precision: str = "fp32"
+    compile: bool = False
+    distributed: bool = False
     eval_every: int = 500
     eval_size: int = 500
     checkpoint_every: int = 500
@@ -73,7 +81,7 @@ class TrainConfig:
         if self.model == "ip" and self.guide not in GUIDE_NAMES:
             raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
         for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
-                     "checkpoint_every"):
+                     "checkpoint_every", "steps_per_order"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
@@ -81,6 +89,10 @@ class TrainConfig:
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay={self.ema_decay} must lie in [0, 1)")
+        if self.step_sampling not in ("uniform", "all"):
+            raise ValueError(f"unknown step sampling {self.step_sampling!r}; choose from uniform, all")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if self.termination not in ("stop", "eos"):
             raise ValueError(f"unknown termination {self.termination!r}; choose from stop, eos")
         if self.model == "fo-arm" and self.termination != "stop":
@@ -122,6 +134,12 @@ class Trainer:
 
     :param evaluate: optional ``evaluate(model, guide, trainer) -> dict`` run every ``eval_every`` steps with the
         EMA weights; its numbers go to the metrics log.
+
+    ``config.distributed``: run under ``torchrun`` (see :mod:`ip_pyro.distributed`): each rank trains on its share
+    of every global batch of ``batch_size``, gradients of model and guide are averaged, and only rank 0 logs,
+    evaluates and writes checkpoints. ``config.precision="bf16"`` runs the loss under bfloat16 autocast;
+    ``config.compile`` compiles the networks with ``torch.compile`` (same state-dict keys, so checkpoints move
+    freely between compiled and eager runs).
     """
 
     def __init__(self, config: TrainConfig, model, guide, examples: list, *,
@@ -130,6 +148,9 @@ class Trainer:
         self.config, self.model, self.guide, self.examples = config, model, guide, examples
         self.evaluate_fn = evaluate
         self.device = torch.device(config.device)
+        if config.distributed:
+            self.device = distributed.setup(self.device)
+            distributed.shard(list(range(config.batch_size)))  # a one-line error when the batch does not split
         self.model.to(self.device)
         if guide is not None:
             guide.to(self.device)
@@ -138,9 +159,18 @@ class Trainer:
             groups.append({"params": list(guide.parameters()), "lr": config.guide_lr or config.lr})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        distributed.broadcast_parameters([model, guide])
+        self._seed_rank(0)
         self.ema = copy.deepcopy(model).requires_grad_(False)
-        self.elbo = InsertionELBO(config.particles, config.step_sampling) if guide is not None else None
+        if config.compile:
+            for module in (model, guide):
+                for child in (getattr(module, "network", None), getattr(module, "scorer", None)):
+                    if isinstance(child, torch.nn.Module):
+                        child.compile()
+        self.elbo = (InsertionELBO(config.particles, config.step_sampling, num_steps=config.steps_per_order)
+                     if guide is not None else None)
         self.step, self.epoch, self.position = 0, 0, 0
+        self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
         self.history: list = []
 
@@ -161,9 +191,13 @@ class Trainer:
             order = self._epoch_order()
         chosen = [self.examples[i] for i in order[self.position: self.position + self.config.batch_size]]
         self.position += self.config.batch_size
+        if self.config.distributed:
+            chosen = distributed.shard(chosen)
         prompts = [example.get("prompt", []) for example in chosen]
         batch = collate([example["target"] for example in chosen], prompts if any(prompts) else None,
                         vocab_size=self.config.vocab_size)
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
         return batch.to(self.device)
 
     # -------------------------------------------------------------------------------------------- steps
@@ -178,8 +212,10 @@ class Trainer:
         if self.guide is not None:
             self.guide.train()
         batch = self.next_batch()
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            loss = self.loss(batch)
+        loss = loss.float()
+        if not torch.isfinite(distributed.average_scalar(loss.detach()) if self.config.distributed else loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {self.step + 1}; lower the learning "
                                      f"rate (now {self.scheduler.get_last_lr()[0]:.2e}) or clip gradients harder; "
                                      "the last good checkpoint is kept")
@@ -187,6 +223,9 @@ class Trainer:
         loss.backward()
         loss = loss.detach()
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.config.distributed:
+            distributed.average_gradients(parameters)
+            loss = distributed.average_scalar(loss)
         torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -203,16 +242,21 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- loop
     def fit(self, *, progress: bool = True, on_step: Optional[Callable[[int, float], None]] = None) -> list:
         """Train to ``config.steps``; returns the metrics history. Checkpoints on exit, also on Ctrl-C."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
+        main = distributed.is_main()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not (progress and main), dynamic_ncols=True)
         started, recent = time.perf_counter(), []
         try:
             while self.step < self.config.steps:
+                tick = time.perf_counter()
                 loss = self.train_step()
+                self.elapsed += time.perf_counter() - tick
                 recent.append(loss)
                 if on_step is not None:
                     on_step(self.step, loss)
-                self._log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+                self._log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                           "elapsed_s": round(self.elapsed, 3)})
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == self.config.steps:
                     rate = self.config.batch_size * len(recent) / max(time.perf_counter() - started, 1e-9)
@@ -220,14 +264,25 @@ class Trainer:
                     started, recent = time.perf_counter(), []
                 if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0
                                                      or self.step == self.config.steps):
-                    self._log({"step": self.step, **self.run_evaluation()})
+                    if main:
+                        self._log({"step": self.step, **self.run_evaluation()})
+                    distributed.barrier()
                 if self.step % self.config.checkpoint_every == 0:
                     self.save()
+            if self.config.distributed:  # a built-in check that data parallelism kept the ranks identical
+                spread = distributed.parameter_spread([p for group in self.optimizer.param_groups
+                                                       for p in group["params"]])
+                self._log({"step": self.step, "world_size": distributed.world_size(), "rank_param_spread": spread})
         finally:
             bar.close()
             if self.step:
                 self.save()
         return self.history
+
+    def _seed_rank(self, step: int) -> None:
+        """Ranks other than 0 draw their own orders and steps (rank 0 keeps the single-process stream)."""
+        if self.config.distributed and distributed.rank() > 0:
+            torch.manual_seed(self.config.seed * 7919 + step * 104_729 + distributed.rank())
 
     def run_evaluation(self) -> dict:
         self.ema.eval()
@@ -238,6 +293,8 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
+        if not distributed.is_main():
+            return
         with open(self.out / "metrics.jsonl", "a") as stream:
             stream.write(json.dumps(record) + "\n")
 
@@ -247,23 +304,23 @@ class Trainer:
                 "model": describe_module(self.model), "guide": describe_module(self.guide),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
-                "position": self.position,
+                "position": self.position, "elapsed_s": self.elapsed,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                         "python": random.getstate(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                 "extra": {"task": self.config.task, **self.config.extra}}
 
     def save(self, path=None) -> Path:
-        """Write ``checkpoint.pt`` (or ``path``) atomically."""
+        """Write ``checkpoint.pt`` (or ``path``) atomically (rank 0 only when distributed)."""
         path = Path(path) if path is not None else self.out / "checkpoint.pt"
+        if not distributed.is_main():
+            return path
         state = self.state_dict()
         atomic_write(path, lambda stream: torch.save(state, stream))
         return path
 
     def load_state_dict(self, state: dict) -> None:
-        saved = {key: value for key, value in state["config"].items() if key not in ("steps", "device", "out",
-                                                                                     "eval_every",
-                                                                                     "checkpoint_every")}
+        saved = {key: value for key, value in state["config"].items() if key not in RUNTIME_KEYS}
         current = {key: value for key, value in asdict(self.config).items() if key in saved}
         changed = sorted(key for key in saved if saved[key] != current[key])
         if changed:
@@ -276,11 +333,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.elapsed = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         if state["rng"].get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._seed_rank(self.step)
 
     def resume(self, path=None) -> bool:
         """Load ``checkpoint.pt`` (or ``path``) if it exists; returns whether it did."""

@@ -41,10 +41,12 @@ def expected_estimator(elbo, model, guide, sequence, padding=0):
     log_q = guide.order_distribution(padded_batch(sequence, padding, 1)).log_prob(orders.unsqueeze(1)).squeeze(1)
     combos = torch.tensor(list(itertools.product(range(len(orders)), repeat=particles)))  # [C, M]
     probability = log_q.detach()[combos].sum(-1).exp()  # [C]
-    if elbo.step_sampling == "uniform":
-        steps = torch.arange(length + 1).repeat(len(combos))  # rows (combo, step)
-        combos = combos.repeat_interleave(length + 1, 0)
-        probability = probability.repeat_interleave(length + 1, 0) / (length + 1)
+    if elbo.step_sampling == "uniform":  # every K-subset of the steps 0..L is equally likely
+        subsets = torch.tensor(list(itertools.combinations(range(length + 1), min(elbo.num_steps, length + 1))))
+        subsets = torch.cat([subsets, subsets[:, :1].expand(-1, max(elbo.num_steps - length - 1, 0))], 1)
+        steps = subsets.repeat(len(combos), 1).T  # [K, rows (combo, subset)]
+        combos = combos.repeat_interleave(len(subsets), 0)
+        probability = probability.repeat_interleave(len(subsets), 0) / len(subsets)
     else:
         steps = None
     particle_orders = orders[combos].permute(1, 0, 2)  # [M, rows, L]
@@ -57,22 +59,27 @@ def gradients(value, parameters):
     return torch.cat([grad.flatten() for grad in torch.autograd.grad(value, parameters)])
 
 
-CASES = [  # (particles, step_sampling, closed_form, sequence, padding)
-    (2, "uniform", True, [0, 2, 1, 2], 0),
-    (2, "all", True, [1, 0, 2, 2], 1),
-    (3, "uniform", True, [2, 0, 1], 2),
-    (3, "all", True, [0, 0, 1], 0),
-    (2, "uniform", False, [2, 1, 0], 1),
-    (1, "uniform", True, [1, 2, 0], 0),
+CASES = [  # (particles, step_sampling, closed_form, sequence, padding, steps scored per order)
+    (2, "uniform", True, [0, 2, 1, 2], 0, 1),
+    (2, "all", True, [1, 0, 2, 2], 1, 1),
+    (3, "uniform", True, [2, 0, 1], 2, 1),
+    (3, "all", True, [0, 0, 1], 0, 1),
+    (2, "uniform", False, [2, 1, 0], 1, 1),
+    (1, "uniform", True, [1, 2, 0], 0, 1),
+    (2, "uniform", True, [0, 2, 1, 2], 0, 2),  # K random prefixes per order
+    (2, "uniform", True, [1, 0, 2], 1, 3),
+    (1, "uniform", True, [2, 1, 1], 0, 3),
+    (2, "uniform", True, [1, 2], 1, 5),  # K > L + 1: every step, weight 1
 ]
 
 
-@pytest.mark.parametrize("particles,step_sampling,closed_form,sequence,padding", CASES)
+@pytest.mark.parametrize("particles,step_sampling,closed_form,sequence,padding,num_steps", CASES)
 def test_estimator_is_unbiased_for_value_and_gradient(particles, step_sampling, closed_form, sequence, padding,
-                                                      float64):
+                                                      num_steps, float64):
     model = tiny_model(vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
-    elbo = InsertionELBO(num_particles=particles, step_sampling=step_sampling, closed_form=closed_form)
+    elbo = InsertionELBO(num_particles=particles, step_sampling=step_sampling, closed_form=closed_form,
+                         num_steps=num_steps)
     parameters = list(model.parameters()) + list(guide.parameters())
     exact = exact_elbo(model, guide, sequence, padding)
     expected_value, expected_surrogate = expected_estimator(elbo, model, guide, sequence, padding)
@@ -133,3 +140,13 @@ def test_loss_is_minus_the_summed_elbo_estimate(float64):
     assert abs(elbo.loss(model, guide, batch) + estimate.elbo.sum().item()) < 1e-10
     torch.manual_seed(3)
     assert abs(elbo.differentiable_loss(model, guide, batch).item() + estimate.elbo.sum().item()) < 1e-10
+
+
+def test_drawn_steps_are_distinct_and_within_each_length():
+    elbo = InsertionELBO(num_particles=1, num_steps=3)
+    lengths = torch.tensor([0, 1, 2, 5, 7])
+    steps = elbo._draw_steps(lengths, 7)
+    assert steps.shape == (3, 5)
+    for column, length in enumerate(lengths.tolist()):
+        live = steps[: min(3, length + 1), column].tolist()
+        assert len(set(live)) == len(live) and max(live) <= length

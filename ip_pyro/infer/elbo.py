@@ -10,7 +10,10 @@ For one sequence ``x`` of length ``L`` and an order ``sigma ~ q(sigma | x)``::
 
     surrogate = mean_m [ R_m + stopgrad(R_m - b_m) * (log q(sigma^m_<t) - stopgrad(log q(sigma^m_<t))) ]
 
-with the leave-one-out baseline ``b_m = mean_{k != m} R_k`` (``b = 0`` when ``M = 1``). The score-function term
+with the leave-one-out baseline ``b_m = mean_{k != m} R_k`` (``b = 0`` when ``M = 1``). With ``num_steps = K > 1``
+each sequence scores ``K`` distinct steps drawn uniformly without replacement (all ``L + 1`` when ``L + 1 <= K``),
+each weighted ``(L + 1) / min(K, L + 1)``: every step is included with probability ``min(K, L + 1) / (L + 1)``, so
+the sum stays unbiased; the particles share the steps and each step has its own leave-one-out baseline. The score-function term
 has value 0, so the surrogate's value is the ELBO estimate and its gradient is an unbiased ELBO gradient for the
 model (through ``R``) and the guide (through the closed-form weights and the score-function term).
 """
@@ -41,19 +44,25 @@ class InsertionELBO(ELBO):
     :param num_particles: ``M`` posterior orders per sequence (RLOO needs ``M >= 2``; ``M = 1`` uses no baseline).
     :param step_sampling: ``"uniform"`` scores one step ``t ~ U{0..L}`` per sequence, scaled by ``L + 1`` (all
         particles share it); ``"all"`` sums every step exactly (``L + 1`` canvases per particle).
+    :param num_steps: with ``step_sampling="uniform"``, how many distinct steps ``K`` to score per sequence and
+        order (one batched decoder pass for all of them); ``1`` is the paper's estimator.
     :param closed_form: take the expectation over the next inserted index in closed form (default). With
         ``False`` the sampled next index ``sigma_t`` is scored instead (the plain score-function estimator).
 
     ``loss`` and ``loss_and_grads`` return ``-ELBO`` summed over the batch, as Pyro's ELBOs do.
     """
 
-    def __init__(self, num_particles: int = 2, step_sampling: str = "uniform", closed_form: bool = True):
+    def __init__(self, num_particles: int = 2, step_sampling: str = "uniform", closed_form: bool = True,
+                 num_steps: int = 1):
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
             raise ValueError(f"num_particles={num_particles!r} must be a positive integer (2 is the paper's choice)")
         if step_sampling not in ("uniform", "all"):
             raise ValueError(f"step_sampling={step_sampling!r} must be 'uniform' (one step per sequence) or 'all'")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps={num_steps!r} must be a positive integer (steps scored per order)")
         super().__init__(num_particles=num_particles)
         self.step_sampling = step_sampling
+        self.num_steps = num_steps
         self.closed_form = bool(closed_form)
 
     # ------------------------------------------------------------------------------------------ estimator
@@ -62,7 +71,8 @@ class InsertionELBO(ELBO):
         """Per-sequence ELBO estimate and surrogate ``[B]``.
 
         :param orders: optional orders ``[M, B, L_max]`` (default: drawn from the guide).
-        :param steps: optional steps ``[B]`` for ``step_sampling="uniform"`` (default: ``U{0..L}``).
+        :param steps: optional steps for ``step_sampling="uniform"``: ``[B]`` or ``[K, B]`` (``K`` distinct steps
+            per sequence; entries beyond ``L + 1`` are ignored). Default: drawn as described above.
         """
         if not isinstance(batch, Batch) or batch.tokens is None:
             raise ValueError("InsertionELBO needs a batch with tokens; build one with ip_pyro.collate")
@@ -75,33 +85,38 @@ class InsertionELBO(ELBO):
         if orders.shape != (particles, size, width):
             raise ValueError(f"orders must have shape {(particles, size, width)}, got {tuple(orders.shape)}")
         step_log_q = q.log_prob_steps(orders)  # [M, B, L]
-        if self.step_sampling == "uniform":
-            if steps is None:
-                steps = (torch.rand(size, device=batch.device) * (lengths + 1)).long().clamp(max=lengths)
-            rows = orders.reshape(particles * size, width)
-            rewards, prefix = self._step_terms(model, q, batch, rows, steps.repeat(particles),
-                                               step_log_q.reshape(particles * size, width))
-            rewards = rewards.view(particles, size) * (lengths + 1)
-            prefix = prefix.view(particles, size)
-            scored = (steps < lengths).expand(particles, size)
+        if self.step_sampling == "all":
+            steps = torch.arange(width + 1, device=batch.device).unsqueeze(-1).expand(width + 1, size)
+            live = steps <= lengths
+            weight = torch.ones_like(lengths, dtype=step_log_q.dtype)
         else:
-            horizon = width + 1
-            all_steps = torch.arange(horizon, device=batch.device).view(1, horizon, 1).expand(particles, horizon, size)
-            count = particles * horizon * size
-            rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
-            rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
-            rewards, prefix = self._step_terms(model, q, batch, rows, all_steps.reshape(-1), rows_log_q)
-            shape = (particles, horizon, size)
-            live = all_steps <= lengths
-            rewards = rewards.view(shape).masked_fill(~live, 0.0)
-            prefix = prefix.view(shape)
-            scored = all_steps < lengths
+            steps = self._draw_steps(lengths, width) if steps is None else steps.reshape(-1, size)
+            counted = (lengths + 1).clamp(max=steps.shape[0])
+            live = torch.arange(steps.shape[0], device=batch.device).unsqueeze(-1) < counted
+            steps = torch.minimum(steps, lengths)
+            weight = (lengths + 1).to(step_log_q.dtype) / counted
+        horizon = steps.shape[0]
+        count = particles * horizon * size
+        rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
+        rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
+        rewards, prefix = self._step_terms(model, q, batch, rows, steps.expand(particles, horizon, size).reshape(-1),
+                                           rows_log_q)
+        shape = (particles, horizon, size)
+        rewards = rewards.view(shape).masked_fill(~live, 0.0) * weight
+        prefix = prefix.view(shape)
+        scored = (steps < lengths) & live
         baseline = self._leave_one_out(rewards)
         score = (rewards - baseline).detach() * (prefix - prefix.detach())
         surrogate = rewards + torch.where(scored, score, torch.zeros_like(score))
-        if self.step_sampling == "all":
-            rewards, surrogate = rewards.sum(1), surrogate.sum(1)
-        return ELBOEstimate(rewards.mean(0), surrogate.mean(0))
+        return ELBOEstimate(rewards.sum(1).mean(0), surrogate.sum(1).mean(0))
+
+    def _draw_steps(self, lengths: torch.Tensor, width: int) -> torch.Tensor:
+        """``K`` distinct steps per sequence, uniform without replacement from ``0..L``: ``[K, B]``."""
+        if self.num_steps == 1:
+            return (torch.rand(lengths.shape, device=lengths.device) * (lengths + 1)).long().clamp(max=lengths)[None]
+        keys = torch.rand(lengths.shape[0], width + 1, device=lengths.device)
+        keys = keys.masked_fill(torch.arange(width + 1, device=lengths.device) > lengths.unsqueeze(-1), 2.0)
+        return keys.argsort(-1)[:, : self.num_steps].T  # steps beyond L sort last and are not live
 
     def _step_terms(self, model, q, batch, orders, steps, step_log_q):
         """``F_t`` and ``log q(prefix)`` for rows ``orders`` ``[N, L]`` at ``steps`` ``[N]`` (rows aligned with
