@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gather_canvas", "insert_tokens", "canvas_width"]
+__all__ = ["gather_canvas", "insert_tokens", "insert_many", "canvas_width"]
 
 
 def canvas_width(inserted: torch.Tensor) -> int:
@@ -38,3 +38,22 @@ def insert_tokens(canvas, canvas_lengths, slots, tokens, growing):
     slot = slots.unsqueeze(-1)
     grown = torch.where(index < slot, kept, torch.where(index == slot, tokens.unsqueeze(-1), shifted))
     return torch.where(growing.unsqueeze(-1), grown, kept), canvas_lengths + growing.long()
+
+
+def insert_many(canvas: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Insert ``k`` tokens at once into distinct slots of full canvases (parallel decoding).
+
+    ``canvas`` ``[N, T]`` (every row of length ``T``), ``slots`` ``[N, k]`` distinct slots in ``0..T`` of the
+    current canvas, ``tokens`` ``[N, k]`` -> ``[N, T + k]``. The token for slot ``s`` lands between the current
+    tokens ``s - 1`` and ``s``, as if the insertions were made one by one from the rightmost slot.
+    """
+    rows, width = canvas.shape
+    slots, order = slots.sort(-1)
+    tokens = tokens.gather(1, order)
+    count = slots.shape[1]
+    # current token i moves right by the number of chosen slots <= i; the j-th chosen slot's token lands at s_j + j
+    shift = (slots.unsqueeze(1) <= torch.arange(width, device=canvas.device).view(1, -1, 1)).sum(-1)
+    out = torch.zeros(rows, width + count, dtype=canvas.dtype, device=canvas.device)
+    out.scatter_(1, torch.arange(width, device=canvas.device) + shift, canvas)
+    out.scatter_(1, slots + torch.arange(count, device=canvas.device), tokens)
+    return out

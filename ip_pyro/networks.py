@@ -60,11 +60,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.dropout = dropout
 
-    def forward(self, x, cos, sin, attn_mask: Optional[torch.Tensor], causal: bool):
+    def forward(self, x, cos, sin, attn_mask: Optional[torch.Tensor], causal: bool, cache: Optional[dict] = None):
+        """``cache`` (incremental decoding): a dict holding this layer's keys and values so far (``"k"``, ``"v"``
+        ``[N, H, S, hd]``); the new ones are appended and attention runs over all of them."""
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = _rotate(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one call
         v = qkv[2]
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, length, width))
@@ -90,8 +96,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(d_model, 4 * d_model * 2 // 3)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos, sin, attn_mask, causal):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, attn_mask, causal))
+    def forward(self, x, cos, sin, attn_mask, causal, cache=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, attn_mask, causal, cache))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -117,7 +123,7 @@ class TransformerStack(nn.Module):
             for projection in (block.attn.out, block.mlp.out):
                 nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * n_layers))
 
-    def forward(self, ids, positions, segments, key_mask=None, causal=False):
+    def forward(self, ids, positions, segments, key_mask=None, causal=False, caches=None):
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
         if attn_mask is not None and causal:
             # a padded query may see no valid key under the causal mask: letting every position see itself keeps
@@ -125,16 +131,18 @@ class TransformerStack(nn.Module):
             size = ids.shape[1]
             eye = torch.eye(size, dtype=torch.bool, device=ids.device)
             attn_mask = (attn_mask | eye) & torch.ones(size, size, dtype=torch.bool, device=ids.device).tril()
-        return self.forward_masked(ids, positions, segments, attn_mask, causal)
+        return self.forward_masked(ids, positions, segments, attn_mask, causal, caches)
 
-    def forward_masked(self, ids, positions, segments, attn_mask, causal=False):
-        """Like ``forward`` with a ready attention mask broadcastable to ``[N, 1, S, S]`` (True = attend)."""
+    def forward_masked(self, ids, positions, segments, attn_mask, causal=False, caches=None):
+        """Like ``forward`` with a ready attention mask broadcastable to ``[N, 1, S, S_keys]`` (True = attend).
+
+        ``caches``: one dict per block for incremental decoding (see :class:`Attention`)."""
         x = self.drop(self.embed(ids) + self.segment(segments))
         angles = positions.unsqueeze(-1).to(self.inv_freq.dtype) * self.inv_freq  # [N, S, hd/2]
         angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # [N, 1, S, hd], shared by every layer
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        for block in self.blocks:
-            x = block(x, cos, sin, attn_mask, causal)
+        for index, block in enumerate(self.blocks):
+            x = block(x, cos, sin, attn_mask, causal, None if caches is None else caches[index])
         return self.norm(x)
 
 
@@ -338,3 +346,36 @@ class CausalDecoder(nn.Module):
             key_mask = torch.cat([prompt_valid, torch.ones(rows, width + 1, dtype=torch.bool, device=device)], 1)
             states = self.stack(ids, positions, segments, key_mask, causal=True)
         return self.head(states[:, offset:])
+
+    # ------------------------------------------------------------------------ incremental decoding (KV cache)
+    def start(self, rows: int, prompt=None, prompt_lengths=None, device=None):
+        """Encode ``[prompt ; BOS]`` once: logits ``[N, V+1]`` for the first token and a decoding state."""
+        device = device if prompt is None else prompt.device
+        prompt, prompt_lengths, prompt_valid = _layout_prompt(prompt, prompt_lengths, rows, device)
+        offset = prompt.shape[1]
+        ids = torch.cat([prompt, torch.full((rows, 1), self.bos, dtype=torch.long, device=device)], dim=1)
+        positions = torch.cat([torch.arange(offset, device=device).expand(rows, offset),
+                               prompt_lengths.unsqueeze(-1)], dim=1)
+        segments = torch.cat([torch.zeros_like(prompt), torch.ones(rows, 1, dtype=torch.long, device=device)], 1)
+        key_mask = torch.cat([prompt_valid, torch.ones(rows, 1, dtype=torch.bool, device=device)], dim=1)
+        caches = [{} for _ in self.stack.blocks]
+        states = self.stack(ids, positions, segments, key_mask if offset else None, causal=True, caches=caches)
+        state = {"caches": caches, "key_mask": key_mask, "position": prompt_lengths + 1}
+        return self.head(states[:, -1]), state
+
+    def advance(self, tokens: torch.Tensor, state: dict) -> torch.Tensor:
+        """Append ``tokens`` ``[N]`` (one per row) and return the next logits ``[N, V+1]``; updates ``state``."""
+        rows = tokens.shape[0]
+        state["key_mask"] = torch.cat([state["key_mask"], torch.ones(rows, 1, dtype=torch.bool,
+                                                                     device=tokens.device)], dim=1)
+        segments = torch.ones(rows, 1, dtype=torch.long, device=tokens.device)
+        states = self.stack.forward_masked(tokens.unsqueeze(-1), state["position"].unsqueeze(-1), segments,
+                                           state["key_mask"][:, None, None, :], caches=state["caches"])
+        state["position"] = state["position"] + 1
+        return self.head(states[:, -1])
+
+    @staticmethod
+    def select(state: dict, rows: torch.Tensor) -> dict:
+        """Keep only ``rows`` (an index or bool mask) of a decoding state (finished sequences leave the batch)."""
+        return {"caches": [{name: tensor[rows] for name, tensor in cache.items()} for cache in state["caches"]],
+                "key_mask": state["key_mask"][rows], "position": state["position"][rows]}

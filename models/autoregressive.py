@@ -85,8 +85,12 @@ class LeftToRightLM(PyroModule):
     @pyro_method
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
-               greedy: bool = False, max_length: Optional[int] = None) -> list[list[int]]:
-        """Draw sequences left to right (same arguments as :meth:`models.InsertionProcess.sample`)."""
+               greedy: bool = False, max_length: Optional[int] = None, use_cache: bool = True) -> list[list[int]]:
+        """Draw sequences left to right (same arguments as :meth:`models.InsertionProcess.sample`).
+
+        :param use_cache: reuse keys and values of earlier tokens (one new token per row per step); ``False``
+            re-encodes the whole prefix at every step (same distribution, for checking and benchmarking).
+        """
         device = next(self.parameters()).device
         prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
                                                                  greedy, max_length)
@@ -95,10 +99,13 @@ class LeftToRightLM(PyroModule):
         sequence = torch.zeros(total, 0, dtype=torch.long, device=device)
         network = self.network
         with evaluating(self):
+            if use_cache:
+                logits, state = network.start(total, prompt_ids, prompt_lengths, device=device)
             for t in range(limit + 1):
-                rows_prompt = None if prompt_ids is None else prompt_ids[alive]
-                rows_lengths = None if prompt_lengths is None else prompt_lengths[alive]
-                logits = self._logits(network, sequence, rows_prompt, rows_lengths)[:, t]
+                if not use_cache:
+                    rows_prompt = None if prompt_ids is None else prompt_ids[alive]
+                    rows_lengths = None if prompt_lengths is None else prompt_lengths[alive]
+                    logits = self._logits(network, sequence, rows_prompt, rows_lengths)[:, t]
                 if t == limit:
                     token = torch.full((len(alive),), self.eos, dtype=torch.long, device=device)
                 elif greedy:
@@ -110,5 +117,10 @@ class LeftToRightLM(PyroModule):
                     results[row] = ids
                 if bool(done.all()):
                     break
-                alive, sequence = alive[~done], torch.cat([sequence[~done], token[~done].unsqueeze(-1)], dim=1)
+                keep = ~done
+                alive, token = alive[keep], token[keep]
+                sequence = torch.cat([sequence[keep], token.unsqueeze(-1)], dim=1)
+                if use_cache:
+                    state = network.select(state, keep) if not bool(keep.all()) else state
+                    logits = network.advance(token, state)
         return results

@@ -32,7 +32,7 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
-from ip_pyro.canvas import gather_canvas, insert_tokens
+from ip_pyro.canvas import gather_canvas, insert_many, insert_tokens
 from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_network_sizes
 from ip_pyro.orders import orders_to_ranks, slots_of_positions
 from ip_pyro.sampling import sampling_plan
@@ -226,7 +226,8 @@ class InsertionProcess(PyroModule):
     @pyro_method
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
-               greedy: bool = False, max_length: Optional[int] = None) -> list[list[int]]:
+               greedy: bool = False, max_length: Optional[int] = None,
+               insertions_per_step: int = 1) -> list[list[int]]:
         """Draw sequences, one decoder pass per step for all unfinished sequences (finished ones leave the batch).
 
         :param num_samples: how many sequences (per prompt when ``prompt`` is given; default 1 per prompt).
@@ -235,8 +236,16 @@ class InsertionProcess(PyroModule):
         :param greedy: take the most probable decision at each step (stop if ``p_stop > 0.5``, else the most
             probable (slot, token) pair).
         :param max_length: stop every sequence at this length (at most the model's ``max_length``).
+        :param insertions_per_step: parallel decoding (Insertion-Transformer style): after each decoder pass that
+            does not stop, insert into up to ``k`` distinct slots at once (the ``k`` most probable slots when
+            greedy, else ``k`` slots drawn without replacement), each with its own token drawn from
+            ``p(token | slot)``. ``1`` (default) samples the model exactly; ``k > 1`` is an approximation that
+            needs about ``k`` times fewer passes.
         :returns: list of sequences (prompt-major when prompts are given).
         """
+        if isinstance(insertions_per_step, bool) or not isinstance(insertions_per_step, int) \
+                or insertions_per_step < 1:
+            raise ValueError(f"insertions_per_step={insertions_per_step!r} must be a positive integer")
         device = next(self.parameters()).device
         prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
                                                                  greedy, max_length)
@@ -245,13 +254,13 @@ class InsertionProcess(PyroModule):
         alive = torch.arange(total, device=device)
         canvas = torch.zeros(total, 0, dtype=torch.long, device=device)
         with evaluating(self):
-            for t in range(limit + 1):
-                rows = len(alive)
-                lengths = torch.full((rows,), t, dtype=torch.long, device=device)
+            while True:
+                rows, length = canvas.shape
+                lengths = torch.full((rows,), length, dtype=torch.long, device=device)
                 row_prompt = None if prompt_ids is None else prompt_ids[alive]
                 row_prompt_lengths = None if prompt_lengths is None else prompt_lengths[alive]
                 output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths)
-                if t == limit:
+                if length >= limit:
                     stop = torch.ones(rows, dtype=torch.bool, device=device)
                 elif greedy:
                     stop = output.stop_logits > 0
@@ -263,10 +272,25 @@ class InsertionProcess(PyroModule):
                 if not bool(keep.any()):
                     break
                 alive, canvas = alive[keep], canvas[keep]
-                joint = (output.slot_logits[keep].log_softmax(-1).unsqueeze(-1)
-                         + output.token_logits[keep].log_softmax(-1)).flatten(1)  # [n, (t+1) * V]
-                choice = joint.argmax(-1) if greedy else torch.multinomial((joint / temperature).softmax(-1), 1)[:, 0]
-                slots, tokens = choice // self.vocab_size, choice % self.vocab_size
-                growing = torch.ones(len(alive), dtype=torch.bool, device=device)
-                canvas, _ = insert_tokens(canvas, lengths[keep], slots, tokens, growing)
+                slot_log_probs = output.slot_logits[keep].log_softmax(-1)  # [n, t+1]
+                token_log_probs = output.token_logits[keep].log_softmax(-1)  # [n, t+1, V]
+                count = min(insertions_per_step, length + 1, limit - length)
+                if count == 1:
+                    joint = (slot_log_probs.unsqueeze(-1) + token_log_probs).flatten(1)  # [n, (t+1) * V]
+                    choice = (joint.argmax(-1) if greedy
+                              else torch.multinomial((joint / temperature).softmax(-1), 1)[:, 0])
+                    canvas, _ = insert_tokens(canvas, lengths[keep], choice // self.vocab_size,
+                                              choice % self.vocab_size, torch.ones_like(choice, dtype=torch.bool))
+                    continue
+                if greedy:
+                    slots = slot_log_probs.topk(count, -1).indices
+                    token_scores = token_log_probs.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.vocab_size))
+                    tokens = token_scores.argmax(-1)
+                else:
+                    gumbel = -torch.log(-torch.log(torch.rand_like(slot_log_probs).clamp_min(1e-20)))
+                    slots = (slot_log_probs / temperature + gumbel).topk(count, -1).indices
+                    token_scores = token_log_probs.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.vocab_size))
+                    tokens = torch.multinomial((token_scores / temperature).softmax(-1).flatten(0, 1), 1)
+                    tokens = tokens.view(slots.shape)
+                canvas = insert_many(canvas, slots, tokens)
         return results

@@ -177,3 +177,56 @@ def test_eos_sampler_matches_exact_likelihood():
 def test_unknown_termination_is_one_line():
     with pytest.raises(ValueError, match="unknown termination 'end'"):
         tiny_model(termination="end")
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_left_to_right_kv_cache_gives_the_same_samples(with_prompt):
+    from models import LeftToRightLM
+
+    torch.manual_seed(0)
+    model = LeftToRightLM(5, d_model=16, n_layers=2, n_heads=2, max_length=9)
+    prompts = [[1, 2, 3], [4], [0, 0, 1, 2, 3], []] * 3 if with_prompt else None
+    count = None if with_prompt else 12
+    greedy_cached = model.sample(count, prompt=prompts, greedy=True)
+    assert greedy_cached == model.sample(count, prompt=prompts, greedy=True, use_cache=False)
+    torch.manual_seed(5)
+    drawn_cached = model.sample(count, prompt=prompts)
+    torch.manual_seed(5)
+    assert drawn_cached == model.sample(count, prompt=prompts, use_cache=False)
+    assert len({tuple(s) for s in drawn_cached}) > 3  # really random draws, of several lengths
+
+
+def test_insert_many_equals_one_by_one_insertions_from_the_right():
+    from ip_pyro.canvas import insert_many, insert_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        width = int(torch.randint(0, 6, (1,), generator=generator))
+        count = int(torch.randint(1, width + 2, (1,), generator=generator))
+        canvas = torch.randint(0, 9, (1, width), generator=generator)
+        slots = torch.randperm(width + 1, generator=generator)[:count].unsqueeze(0)
+        tokens = torch.randint(10, 20, (1, count), generator=generator)
+        expected, lengths = canvas, torch.tensor([width])
+        for slot, token in sorted(zip(slots[0].tolist(), tokens[0].tolist()), reverse=True):
+            expected, lengths = insert_tokens(expected, lengths, torch.tensor([slot]), torch.tensor([token]),
+                                              torch.tensor([True]))
+        assert torch.equal(insert_many(canvas, slots, tokens), expected)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_parallel_decoding_fills_more_slots_per_pass(greedy):
+    model = tiny_model(vocab_size=3, max_length=12, scale=0.7)
+    with torch.no_grad():
+        model.network.stop_head.bias.fill_(-50.0)  # never stops before max_length
+    calls = []
+    original = model.network.forward
+    model.network.forward = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    with torch.no_grad():
+        exact = model.sample(64, greedy=greedy)
+        exact_passes, calls[:] = len(calls), []
+        parallel = model.sample(64, greedy=greedy, insertions_per_step=4)
+    assert exact_passes == 13  # one insertion per pass, then the forced stop
+    assert len(calls) == 6  # canvas lengths 0 -> 1 -> 3 -> 7 -> 11 -> 12 (at most t + 1 slots), then the stop
+    assert all(len(s) == 12 for s in exact + parallel) and all(0 <= t < 3 for s in parallel for t in s)
+    with pytest.raises(ValueError, match="insertions_per_step=0"):
+        model.sample(2, insertions_per_step=0)
