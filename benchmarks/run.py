@@ -1,0 +1,266 @@
+"""The benchmark harness: training, sampling, scaling and FLOP/s, IP vs the left-to-right baseline, side by side.
+
+Every ratio is measured in this one run on this machine with the same width, depth and batch (timings interleaved
+and summarised by medians). Sections:
+
+* training (``benchmarks/train_step.py``): seconds per step and tokens/s of the IP (PL guide, 2 particles, one
+  uniform step) and of FO-ARM; ``InsertionELBO`` vs Pyro's ``TraceGraph_ELBO``; activation memory (bytes saved for
+  backward, and the CUDA peak on a GPU);
+* sampling: sequences/s for 1,000 sequences of star-medium length (prompted) and of QM9 length (unconditional):
+  the IP one insertion per pass, the IP with parallel decoding (4 slots per pass), FO-ARM with and without its KV
+  cache. Untrained networks are biased never to stop early, so every model writes the same number of tokens;
+* scaling: step time against sequence length (16 ... 256) and batch size;
+* FLOP/s: FLOPs of one training step (``torch.utils.flop_counter``) over its time, as a fraction of this machine's
+  measured matmul throughput.
+
+    python benchmarks/run.py --quick                 # < 3 minutes on 2 CPU cores
+    python benchmarks/run.py --json benchmarks/results.json
+    python benchmarks/run.py --device cuda --json results-gpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_step  # noqa: E402  (the training-step benchmark, reused as the first section)
+
+from guides import PlackettLuceGuide  # noqa: E402
+from ip_pyro import collate  # noqa: E402
+from ip_pyro.infer import InsertionELBO  # noqa: E402
+from models import InsertionProcess, LeftToRightLM  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median_seconds(function, device: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        function()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _models(args, vocab_size: int, max_length: int):
+    sizes = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, max_length=max_length)
+    torch.manual_seed(0)
+    ip = InsertionProcess(vocab_size, **sizes).to(args.device)
+    arm = LeftToRightLM(vocab_size, **sizes).to(args.device)
+    guide = PlackettLuceGuide(vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers,
+                              max_length=max_length).to(args.device)
+    return ip, arm, guide
+
+
+def _random_batch(vocab_size: int, batch_size: int, length: int, device: str):
+    generator = torch.Generator().manual_seed(length * 7 + batch_size)
+    tokens = torch.randint(0, vocab_size, (batch_size, length), generator=generator).tolist()
+    return collate(tokens).to(device)
+
+
+def _steps(ip, arm, guide, batch):
+    elbo = InsertionELBO(num_particles=2)
+    ip_optimizer = torch.optim.Adam(list(ip.parameters()) + list(guide.parameters()), lr=1e-4)
+    arm_optimizer = torch.optim.Adam(arm.parameters(), lr=1e-4)
+
+    def ip_loss():
+        return elbo.differentiable_loss(ip, guide, batch) / batch.batch_size
+
+    def arm_loss():
+        return -arm.log_prob(batch).mean()
+
+    def step(loss_fn, optimizer):
+        def run():
+            optimizer.zero_grad()
+            loss_fn().backward()
+            optimizer.step()
+        return run
+    return {"ip": (ip_loss, step(ip_loss, ip_optimizer)), "fo-arm": (arm_loss, step(arm_loss, arm_optimizer))}
+
+
+def saved_activation_bytes(loss_fn) -> int:
+    """Bytes of the tensors autograd saves for backward during one loss evaluation (activation memory)."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss_fn().backward()
+    return total
+
+
+def memory_section(args) -> dict:
+    ip, arm, guide = _models(args, 32, 26)
+    batch = _random_batch(32, args.batch_size, 24, args.device)
+    result = {}
+    for name, (loss_fn, step) in _steps(ip, arm, guide, batch).items():
+        entry = {"saved_activation_mib": saved_activation_bytes(loss_fn) / 2 ** 20}
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            entry["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result[name] = entry
+    result["ip_over_arm"] = result["ip"]["saved_activation_mib"] / result["fo-arm"]["saved_activation_mib"]
+    return result
+
+
+def sampling_section(args) -> dict:
+    """Sequences/s for ``args.samples`` sequences of star-medium and QM9 length."""
+    from ip_pyro.data.planning import make_dataset
+
+    examples = make_dataset("star-medium", seed=0, sizes={"train": 0, "valid": 0, "test": args.samples})["test"]
+    settings = {"star-medium": dict(vocab_size=20, length=10, prompts=[e["prompt"] for e in examples]),
+                "qm9": dict(vocab_size=20, length=19, prompts=None)}
+    result = {}
+    for name, setting in settings.items():
+        ip, arm, _ = _models(args, setting["vocab_size"], setting["length"])
+        with torch.no_grad():  # never stop before the length limit: every model writes the same tokens
+            ip.network.stop_head.bias.fill_(-30.0)
+            arm.network.head.bias[arm.eos] = -30.0
+        prompts, count = setting["prompts"], None if setting["prompts"] else args.samples
+        runs = {"ip": lambda: ip.sample(count, prompt=prompts),
+                "ip_parallel4": lambda: ip.sample(count, prompt=prompts, insertions_per_step=4),
+                "fo-arm_kv_cache": lambda: arm.sample(count, prompt=prompts),
+                "fo-arm_no_cache": lambda: arm.sample(count, prompt=prompts, use_cache=False)}
+        seconds = {key: [] for key in runs}
+        for _ in range(args.sampling_rounds):  # interleaved
+            for key, run in runs.items():
+                seconds[key].append(_median_seconds(run, args.device, 1))
+        rates = {key: args.samples / statistics.median(values) for key, values in seconds.items()}
+        result[name] = {"length": setting["length"], "sequences_per_s": rates,
+                        "ip_over_arm": rates["ip"] / rates["fo-arm_kv_cache"],
+                        "ip_parallel4_over_arm": rates["ip_parallel4"] / rates["fo-arm_kv_cache"],
+                        "kv_cache_speedup": rates["fo-arm_kv_cache"] / rates["fo-arm_no_cache"]}
+    return result
+
+
+def scaling_section(args) -> dict:
+    result = {"length": {}, "batch_size": {}}
+    grid = [(length, args.scaling_batch) for length in args.lengths]
+    grid += [(args.scaling_length, batch) for batch in args.batch_sizes]
+    for length, batch_size in grid:
+        ip, arm, guide = _models(args, 32, length)
+        batch = _random_batch(32, batch_size, length, args.device)
+        steps = _steps(ip, arm, guide, batch)
+        for _, step in steps.values():
+            step()  # warm up
+        seconds = {name: _median_seconds(step, args.device, args.scaling_repeats) for name, (_, step) in steps.items()}
+        entry = {**{f"{name}_s_per_step": value for name, value in seconds.items()},
+                 "ip_over_arm": seconds["ip"] / seconds["fo-arm"]}
+        if (length, batch_size) in grid[: len(args.lengths)]:
+            result["length"][length] = entry
+        if length == args.scaling_length and batch_size in args.batch_sizes:
+            result["batch_size"][batch_size] = entry
+    return result
+
+
+def flops_section(args) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = 1024
+    a = torch.randn(size, size, device=args.device)
+    b = torch.randn(size, size, device=args.device)
+    matmul_seconds = _median_seconds(lambda: a @ b, args.device, 10)
+    peak = 2 * size ** 3 / matmul_seconds
+    ip, arm, guide = _models(args, 32, 26)
+    batch = _random_batch(32, args.batch_size, 24, args.device)
+    result = {"matmul_flop_per_s": peak}
+    for name, (_, step) in _steps(ip, arm, guide, batch).items():
+        step()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        seconds = _median_seconds(step, args.device, args.repeats)
+        achieved = counter.get_total_flops() / seconds
+        result[name] = {"flop_per_step": counter.get_total_flops(), "flop_per_s": achieved,
+                        "fraction_of_matmul_peak": achieved / peak}
+    return result
+
+
+def main(args) -> dict:
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    step_args = train_step.parse_args(["--batch-size", str(args.batch_size), "--d-model", str(args.d_model),
+                                       "--layers", str(args.layers), "--heads", str(args.heads),
+                                       "--rounds", str(args.rounds), "--repeats", str(args.repeats),
+                                       "--device", args.device])
+    print("== training step")
+    training = train_step.main(step_args)
+    tokens = args.batch_size * (step_args.min_length + step_args.max_length) / 2
+    training["tokens_per_s"] = {name: tokens / seconds for name, seconds in training["seconds_per_step"].items()}
+    print("== activation memory")
+    memory = memory_section(args)
+    print(json.dumps(memory, indent=1))
+    print("== sampling")
+    sampling = sampling_section(args)
+    for name, entry in sampling.items():
+        rates = ", ".join(f"{key} {value:.0f}/s" for key, value in entry["sequences_per_s"].items())
+        print(f"  {name} (length {entry['length']}): {rates}; IP / FO-ARM(KV) {entry['ip_over_arm']:.2f}x")
+    print("== scaling")
+    scaling = scaling_section(args)
+    for axis, entries in scaling.items():
+        for key, entry in entries.items():
+            print(f"  {axis} {key}: IP {1000 * entry['ip_s_per_step']:.0f} ms, FO-ARM "
+                  f"{1000 * entry['fo-arm_s_per_step']:.0f} ms, ratio {entry['ip_over_arm']:.2f}x")
+    print("== FLOP/s")
+    flops = flops_section(args)
+    for name in ("ip", "fo-arm"):
+        print(f"  {name}: {flops[name]['flop_per_s'] / 1e9:.1f} GFLOP/s = "
+              f"{100 * flops[name]['fraction_of_matmul_peak']:.0f}% of the {flops['matmul_flop_per_s'] / 1e9:.0f} "
+              "GFLOP/s matmul peak")
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "device": args.device, "threads": torch.get_num_threads(),
+        "quick": args.quick, "batch_size": args.batch_size, "d_model": args.d_model, "layers": args.layers,
+        "train_step_ratio_ip_over_arm": training["train_step_ratio_ip_over_arm"],
+        "sampling_ratio_ip_over_arm": statistics.mean(entry["ip_over_arm"] for entry in sampling.values()),
+        "elbo_speedup_over_tracegraph": training["elbo_speedup_over_tracegraph"],
+        "training": training, "memory": memory, "sampling": sampling, "scaling": scaling, "flops": flops,
+        "seconds": time.perf_counter() - started,
+    }
+    print(f"train_step_ratio_ip_over_arm {report['train_step_ratio_ip_over_arm']:.2f} (target <= 1.5), "
+          f"sampling_ratio_ip_over_arm {report['sampling_ratio_ip_over_arm']:.2f} (target >= 0.5), "
+          f"elbo_speedup_over_tracegraph {report['elbo_speedup_over_tracegraph']:.1f} (target >= 10); "
+          f"{report['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return report
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller grid (< 3 min on 2 cores)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--guide-d-model", type=int, default=64)
+    parser.add_argument("--guide-layers", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.repeats, args.samples, args.sampling_rounds = 2, 4, 1000, 1
+        args.lengths, args.batch_sizes, args.scaling_repeats = [16, 64, 256], [8, 64], 2
+    else:
+        args.rounds, args.repeats, args.samples, args.sampling_rounds = 3, 8, 1000, 3
+        args.lengths, args.batch_sizes, args.scaling_repeats = [16, 32, 64, 128, 256], [8, 32, 128], 4
+    args.scaling_batch, args.scaling_length = 8, 32
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
