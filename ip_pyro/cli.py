@@ -67,7 +67,17 @@ def _diagnose(args) -> int:
     if guide is None:
         raise CommandError(f"checkpoint {args.checkpoint} holds no guide; diagnose needs an IP model with a guide")
     landmarks = None
-    if args.data:
+    token_names = extra.get("token_names")
+    if args.data and Path(args.data).name.endswith((".smi", ".csv", ".csv.gz")):
+        if "vocabulary" not in extra:
+            raise CommandError(f"{args.data} holds SMILES but {args.checkpoint} was not trained on SMILES; pass a "
+                               "JSONL file of token ids")
+        from ip_pyro.data.smiles import SmilesVocabulary, read_smiles
+
+        vocabulary = SmilesVocabulary(extra["vocabulary"])
+        sequences = [vocabulary.encode(smiles) for smiles in read_smiles(Path(args.data))[: args.num_sequences]]
+        prompts = None
+    elif args.data:
         records = _read_records(Path(args.data))[: args.num_sequences]
         sequences = [record["target"] for record in records]
         prompts = [record.get("prompt", []) for record in records]
@@ -79,7 +89,6 @@ def _diagnose(args) -> int:
         if not sequences:
             raise CommandError("the model only sampled empty sequences; pass --data with sequences to diagnose")
     batch = collate(sequences, prompts, vocab_size=model.vocab_size).to(args.device)
-    token_names = extra.get("token_names")
     report = diagnose(model, guide, batch, args.out, token_names=token_names, domain=args.domain, landmarks=landmarks,
                       num_chains=args.chains, num_draws=args.draws, mcmc_samples=args.mcmc_samples,
                       mcmc_warmup=args.mcmc_warmup, seed=args.seed)
@@ -213,7 +222,8 @@ def _eval(args) -> int:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
     examples = splits[args.split][: args.limit] if args.limit else splits[args.split]
     results = {"task": task, "split": args.split, "decode": args.decode, "weights": args.weights,
-               **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy")}
+               **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy",
+                                  insertions_per_step=args.insertions_per_step)}
     if args.nll_samples:
         subset = examples[: args.nll_limit] if args.nll_limit else examples
         results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples), nll_examples=len(subset))
@@ -325,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-seed", type=int, default=0)
     evaluate.add_argument("--json", default=None)
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="SMILES tasks: molecules to sample")
+    evaluate.add_argument("--insertions-per-step", type=int, default=1, help="IP: parallel decoding, up to K "
+                          "insertions per decoder pass (1 = exact sampling)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval)
 

@@ -70,8 +70,10 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
     task = smiles_task_for(extra["data"], vocabulary=SmilesVocabulary(extra["vocabulary"]))
     results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
                                       nll_samples=args.nll_samples if guide is not None else 1,
-                                      nll_limit=args.nll_limit or 1000, split=args.split)
-    results = {"task": extra["task"], "split": args.split, "weights": args.weights, **results}
+                                      nll_limit=args.nll_limit or 1000, split=args.split,
+                                      insertions_per_step=args.insertions_per_step)
+    results = {"task": extra["task"], "split": args.split, "weights": args.weights,
+               "insertions_per_step": args.insertions_per_step, **results}
     _print_table(results)
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(results, indent=2))

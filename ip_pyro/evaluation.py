@@ -16,25 +16,36 @@ from ip_pyro.utils import evaluating
 __all__ = ["decode", "planning_metrics", "sequence_nll", "sample_smiles", "smiles_metrics"]
 
 
+def _sample_options(model, insertions_per_step: int) -> dict:
+    if insertions_per_step == 1:
+        return {}
+    if not hasattr(model, "termination"):
+        raise ValueError("parallel decoding (insertions_per_step > 1) is for insertion models; the left-to-right "
+                         "model writes one token per pass")
+    return {"insertions_per_step": insertions_per_step}
+
+
 def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
-           batch_size: int = 256) -> list:
+           batch_size: int = 256, insertions_per_step: int = 1) -> list:
     """Predicted targets for the prompts of ``examples`` (one per example)."""
+    options = _sample_options(model, insertions_per_step)
     predictions = []
     for begin in range(0, len(examples), batch_size):
         prompts = [example["prompt"] for example in examples[begin:begin + batch_size]]
-        predictions += model.sample(prompt=prompts, greedy=greedy, max_length=max_length)
+        predictions += model.sample(prompt=prompts, greedy=greedy, max_length=max_length, **options)
     return predictions
 
 
 def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", greedy: bool = True,
-                     nll_samples: int = 0, batch_size: int = 256, device=None) -> dict:
+                     nll_samples: int = 0, batch_size: int = 256, device=None, insertions_per_step: int = 1) -> dict:
     """The task's metrics (stars: exact match, token accuracy, share of predicted edges in the graph; mazes: exact
     match, token accuracy, success, valid moves), the termination rate (stopped before the length limit), and
     (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP, exact for left-to-right)."""
     if not examples:
         raise ValueError("no examples to evaluate; check the split name and the data folder")
     with evaluating(model):
-        predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, batch_size=batch_size)
+        predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, batch_size=batch_size,
+                             insertions_per_step=insertions_per_step)
     scores = [example_metrics(task, example, prediction) for example, prediction in zip(examples, predictions)]
     result = {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
     # stopped by itself: shorter than the decoding limit (models get slack beyond the longest target)
@@ -72,19 +83,21 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
 
 
 
-def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0) -> list:
+def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0,
+                  insertions_per_step: int = 1) -> list:
     """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``)."""
+    options = _sample_options(model, insertions_per_step)
     samples = []
     with evaluating(model):
         for begin in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - begin)
-            samples += [vocabulary.decode(ids) for ids in model.sample(count, temperature=temperature)]
+            samples += [vocabulary.decode(ids) for ids in model.sample(count, temperature=temperature, **options)]
     return samples
 
 
 def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples: int = 0,
                    nll_limit: Optional[int] = 1000, split: str = "test", full: bool = True,
-                   batch_size: int = 1000) -> tuple:
+                   batch_size: int = 1000, insertions_per_step: int = 1) -> tuple:
     """``(metrics, samples)`` for an unconditional SMILES model on a :class:`ip_pyro.data.molecules.SmilesTask`.
 
     ``full=False`` gives only validity and uniqueness (cheap enough for periodic validation); ``full=True`` adds
@@ -94,7 +107,8 @@ def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples
     """
     from ip_pyro.metrics.molecules import evaluate
 
-    samples = sample_smiles(model, task.vocabulary, num_samples, batch_size=batch_size)
+    samples = sample_smiles(model, task.vocabulary, num_samples, batch_size=batch_size,
+                            insertions_per_step=insertions_per_step)
     if full:
         reference = task.smiles[split]
         results = evaluate(samples, train=task.smiles["train"], test=reference if task.test_stats is None else

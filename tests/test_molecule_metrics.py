@@ -29,6 +29,7 @@ def test_a_set_against_itself(nci):
         results = molecules.evaluate(valid, train=valid, test=valid)
     assert results["validity"] == 1.0
     assert results["novelty"] == 0.0
+    assert results["kl_score"] == pytest.approx(1.0)  # identical descriptor distributions: every KL is 0
     assert results["snn"] == pytest.approx(1.0)
     assert results["frag"] == pytest.approx(1.0) and results["scaf"] == pytest.approx(1.0)
     # power-mean inequality: sqrt(mean T^2) >= mean T, so IntDiv2 <= IntDiv1 (MOSES: 0.850 vs 0.856)
@@ -84,3 +85,14 @@ def test_fcd_is_near_zero_for_a_set_against_itself_and_grows_with_a_shift(nci):
         results = molecules.evaluate(first, test=second, test_scaffolds=second)
     assert results["fcd_test"] == pytest.approx(other, rel=1e-4)
     assert results["fcd_score"] == pytest.approx(np.exp(-0.2 * other)) and "fcd_testsf" in results
+
+
+def test_kl_score_separates_a_shifted_set_and_orders_by_closeness(nci):
+    valid = [s for s in nci if molecules.canonical(s)]
+    reference, close = valid[:150], valid[150:300]
+    alkanes = ["C" * n for n in range(1, 30)] + ["C" * n + "O" for n in range(1, 30)]
+    same_source = molecules.kl_divergence_score(close, reference)
+    shifted = molecules.kl_divergence_score(alkanes, reference)
+    assert 0.0 < shifted < 0.5 < same_source <= 1.0
+    with pytest.raises(ValueError, match="at least 2 distinct valid samples"):
+        molecules.kl_divergence_score(["C1CC", "CCO"], reference)

@@ -46,6 +46,14 @@ def corpus_files(tmp_path, data_dir):
         (corrupt / name).write_bytes((data_dir / name).read_bytes())
     (corrupt / "test.jsonl").write_text("{}\n")
     (tmp_path / "empty.jsonl").write_text("")
+    assert main(["train", "--model", "fo-arm", "--data", str(data_dir), "--steps", "1", "--out",
+                 str(tmp_path / "arm_run")] + TINY) == 0
+    save_checkpoint(tmp_path / "smiles.pt", tiny_model(), tiny_pl_guide(), task="smiles", vocabulary=["C", "O", "N"],
+                    token_names=["C", "O", "N"])
+    (tmp_path / "aromatic.smi").write_text("CCO\nc1ccccc1\n")
+    (tmp_path / "unparseable.csv").write_text("SMILES\nC1CC\nC(C\nc1cccc1\n")
+    (tmp_path / "no_column.csv").write_text("smiles_string\nCCO\n")
+    (tmp_path / "empty.smi").write_text("")
     return tmp_path
 
 
@@ -72,6 +80,27 @@ CLI_CORPUS = [
     ("empty diagnose data", ["diagnose", "WORK/guided.pt", "--data", "WORK/empty.jsonl"], "is empty"),
     ("cuda without a GPU", ["train", "--device", "cuda:7", "--out", "WORK/r"], "no CUDA device"),
     ("unknown data task", ["data", "maze-huge", "--out", "WORK/d"], "unknown task 'maze-huge'"),
+    ("unknown SMILES token", ["diagnose", "WORK/smiles.pt", "--data", "WORK/aromatic.smi"],
+     "token 'c' of SMILES 'c1ccccc1' is not in the vocabulary"),
+    ("SMILES for a model of ids", ["diagnose", "WORK/guided.pt", "--data", "WORK/aromatic.smi"],
+     "was not trained on SMILES"),
+    ("only unparseable training SMILES", ["train", "--task", "smiles", "--data", "WORK/unparseable.csv",
+                                          "--valid-size", "0", "--test-size", "0", "--out", "WORK/r"],
+     "no parseable training SMILES"),
+    ("SMILES file without the column", ["train", "--task", "smiles", "--data", "WORK/no_column.csv", "--out",
+                                        "WORK/r"], "has no 'SMILES' column"),
+    ("empty SMILES file", ["train", "--task", "smiles", "--data", "WORK/empty.smi", "--out", "WORK/r"], "is empty"),
+    ("SMILES task without a file", ["train", "--task", "smiles", "--out", "WORK/r"], "--task smiles needs --data"),
+    ("split larger than the file", ["train", "--task", "smiles", "--data", "WORK/aromatic.smi", "--out", "WORK/r"],
+     "cannot hold 10000 test and 1000 validation molecules"),
+    ("EOS termination for FO-ARM", ["train", "--model", "fo-arm", "--termination", "eos", "--out", "WORK/r"],
+     "--termination eos is an IP option"),
+    ("unknown step sampling", ["train", "--step-sampling", "some", "--out", "WORK/r"], "unknown step sampling"),
+    ("zero steps per order", ["train", "--steps-per-order", "0", "--out", "WORK/r"],
+     "--steps-per-order=0 must be a positive integer"),
+    ("unknown precision", ["train", "--precision", "fp8", "--out", "WORK/r"], "unknown precision 'fp8'"),
+    ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
+                                     "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
 ]
 
 

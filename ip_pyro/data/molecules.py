@@ -12,7 +12,8 @@ for MOSES, the test scaffolds and ``test_stats.npz``.
 
 Training SMILES that RDKit cannot parse (or that no SMILES token covers) are counted and skipped with a warning that
 says how many; held-out molecules with a token outside the training vocabulary cannot be scored and are counted
-and skipped the same way. Nothing is dropped silently.
+and skipped the same way, as are held-out molecules longer than the model's ``max_length`` (the longest training
+molecule plus 2 tokens). Nothing is dropped silently: ``SmilesTask.skipped`` holds every count.
 """
 from __future__ import annotations
 
@@ -138,5 +139,16 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
     splits, skipped = {}, {"train_unparseable": skipped_train}
     for name, group in (("train", train), ("valid", valid), ("test", test)):
         splits[name], skipped[f"{name}_unknown_tokens"] = _encode_split(vocabulary, group, name)
+    if not splits["train"]:
+        raise ValueError(f"no training molecule of the {task} data fits the vocabulary; rebuild the vocabulary")
+    limit = max(len(record["target"]) for record in splits["train"]) + SMILES_LENGTH_SLACK
+    for name in ("valid", "test"):  # the model cannot hold them, so they cannot be scored
+        fitting = [record for record in splits[name] if len(record["target"]) <= limit]
+        skipped[f"{name}_too_long"] = len(splits[name]) - len(fitting)
+        if skipped[f"{name}_too_long"]:
+            warnings.warn(f"skipped {skipped[f'{name}_too_long']} of {len(splits[name])} {name} SMILES longer than "
+                          f"the model's {limit} tokens (the longest training molecule plus {SMILES_LENGTH_SLACK})",
+                          stacklevel=2)
+        splits[name] = fitting
     smiles = {name: [record["smiles"] for record in records] for name, records in splits.items()}
     return SmilesTask(task, vocabulary, splits, smiles, skipped, **extra)

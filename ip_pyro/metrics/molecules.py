@@ -148,8 +148,12 @@ def _continuous_kl(reference: np.ndarray, sampled: np.ndarray) -> float:
 
 def _discrete_kl(reference: np.ndarray, sampled: np.ndarray) -> float:
     from scipy.stats import entropy
-    reference_density, bins = np.histogram(reference, bins=10, density=True)
-    sampled_density, _ = np.histogram(sampled, bins=bins, density=True)
+    reference_counts, bins = np.histogram(reference, bins=10)
+    sampled_counts, _ = np.histogram(sampled, bins=bins)
+    widths = np.diff(bins)
+    # densities as numpy's density=True gives them, but 0 (not NaN) when no sample falls in the reference's range
+    reference_density = reference_counts / max(reference_counts.sum(), 1) / widths
+    sampled_density = sampled_counts / max(sampled_counts.sum(), 1) / widths
     return float(entropy(reference_density + 1e-10, sampled_density + 1e-10))
 
 

@@ -1,0 +1,96 @@
+"""SMILES tasks end to end: splits, counted skips, vocabulary, CLI train/eval/sample/diagnose on a small file."""
+import json
+import os
+import re
+
+import pytest
+
+pytest.importorskip("rdkit")
+
+from ip_pyro.cli import main  # noqa: E402
+from ip_pyro.data.molecules import load_smiles_task, parseable_smiles  # noqa: E402
+
+TINY = ["--batch-size", "8", "--d-model", "16", "--layers", "1", "--heads", "2", "--guide-d-model", "8",
+        "--guide-layers", "1", "--eval-every", "1000", "--no-progress", "--valid-size", "20", "--test-size", "30",
+        "--valid-samples", "10", "--eval-size", "10"]
+
+
+@pytest.fixture(scope="module")
+def nci_file():
+    from rdkit import RDConfig
+
+    return os.path.join(RDConfig.RDDataDir, "NCI", "first_5K.smi")
+
+
+@pytest.fixture
+def small_csv(tmp_path, nci_file):
+    lines = [line.split()[0] for line in open(nci_file) if line.strip()][:300]
+    path = tmp_path / "molecules.csv"
+    path.write_text("SMILES\n" + "\n".join(["C1CC", "c1cccc1", "C(C"] + lines) + "\n")
+    return path
+
+
+def test_splits_are_deterministic_and_encoded(nci_file):
+    task = load_smiles_task("smiles", path=nci_file, train_size=500, valid_size=50, test_size=100)
+    again = load_smiles_task("smiles", path=nci_file, train_size=500, valid_size=50, test_size=100)
+    assert task.smiles == again.smiles and task.vocabulary.tokens == again.vocabulary.tokens
+    assert len(task.splits["train"]) <= 500 and len(task.splits["valid"]) <= 50 and len(task.splits["test"]) <= 100
+    for record in task.splits["train"][:50]:
+        assert task.vocabulary.decode(record["target"]) == record["smiles"]
+    assert task.max_length == max(len(r["target"]) for r in task.splits["train"]) + 2
+    other = load_smiles_task("smiles", path=nci_file, train_size=500, valid_size=50, test_size=100, seed=1)
+    assert other.smiles["test"] != task.smiles["test"]
+
+
+def test_unparseable_training_smiles_are_counted_and_skipped_with_a_warning(small_csv):
+    with pytest.warns(UserWarning, match=r"skipped 3 of \d+ training SMILES that RDKit cannot parse"):
+        kept, skipped = parseable_smiles(["CCO", "C1CC", "c1cccc1", "C(C", "c1ccccc1"])
+    assert kept == ["CCO", "c1ccccc1"] and skipped == 3
+    with pytest.warns(UserWarning, match="RDKit cannot parse"):
+        task = load_smiles_task("smiles", path=small_csv, valid_size=0, test_size=0)
+    assert task.skipped["train_unparseable"] == 3 and len(task.splits["train"]) == 300
+
+
+def test_molecules_with_tokens_outside_the_vocabulary_are_counted(tmp_path):
+    from ip_pyro.data.smiles import SmilesVocabulary
+
+    path = tmp_path / "tiny.smi"
+    path.write_text("\n".join(["CCO", "CCN", "CCC", "CO", "CN", "CBr"] * 4) + "\n")
+    vocabulary = SmilesVocabulary.build(["CCO"])  # as saved with a checkpoint trained elsewhere
+    with pytest.warns(UserWarning, match="tokens outside the training vocabulary"):
+        task = load_smiles_task("smiles", path=path, valid_size=6, test_size=6, vocabulary=vocabulary)
+    counted = sum(task.skipped[f"{split}_unknown_tokens"] for split in ("train", "valid", "test"))
+    assert counted == 12  # every CCN, CN and CBr
+    assert all(set(s) <= set("CO") for split in task.smiles.values() for s in split)
+
+
+def test_cli_trains_evaluates_samples_and_diagnoses_a_smiles_model(small_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "smiles", "--data", str(small_csv), "--steps", "3", "--out", str(run)] + TINY) == 0
+    assert re.search(r"warning: skipped \d+ of \d+ training SMILES that RDKit", capsys.readouterr().out)
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--num-samples", "20", "--nll-samples", "2",
+                 "--nll-limit", "5"]) == 0
+    results = json.loads((run / "eval_test.json").read_text())
+    assert {"validity", "unique@1k", "nll", "nll_per_token", "task"} <= set(results)
+    assert len((run / "eval_test.smi").read_text().splitlines()) == 20
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "-n", "4"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    molecules = tmp_path / "some.smi"
+    molecules.write_text("c1ccccc1\n")  # aromatic lower case: not a token of this (Kekulé) training set
+    assert main(["diagnose", str(run / "checkpoint.pt"), "--data", str(molecules)]) == 2
+    assert "token 'c' of SMILES 'c1ccccc1' is not in the vocabulary" in capsys.readouterr().err
+    molecules.write_text("CCO\nC1=CC=CC=C1\n")
+    assert main(["diagnose", str(run / "checkpoint.pt"), "--data", str(molecules), "--domain", "smiles",
+                 "--chains", "2", "--draws", "20", "--mcmc-samples", "20", "--mcmc-warmup", "10",
+                 "--out", str(tmp_path / "diag")]) == 0
+    assert any((tmp_path / "diag").iterdir())
+
+
+@pytest.mark.parametrize("model_flags", [["--model", "ip", "--termination", "eos"], ["--model", "fo-arm"],
+                                         ["--model", "ip", "--guide", "sequential"]])
+def test_cli_trains_every_smiles_arm(model_flags, small_csv, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "smiles", "--data", str(small_csv), "--steps", "2", "--out", str(run)]
+                + model_flags + TINY) == 0
+    assert (run / "checkpoint.pt").is_file()
