@@ -239,10 +239,13 @@ def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] =
         results["snn"] = nearest_neighbour_similarity(valid, reference)
         results["frag"] = fragment_similarity(valid, reference)
         results["scaf"] = scaffold_similarity(valid, reference)
-    if test_stats is not None or test is not None:
+    if len(canonical_valid) < 2 and (test_stats is not None or test is not None or test_scaffolds is not None):
+        warnings.warn(f"FCD needs at least 2 valid samples, got {len(canonical_valid)}; fcd keys left out",
+                      stacklevel=2)
+    elif test_stats is not None or test is not None:
         results["fcd_test"] = frechet_chemnet_distance(canonical_valid, test_stats["FCD"] if test_stats else test)
         results["fcd_score"] = math.exp(-0.2 * results["fcd_test"])
-    if test_scaffolds is not None:
+    if test_scaffolds is not None and len(canonical_valid) >= 2:
         results["fcd_testsf"] = frechet_chemnet_distance(canonical_valid, test_scaffolds)
     for key, value in results.items():
         if not math.isfinite(value):
