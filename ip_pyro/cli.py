@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -171,6 +172,7 @@ def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: 
         import torch.distributed
 
         if config.distributed and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # rank 0 may still be writing the last checkpoint
             torch.distributed.destroy_process_group()
     return trainer
 
@@ -369,7 +371,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        if getattr(args, "distributed", False):
+            # gloo's worker threads can abort the interpreter's teardown ("terminate called without an active
+            # exception") after a finished run; everything is written and the group destroyed, so leave directly
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except (ValueError, OSError, FloatingPointError) as error:
         if args.debug:
             raise
