@@ -180,3 +180,33 @@ def test_evaluation_leaves_the_ema_weights_alone(tmp_path):
     trainer.run_evaluation()
     after = trainer.ema.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_bf16_autocast_trains_with_finite_losses_and_float32_weights(tmp_path):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, precision="bf16", steps=3)
+    model, guide = build_model(config)
+    history = Trainer(config, model, guide, examples).fit(progress=False)
+    losses = [record["loss"] for record in history if "loss" in record]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in list(model.parameters()) + list(guide.parameters()))
+
+
+def test_compile_option_compiles_model_and_guide_networks_in_place(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    config = tiny_config(tmp_path, compile=True)
+    model, guide = build_model(config)
+    keys = set(model.state_dict())
+    Trainer(config, model, guide, [])
+    assert compiled == ["InsertionDecoder", "OrderScorer"]
+    assert set(model.state_dict()) == keys  # checkpoints keep their keys
+
+
+def test_k_steps_per_order_trains(tmp_path):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, steps_per_order=3, steps=2)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples)
+    assert trainer.elbo.num_steps == 3
+    assert len([r for r in trainer.fit(progress=False) if "loss" in r]) == 2
