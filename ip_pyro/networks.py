@@ -42,7 +42,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         if hasattr(F, "rms_norm"):  # fused where torch has it (>= 2.4)
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            return F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
