@@ -89,6 +89,7 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         files["mcmc_rank"] = diagnostics.plot_mcmc_rank(mcmc_idata, out / "mcmc_rank.png")
 
     finite_khat = psis["khat"][np.isfinite(psis["khat"])]
+    relative_entropy = diagnostics.relative_order_entropy(draws["log_q"], batch.lengths.cpu().numpy())
     lines = [
         f"sequences diagnosed: {batch.batch_size}; guide draws per sequence: {num_chains * num_draws}",
         f"PSIS: {psis['share_khat_above_0_7']:.0%} of sequences have k-hat > 0.7 "
@@ -97,12 +98,15 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         f"MCMC over orders (sequence {chosen}, length {length}, {num_chains} chains x {mcmc_samples}): "
         f"max R-hat {rhat:.3f}; largest total variation between guide and MCMC insertion-step marginals "
         f"{comparison['max_total_variation']:.3f}",
+        f"guide entropy over orders: {np.nanmean(relative_entropy):.2f} of the uniform order's log L! on average "
+        "(1 = random order, 0 = one fixed order)",
         f"preferred order: {plots.describe_order(steps)}",
     ]
     summary = "\n".join(lines)
     (out / "summary.txt").write_text(summary + "\n")
     files["summary"] = str(out / "summary.txt")
     report = {"summary": summary, "rhat_max": rhat, "mcmc_sequence": chosen,
+              "relative_order_entropy": [None if np.isnan(v) else float(v) for v in relative_entropy],
               "psis": {key: np.asarray(value).tolist() for key, value in psis.items()},
               "comparison": {key: np.asarray(value).tolist() for key, value in comparison.items()},
               "files": {name: str(path) for name, path in files.items()}}

@@ -29,7 +29,8 @@ from ip_pyro.orders import orders_to_ranks, orders_to_slots  # noqa: E402
 from ip_pyro.utils import evaluating  # noqa: E402
 
 __all__ = ["order_draws", "to_inference_data", "mcmc_to_inference_data", "psis_diagnostics", "compare_to_guide",
-           "rhat_max", "save_inference_data", "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank"]
+           "rhat_max", "save_inference_data", "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank",
+           "relative_order_entropy"]
 
 KHAT_THRESHOLD = 0.7
 
@@ -44,7 +45,8 @@ def order_draws(model, guide, batch: Batch, num_chains: int = 4, num_draws: int 
         q = guide.order_distribution(batch)
         orders = q.sample((total,))  # [S, B, L]
         log_joint = model.log_joint(batch, orders.reshape(total * size, width)).view(total, size)
-        log_weight = log_joint - q.log_prob(orders)
+        log_q = q.log_prob(orders)
+        log_weight = log_joint - log_q
     lengths = batch.lengths.expand(total, size).reshape(total * size)
     flat = orders.reshape(total * size, width)
     padding = (torch.arange(width, device=flat.device) >= lengths.unsqueeze(-1)).cpu().numpy()
@@ -53,7 +55,18 @@ def order_draws(model, guide, batch: Batch, num_chains: int = 4, num_draws: int 
     steps[padding], slots[padding] = np.nan, np.nan
     shape = (num_chains, num_draws, size, width)
     return {"insertion_step": steps.reshape(shape), "slot": slots.reshape(shape),
-            "log_weight": log_weight.cpu().numpy().reshape(num_chains, num_draws, size)}
+            "log_weight": log_weight.cpu().numpy().reshape(num_chains, num_draws, size),
+            "log_q": log_q.cpu().numpy().reshape(num_chains, num_draws, size)}
+
+
+def relative_order_entropy(log_q: np.ndarray, lengths) -> np.ndarray:
+    """Per sequence, the guide's entropy ``H(q) = -E_q[log q]`` (estimated from draws ``(chain, draw, B)``) over the
+    uniform order's ``log L!``: 1 for a random order, 0 for one fixed order; ``nan`` where ``L <= 1``."""
+    lengths = np.asarray(lengths)
+    log_factorial = np.array([math.lgamma(length + 1) for length in lengths])
+    entropy = -log_q.reshape(-1, log_q.shape[-1]).mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(log_factorial > 0, entropy / np.where(log_factorial > 0, log_factorial, 1.0), np.nan)
 
 
 def _coords(batch: Batch) -> dict:

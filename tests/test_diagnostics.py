@@ -163,3 +163,18 @@ def test_diagnose_writes_every_file(domain, tmp_path):
     assert set(written["files"]) == set(report["files"])
     with pytest.raises(ValueError, match="domain='tree' must be one of"):
         diagnose(model, guide, batch, tmp_path, domain="tree")
+
+
+def test_relative_order_entropy_is_one_for_the_uniform_order_and_zero_for_a_fixed_one():
+    from guides import LeftToRightGuide, UniformOrderGuide
+    from ip_pyro import collate
+    from ip_pyro.diagnostics import order_draws, relative_order_entropy
+
+    model = tiny_model(vocab_size=3, max_length=6)
+    batch = collate([[0, 1, 2, 0], [1, 2], [2], []])
+    uniform = order_draws(model, UniformOrderGuide(), batch, num_chains=2, num_draws=50)
+    fixed = order_draws(model, LeftToRightGuide(), batch, num_chains=2, num_draws=50)
+    lengths = batch.lengths.numpy()
+    assert np.allclose(relative_order_entropy(uniform["log_q"], lengths)[:2], 1.0)
+    assert np.allclose(relative_order_entropy(fixed["log_q"], lengths)[:2], 0.0)
+    assert np.isnan(relative_order_entropy(uniform["log_q"], lengths)[2:]).all()  # L <= 1: one order only
