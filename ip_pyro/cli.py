@@ -141,7 +141,9 @@ def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | No
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
                          termination=args.termination, step_sampling=args.step_sampling,
-                         steps_per_order=args.steps_per_order, precision=args.precision, compile=args.compile,
+                         steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
+                         order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
+                         compile=args.compile,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
@@ -299,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "unbiased) or all (every step)")
     train.add_argument("--steps-per-order", type=int, default=1, help="IP with --step-sampling uniform: distinct "
                        "steps (prefixes) scored per sampled order in one batched pass")
+    train.add_argument("--order-entropy-weight", type=float, default=1.0, help="IP: weight of the guide's entropy "
+                       "at the start (1 = the ELBO; < 1 lets the order sharpen)")
+    train.add_argument("--order-entropy-anneal", type=int, default=0, help="steps over which that weight rises "
+                       "linearly to 1")
     train.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
     train.add_argument("--compile", action="store_true", help="torch.compile the networks")
     train.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (gloo on CPU, "

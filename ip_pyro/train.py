@@ -62,6 +62,8 @@ class TrainConfig:
     termination: str = "stop"
     step_sampling: str = "uniform"
     steps_per_order: int = 1
+    order_entropy_weight: float = 1.0
+    order_entropy_anneal: int = 0
     precision: str = "fp32"
     compile: bool = False
     distributed: bool = False
@@ -89,6 +91,9 @@ class TrainConfig:
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay={self.ema_decay} must lie in [0, 1)")
+        if not 0.0 <= self.order_entropy_weight <= 1.0 or self.order_entropy_anneal < 0:
+            raise ValueError(f"--order-entropy-weight={self.order_entropy_weight} must lie in [0, 1] and "
+                             f"--order-entropy-anneal={self.order_entropy_anneal} must be >= 0")
         if self.step_sampling not in ("uniform", "all"):
             raise ValueError(f"unknown step sampling {self.step_sampling!r}; choose from uniform, all")
         if self.precision not in PRECISIONS:
@@ -212,6 +217,8 @@ class Trainer:
         if self.guide is not None:
             self.guide.train()
         batch = self.next_batch()
+        if self.elbo is not None:
+            self.elbo.entropy_weight = self.entropy_weight()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             loss = self.loss(batch)
         loss = loss.float()
@@ -232,6 +239,12 @@ class Trainer:
         self.step += 1
         self._update_ema()
         return loss.item()
+
+    def entropy_weight(self) -> float:
+        """The weight of the guide's entropy at this step: ``order_entropy_weight`` rising linearly to 1 over
+        ``order_entropy_anneal`` steps (constant without annealing; 1 is the ELBO)."""
+        start, span = self.config.order_entropy_weight, self.config.order_entropy_anneal
+        return start if span == 0 else min(1.0, start + (1.0 - start) * self.step / span)
 
     def _update_ema(self) -> None:
         decay = 0.0 if self.step <= self.config.ema_start else self.config.ema_decay

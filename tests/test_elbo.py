@@ -150,3 +150,23 @@ def test_drawn_steps_are_distinct_and_within_each_length():
     for column, length in enumerate(lengths.tolist()):
         live = steps[: min(3, length + 1), column].tolist()
         assert len(set(live)) == len(live) and max(live) <= length
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_entropy_weight_gives_an_unbiased_estimate_of_the_weighted_objective(beta, float64):
+    """E_q[log p(x, sigma) - beta log q(sigma)]: value and gradient, by enumeration (beta = 1 is the ELBO)."""
+    model = tiny_model(vocab_size=3, max_length=6)
+    guide = tiny_pl_guide(vocab_size=3, max_length=6)
+    sequence = [0, 2, 1]
+    elbo = InsertionELBO(num_particles=2, entropy_weight=beta)
+    orders = all_orders(len(sequence), 0)
+    batch = padded_batch(sequence, 0, 1)
+    log_q = guide.order_distribution(batch).log_prob(orders.unsqueeze(1)).squeeze(1)
+    exact = (log_q.exp() * (model.log_joint(batch, orders) - beta * log_q)).sum()
+    expected_value, expected_surrogate = expected_estimator(elbo, model, guide, sequence)
+    assert abs(expected_value.item() - exact.item()) < 1e-9 * max(1.0, abs(exact.item()))
+    parameters = list(model.parameters()) + list(guide.parameters())
+    exact_grad, estimated_grad = gradients(exact, parameters), gradients(expected_surrogate, parameters)
+    assert (estimated_grad - exact_grad).norm() / exact_grad.norm() < 1e-6
+    with pytest.raises(ValueError, match="entropy_weight=2"):
+        InsertionELBO(entropy_weight=2)

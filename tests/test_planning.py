@@ -210,3 +210,16 @@ def test_k_steps_per_order_trains(tmp_path):
     trainer = Trainer(config, model, guide, examples)
     assert trainer.elbo.num_steps == 3
     assert len([r for r in trainer.fit(progress=False) if "loss" in r]) == 2
+
+
+def test_order_entropy_weight_rises_to_one_and_is_validated(tmp_path):
+    config = tiny_config(tmp_path, order_entropy_weight=0.2, order_entropy_anneal=4)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, [])
+    weights = []
+    for step in range(6):
+        trainer.step = step
+        weights.append(trainer.entropy_weight())
+    assert weights == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    with pytest.raises(ValueError, match="--order-entropy-weight=1.5 must lie in"):
+        tiny_config(tmp_path, order_entropy_weight=1.5).validate()

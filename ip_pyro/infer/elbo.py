@@ -46,6 +46,9 @@ class InsertionELBO(ELBO):
         particles share it); ``"all"`` sums every step exactly (``L + 1`` canvases per particle).
     :param num_steps: with ``step_sampling="uniform"``, how many distinct steps ``K`` to score per sequence and
         order (one batched decoder pass for all of them); ``1`` is the paper's estimator.
+    :param entropy_weight: ``beta`` multiplying the guide's ``-log q`` terms (1 = the ELBO). ``beta < 1`` rewards
+        a sharper order distribution, a way out of the uniform-order fixed point (anneal it to 1: the value is an
+        ELBO only at 1). Settable between steps (``elbo.entropy_weight = ...``).
     :param closed_form: take the expectation over the next inserted index in closed form (default). With
         ``False`` the sampled next index ``sigma_t`` is scored instead (the plain score-function estimator).
 
@@ -53,7 +56,7 @@ class InsertionELBO(ELBO):
     """
 
     def __init__(self, num_particles: int = 2, step_sampling: str = "uniform", closed_form: bool = True,
-                 num_steps: int = 1):
+                 num_steps: int = 1, entropy_weight: float = 1.0):
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
             raise ValueError(f"num_particles={num_particles!r} must be a positive integer (2 is the paper's choice)")
         if step_sampling not in ("uniform", "all"):
@@ -63,6 +66,9 @@ class InsertionELBO(ELBO):
         super().__init__(num_particles=num_particles)
         self.step_sampling = step_sampling
         self.num_steps = num_steps
+        if not 0.0 <= float(entropy_weight) <= 1.0:
+            raise ValueError(f"entropy_weight={entropy_weight} must lie in [0, 1] (1 = the ELBO)")
+        self.entropy_weight = float(entropy_weight)
         self.closed_form = bool(closed_form)
 
     # ------------------------------------------------------------------------------------------ estimator
@@ -133,13 +139,14 @@ class InsertionELBO(ELBO):
             safe_log_q = next_log_q.masked_fill(~candidate, 0.0)
             safe_insert = scores.insert.masked_fill(~candidate, 0.0)
             weights = safe_log_q.exp().masked_fill(~candidate, 0.0)
-            expected = (weights * (safe_insert - safe_log_q)).sum(-1)
+            expected = (weights * (safe_insert - self.entropy_weight * safe_log_q)).sum(-1)
             prefix_steps = before
         else:
             index = steps.clamp(max=max(width - 1, 0)).unsqueeze(-1)
             if width:
                 chosen = orders.gather(1, index)
-                expected = (scores.insert.gather(1, chosen) - step_log_q.gather(1, index)).squeeze(-1)
+                expected = (scores.insert.gather(1, chosen)
+                            - self.entropy_weight * step_log_q.gather(1, index)).squeeze(-1)
                 expected = expected.masked_fill(~growing, 0.0)
             else:
                 expected = torch.zeros_like(scores.go)
