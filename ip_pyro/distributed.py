@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "is_main", "rank", "world_size", "shard", "average_gradients", "average_scalar",
+__all__ = ["setup", "is_main", "rank", "world_size", "check_batch_size", "shard", "average_gradients", "average_scalar",
            "broadcast_parameters", "parameter_spread", "barrier"]
 
 
@@ -44,12 +44,17 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+def check_batch_size(batch_size: int) -> None:
+    """A one-line error when a global batch of ``batch_size`` does not split evenly over the processes."""
+    if batch_size % world_size():
+        raise ValueError(f"a global batch of {batch_size} does not split over {world_size()} processes; choose a "
+                         "--batch-size divisible by the number of processes")
+
+
 def shard(items: list) -> list:
     """This rank's contiguous share of a global batch (``len(items)`` must divide by the world size)."""
+    check_batch_size(len(items))
     size, index = world_size(), rank()
-    if len(items) % size:
-        raise ValueError(f"a global batch of {len(items)} does not split over {size} processes; choose a "
-                         "--batch-size divisible by the number of processes")
     per_rank = len(items) // size
     return items[index * per_rank:(index + 1) * per_rank]
 

@@ -155,7 +155,7 @@ class Trainer:
         self.device = torch.device(config.device)
         if config.distributed:
             self.device = distributed.setup(self.device)
-            distributed.shard(list(range(config.batch_size)))  # a one-line error when the batch does not split
+            distributed.check_batch_size(config.batch_size)
         self.model.to(self.device)
         if guide is not None:
             guide.to(self.device)
@@ -222,23 +222,21 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             loss = self.loss(batch)
         loss = loss.float()
-        if not torch.isfinite(distributed.average_scalar(loss.detach()) if self.config.distributed else loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {self.step + 1}; lower the learning "
+        reported = distributed.average_scalar(loss.detach())  # the global batch's loss; NaN on any rank is seen by all
+        if not torch.isfinite(reported):
+            raise FloatingPointError(f"the loss became {reported.item()} at step {self.step + 1}; lower the learning "
                                      f"rate (now {self.scheduler.get_last_lr()[0]:.2e}) or clip gradients harder; "
                                      "the last good checkpoint is kept")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        loss = loss.detach()
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if self.config.distributed:
-            distributed.average_gradients(parameters)
-            loss = distributed.average_scalar(loss)
+        distributed.average_gradients(parameters)
         torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self._update_ema()
-        return loss.item()
+        return reported.item()
 
     def entropy_weight(self) -> float:
         """The weight of the guide's entropy at this step: ``order_entropy_weight`` rising linearly to 1 over
