@@ -37,20 +37,8 @@ from ip_pyro.infer import InsertionELBO  # noqa: E402
 from models import InsertionProcess, LeftToRightLM  # noqa: E402
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _median_seconds(function, device: str, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        function()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(train_step.timed(function, device, repeats))
 
 
 def _models(args, vocab_size: int, max_length: int):

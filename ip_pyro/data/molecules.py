@@ -76,12 +76,11 @@ def parseable_smiles(smiles: list, *, what: str = "training") -> tuple:
 
 
 def _encode_split(vocabulary: SmilesVocabulary, smiles: list, name: str) -> tuple:
-    known = set(vocabulary.tokens)
     records, unknown = [], 0
     for string in smiles:
-        if set(tokenize(string)) <= known:
+        try:  # one tokenisation per molecule: encode refuses tokens outside the vocabulary
             records.append({"target": vocabulary.encode(string), "smiles": string})
-        else:
+        except ValueError:
             unknown += 1
     if unknown:
         warnings.warn(f"skipped {unknown} of {len(smiles)} {name} SMILES with tokens outside the training "
