@@ -146,7 +146,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | No
                          compile=args.compile,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
-                         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, out=args.out,
+                         checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed, device=args.device, out=args.out,
                          vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
     config.validate()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=500)
     train.add_argument("--eval-size", type=int, default=500)
     train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
+                       help="stop after this much training time (evaluation excluded; 0 = no limit); the "
+                            "schedule still spans --steps, so set --steps to what fits for a full cosine decay")
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "

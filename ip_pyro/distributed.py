@@ -87,6 +87,15 @@ def average_scalar(value: torch.Tensor) -> torch.Tensor:
     return value[0] / world_size()
 
 
+def broadcast_scalar(value: torch.Tensor) -> torch.Tensor:
+    """Rank 0's value of a scalar tensor on every rank (for decisions all ranks must share)."""
+    if world_size() == 1:
+        return value
+    value = value.detach().clone().reshape(1)
+    dist.broadcast(value, src=0)
+    return value[0]
+
+
 def broadcast_parameters(modules) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
     if world_size() == 1:

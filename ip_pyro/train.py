@@ -32,7 +32,8 @@ MODEL_NAMES = ("ip", "fo-arm")
 CHECKPOINT_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
 # run-time settings that may differ between a run and its resumption (the global batch stays the same)
-RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "precision", "compile", "distributed")
+RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "precision", "compile", "distributed",
+                "time_limit")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_size: int = 500
     checkpoint_every: int = 500
+    time_limit: float = 0.0  # minutes of training time (evaluation excluded) after which fit stops; 0 = none
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/run"
@@ -102,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"unknown termination {self.termination!r}; choose from stop, eos")
         if self.model == "fo-arm" and self.termination != "stop":
             raise ValueError("--termination eos is an IP option; the left-to-right model always ends with EOS")
+        if not self.time_limit >= 0:
+            raise ValueError(f"--time-limit={self.time_limit} must be >= 0 minutes (0 = no limit)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
 
@@ -259,7 +263,8 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not (progress and main), dynamic_ncols=True)
         started, recent = time.perf_counter(), []
         try:
-            while self.step < self.config.steps:
+            out_of_time = self._out_of_time()
+            while self.step < self.config.steps and not out_of_time:
                 tick = time.perf_counter()
                 loss = self.train_step()
                 self.elapsed += time.perf_counter() - tick
@@ -273,13 +278,17 @@ class Trainer:
                     rate = self.config.batch_size * len(recent) / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix(loss=f"{np.mean(recent):.3f}", seq_per_s=f"{rate:.0f}")
                     started, recent = time.perf_counter(), []
-                if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0
-                                                     or self.step == self.config.steps):
+                out_of_time = self._out_of_time()
+                last = self.step == self.config.steps or out_of_time
+                if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0 or last):
                     if main:
                         self._log({"step": self.step, **self.run_evaluation()})
                     distributed.barrier()
                 if self.step % self.config.checkpoint_every == 0:
                     self.save()
+            if self.step < self.config.steps:
+                self._log({"step": self.step, "stopped": "time limit", "time_limit_min": self.config.time_limit,
+                           "elapsed_s": round(self.elapsed, 3)})
             if self.config.distributed:  # a built-in check that data parallelism kept the ranks identical
                 spread = distributed.parameter_spread([p for group in self.optimizer.param_groups
                                                        for p in group["params"]])
@@ -289,6 +298,16 @@ class Trainer:
             if self.step:
                 self.save()
         return self.history
+
+    def _out_of_time(self) -> bool:
+        """Whether ``config.time_limit`` minutes of training time are spent (rank 0 decides for every rank).
+
+        The learning-rate schedule still runs over ``config.steps``: pick ``steps`` to fit the budget for a full
+        cosine decay; the limit is the cap that makes arms with different step costs comparable."""
+        if not self.config.time_limit:
+            return False
+        spent = torch.tensor(float(self.elapsed >= 60.0 * self.config.time_limit), device=self.device)
+        return bool(distributed.broadcast_scalar(spent).item())
 
     def _seed_rank(self, step: int) -> None:
         """Ranks other than 0 draw their own orders and steps (rank 0 keeps the single-process stream)."""

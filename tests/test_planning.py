@@ -1,5 +1,6 @@
 import json
 import random
+import time
 
 import pytest
 import torch
@@ -130,6 +131,22 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeyp
         trainer.fit(progress=False)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"]["state_dict"].values())
+
+
+def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path, monkeypatch):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, steps=50, time_limit=0.5)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples, evaluate=lambda ema, guide, trainer: {"valid_score": 1.0})
+    clock = iter(range(0, 10_000, 10))  # every timed step takes 10 s: the 30 s budget is spent after 3 steps
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    history = trainer.fit(progress=False)
+    assert trainer.step == 3
+    assert [record["step"] for record in history if "valid_score" in record] == [3]
+    assert history[-1]["stopped"] == "time limit" and history[-1]["time_limit_min"] == 0.5
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 3
+    with pytest.raises(ValueError, match="--time-limit=-1"):
+        tiny_config(tmp_path, time_limit=-1).validate()
 
 
 def test_cli_data_train_eval_sample(tmp_path, capsys):
