@@ -21,7 +21,7 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch
-from ip_pyro.networks import OrderScorer, check_network_sizes
+from ip_pyro.networks import OrderScorer, check_max_positions, check_network_sizes
 from ip_pyro.orders import orders_to_slots
 from ip_pyro.utils import check_same_device, unique_pyro_name
 
@@ -72,17 +72,19 @@ class ScorerGuide(OrderGuide):
     :param vocab_size: content vocabulary size (same ids as the model).
     :param d_model, n_layers, n_heads, dropout: scorer size.
     :param max_length: longest sequence the guide accepts.
+    :param max_positions: learned absolute position embeddings over ``[prompt ; BOS ; x]`` (``0``: rotary only).
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0):
+                 max_length: int = 64, dropout: float = 0.0, max_positions: int = 0):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout)
+        check_max_positions(max_positions, max_length)
         super().__init__()
         self.vocab_size, self.max_length = vocab_size, max_length
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout)
-        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout)
+                           max_length=max_length, dropout=dropout, max_positions=max_positions)
+        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
 
     def _check(self, batch: Batch) -> None:
         super()._check(batch)

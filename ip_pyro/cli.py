@@ -130,7 +130,8 @@ def _data(args) -> int:
     return 0
 
 
-def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | None = None):
+def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_length: int = 0,
+                     extra: dict | None = None):
     """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family)."""
     import torch
 
@@ -143,7 +144,8 @@ def config_from_args(args, *, vocab_size: int, max_length: int, extra: dict | No
                          termination=args.termination, step_sampling=args.step_sampling,
                          steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
                          order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
-                         compile=args.compile,
+                         compile=args.compile, absolute_positions=args.absolute_positions,
+                         max_prompt_length=max_prompt_length,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed, device=args.device, out=args.out,
@@ -189,7 +191,8 @@ def _train(args) -> int:
     from ip_pyro.evaluation import planning_metrics
 
     task = task_config(args.task)
-    config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK)
+    config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK,
+                              max_prompt_length=task.max_prompt_length)
     splits = _load_splits(args, args.task)
     valid = splits["valid"][: config.eval_size]
 
@@ -293,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--guide-lr", type=float, default=None)
     train.add_argument("--warmup", type=int, default=100)
+    train.add_argument("--absolute-positions", action="store_true",
+                       help="learned absolute position embeddings on top of the rotary ones (lets attention tell "
+                            "the two ends of an edge in a flat edge list apart)")
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)

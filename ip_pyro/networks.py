@@ -34,6 +34,15 @@ def check_network_sizes(**sizes) -> None:
                              f"(e.g. d_model={n_heads * 2 * max(1, round(d_model / n_heads / 2))})")
 
 
+def check_max_positions(max_positions: int, max_length: int) -> None:
+    """One-line ``ValueError`` unless ``max_positions`` is 0 (rotary only) or covers ``max_length + 2``."""
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 0:
+        raise ValueError(f"max_positions={max_positions!r} must be a non-negative integer (0 = rotary positions only)")
+    if 0 < max_positions < max_length + 2:
+        raise ValueError(f"max_positions={max_positions} cannot hold a sequence of max_length={max_length} (needs "
+                         f"at least prompt length + {max_length + 2})")
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -102,16 +111,20 @@ class Block(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """Embeddings + ``n_layers`` pre-norm blocks with rotary positions given per token.
+    """Embeddings + ``n_layers`` pre-norm blocks with rotary positions given per token (plus learned absolute
+    position embeddings for positions ``0 .. max_positions-1`` when ``max_positions > 0``).
 
     ``forward(ids [N, S], positions [N, S], segments [N, S], key_mask [N, S] or None, causal)`` -> ``[N, S, D]``.
     """
 
     def __init__(self, num_embeddings: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 num_segments: int = 2):
+                 num_segments: int = 2, max_positions: int = 0):
         super().__init__()
         self.embed = nn.Embedding(num_embeddings, d_model)
         self.segment = nn.Embedding(num_segments, d_model)
+        # optional learned absolute positions on top of the rotary ones: rotary attention only sees offsets, so
+        # "first or second node of its edge" in a flat edge list is invisible to it without them
+        self.position = nn.Embedding(max_positions, d_model) if max_positions > 0 else None
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = RMSNorm(d_model)
         self.drop = nn.Dropout(dropout)
@@ -137,7 +150,14 @@ class TransformerStack(nn.Module):
         """Like ``forward`` with a ready attention mask broadcastable to ``[N, 1, S, S_keys]`` (True = attend).
 
         ``caches``: one dict per block for incremental decoding (see :class:`Attention`)."""
-        x = self.drop(self.embed(ids) + self.segment(segments))
+        x = self.embed(ids) + self.segment(segments)
+        if self.position is not None:
+            furthest = int(positions.max()) if positions.numel() else 0
+            if furthest >= self.position.num_embeddings:
+                raise ValueError(f"position {furthest} is beyond the {self.position.num_embeddings} absolute positions "
+                                 "this network was built with; use a shorter prompt/sequence or a larger max_positions")
+            x = x + self.position(positions)
+        x = self.drop(x)
         angles = positions.unsqueeze(-1).to(self.inv_freq.dtype) * self.inv_freq  # [N, S, hd/2]
         angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # [N, 1, S, hd], shared by every layer
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
@@ -205,12 +225,12 @@ class InsertionDecoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 pack: bool = True, token_classes: Optional[int] = None):
+                 pack: bool = True, token_classes: Optional[int] = None, max_positions: int = 0):
         super().__init__()
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
         self.pack = pack
-        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout)
+        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
         self.gap = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model),
                                  RMSNorm(d_model))
         self.slot_head = nn.Linear(d_model, 1)
@@ -290,10 +310,12 @@ class OrderScorer(nn.Module):
     fresh Plackett–Luce guide is the uniform order.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float):
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
+                 max_positions: int = 0):
         super().__init__()
         self.bos = vocab_size
-        self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout, num_segments=3)
+        self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout, num_segments=3,
+                                      max_positions=max_positions)
         self.score = nn.Linear(d_model, 1)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
@@ -322,10 +344,11 @@ class CausalDecoder(nn.Module):
     """Left-to-right Transformer over ``[prompt ; BOS ; x]``; logits ``[N, L+1, V+1]`` predict ``x`` then EOS
     (id ``V``) at each position of ``[BOS ; x]``."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float):
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
+                 max_positions: int = 0):
         super().__init__()
         self.bos = vocab_size + 1
-        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout)
+        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
         self.head = nn.Linear(d_model, vocab_size + 1)
         self.head.apply(_init_weights)
 

@@ -49,6 +49,7 @@ class TrainConfig:
     layers: int = 4
     heads: int = 4
     dropout: float = 0.0
+    absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
     guide_d_model: int = 64
     guide_layers: int = 3
     guide_heads: int = 4
@@ -77,6 +78,7 @@ class TrainConfig:
     out: str = "runs/run"
     vocab_size: int = 0
     max_length: int = 0
+    max_prompt_length: int = 0  # set from the task; sizes the absolute position embeddings
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -117,12 +119,13 @@ def build_model(config: TrainConfig):
     from models import InsertionProcess, LeftToRightLM
 
     config.validate()
+    max_positions = config.max_prompt_length + config.max_length + 2 if config.absolute_positions else 0
     sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads,
-                 max_length=config.max_length, dropout=config.dropout)
+                 max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
     if config.model == "fo-arm":
         return LeftToRightLM(config.vocab_size, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
-                       max_length=config.max_length, dropout=config.dropout)
+                       max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
     guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
               "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
               "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}

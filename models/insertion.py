@@ -33,7 +33,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
 from ip_pyro.canvas import gather_canvas, insert_many, insert_tokens
-from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_network_sizes
+from ip_pyro.networks import DecoderOutput, InsertionDecoder, check_max_positions, check_network_sizes
 from ip_pyro.orders import orders_to_ranks, slots_of_positions
 from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
@@ -88,6 +88,8 @@ class InsertionProcess(PyroModule):
     :param d_model, n_layers, n_heads, dropout: decoder size (:class:`ip_pyro.networks.InsertionDecoder`).
     :param max_length: longest sequence; at this length stopping is certain.
     :param termination: ``"stop"`` (a stop head) or ``"eos"`` (an end token insertable only at the last slot).
+    :param max_positions: learned absolute position embeddings for this many positions of ``[prompt ; BOS ;
+        canvas ; END]`` on top of the rotary ones (``0``: rotary only); at least prompt length + ``max_length`` + 2.
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -95,9 +97,10 @@ class InsertionProcess(PyroModule):
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0, termination: str = "stop"):
+                 max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout)
+        check_max_positions(max_positions, max_length)
         if termination not in TERMINATIONS:
             raise ValueError(f"unknown termination {termination!r}; choose from {', '.join(TERMINATIONS)}")
         super().__init__(unique_pyro_name("InsertionProcess"))
@@ -105,9 +108,10 @@ class InsertionProcess(PyroModule):
         self.max_length = max_length
         self.termination = termination
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout, termination=termination)
+                           max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions)
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
-        self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout, token_classes=token_classes)
+        self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout, token_classes=token_classes,
+                                        max_positions=max_positions)
 
     # ----------------------------------------------------------------------------------------------- scoring
     def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths) -> DecoderOutput:

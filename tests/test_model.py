@@ -10,6 +10,7 @@ from conftest import tiny_model
 from ip_pyro import Batch, collate, orders_to_slots
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import exact_log_likelihood
+from models import InsertionProcess
 
 
 def conditioned_trace_log_prob(model, batch, orders):
@@ -69,6 +70,36 @@ def test_normalised_with_a_prompt(float64):
     sequences = all_sequences(2, 3)
     batch = collate(sequences, [[1, 0, 1]] * len(sequences))
     assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
+
+
+@pytest.mark.parametrize("termination", ["stop", "eos"])
+def test_normalised_with_absolute_positions(termination, float64):
+    model = tiny_model(vocab_size=2, max_length=3, termination=termination, max_positions=3 + 3 + 2)
+    assert model.network.stack.position.num_embeddings == 8
+    sequences = all_sequences(2, 3)
+    batch = collate(sequences, [[1, 0, 1]] * len(sequences))
+    assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
+    with pytest.raises(ValueError, match="position 8 is beyond the 8 absolute positions"):
+        exact_log_likelihood(model, collate(sequences, [[1, 0, 1, 1]] * len(sequences)))
+
+
+def test_absolute_positions_change_the_scores_and_survive_a_checkpoint(tmp_path, float64):
+    from ip_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    batch = collate([[0, 1, 1], [1, 0]], [[1, 0], [0, 1]])
+    rotary = tiny_model(vocab_size=2, max_length=4, seed=3)
+    absolute = tiny_model(vocab_size=2, max_length=4, seed=3, max_positions=8)
+    assert not torch.allclose(exact_log_likelihood(rotary, batch), exact_log_likelihood(absolute, batch))
+    save_checkpoint(tmp_path / "m.pt", absolute)
+    loaded, _, _ = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config["max_positions"] == 8
+    assert torch.allclose(exact_log_likelihood(loaded.double(), batch), exact_log_likelihood(absolute, batch))
+
+
+@pytest.mark.parametrize("max_positions,message", [(-1, "non-negative integer"), (5, "needs at least prompt")])
+def test_bad_max_positions_are_one_line_errors(max_positions, message):
+    with pytest.raises(ValueError, match=message):
+        InsertionProcess(3, max_length=4, max_positions=max_positions)
 
 
 @pytest.mark.parametrize("length", [0, 1, 3, 5])
@@ -184,7 +215,7 @@ def test_left_to_right_kv_cache_gives_the_same_samples(with_prompt):
     from models import LeftToRightLM
 
     torch.manual_seed(0)
-    model = LeftToRightLM(5, d_model=16, n_layers=2, n_heads=2, max_length=9)
+    model = LeftToRightLM(5, d_model=16, n_layers=2, n_heads=2, max_length=9, max_positions=5 + 9 + 2)
     prompts = [[1, 2, 3], [4], [0, 0, 1, 2, 3], []] * 3 if with_prompt else None
     count = None if with_prompt else 12
     greedy_cached = model.sample(count, prompt=prompts, greedy=True)

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 import time
 
@@ -118,6 +119,27 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(model_name, guide_name,
     assert second.resume()
     assert second.step == 3
     assert first_half + [second.train_step() for _ in range(3)] == expected
+
+
+@pytest.mark.parametrize("task", ["star-hard", "maze-braided-hard"])
+@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("fo-arm", "pl")])
+def test_absolute_positions_cover_the_longest_prompt_and_target(task, model_name, guide_name, tmp_path):
+    """Sized from the task, the position table must hold training rows and every decoding step of the longest
+    prompt (sampling runs to max_length)."""
+    from ip_pyro.evaluation import planning_metrics
+
+    config = task_config(task)
+    examples = make_dataset(task, seed=0, sizes={"train": 16, "valid": 4, "test": 0})
+    longest = max(examples["train"] + examples["valid"], key=lambda example: len(example["prompt"]))
+    settings = tiny_config(tmp_path, task=task, model=model_name, guide=guide_name, absolute_positions=True,
+                           vocab_size=config.vocab_size, max_length=config.max_target_length + 2,
+                           max_prompt_length=config.max_prompt_length)
+    model, guide = build_model(settings)
+    assert model.config["max_positions"] == config.max_prompt_length + config.max_target_length + 4
+    trainer = Trainer(settings, model, guide, [longest] * 8)
+    assert math.isfinite(trainer.train_step())
+    with torch.no_grad():
+        planning_metrics(model, guide, [longest] * 8, task=task, greedy=False)
 
 
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
