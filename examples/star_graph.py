@@ -25,13 +25,18 @@ from models import InsertionProcess
 
 def make_guide(name, task, args):
     sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers,
-                 max_length=task.max_target_length + LENGTH_SLACK)
+                 max_length=task.max_target_length + LENGTH_SLACK, max_positions=max_positions(task, args))
     factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
                  "pl": lambda: PlackettLuceGuide(task.vocab_size, **sizes),
                  "sequential": lambda: SequentialGuide(task.vocab_size, **sizes)}
     if name not in factories:
         raise ValueError(f"unknown guide {name!r}; choose from {', '.join(factories)}")
     return factories[name]()
+
+
+def max_positions(task, args) -> int:
+    """Learned absolute positions over ``[prompt ; BOS ; canvas ; END]`` (0 = rotary only)."""
+    return task.max_prompt_length + task.max_target_length + LENGTH_SLACK + 2 if args.absolute_positions else 0
 
 
 def main(args):
@@ -41,7 +46,8 @@ def main(args):
     data = make_dataset(args.task, seed=args.seed, sizes={"train": args.num_train, "valid": args.num_valid,
                                                          "test": 0})
     model = InsertionProcess(task.vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
-                             max_length=task.max_target_length + LENGTH_SLACK).to(args.device)
+                             max_length=task.max_target_length + LENGTH_SLACK,
+                             max_positions=max_positions(task, args)).to(args.device)
     guide = make_guide(args.guide, task, args).to(args.device)
     optimizer = pyro.optim.ClippedAdam({"lr": args.lr, "clip_norm": 1.0})
     svi = SVI(model, guide, optimizer, loss=InsertionELBO(num_particles=args.particles))
@@ -71,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--absolute-positions", action="store_true",
+                        help="learned absolute positions on top of the rotary ones (see the README)")
     parser.add_argument("--guide-d-model", type=int, default=64)
     parser.add_argument("--guide-layers", type=int, default=3)
     parser.add_argument("--num-train", type=int, default=50_000)

@@ -33,7 +33,8 @@ def test_smiles_example(guide, termination):
     assert 0.0 <= final["validity"] <= 1.0 and final["nll"] > 0
 
 
-def test_star_graph_example():
+@pytest.mark.parametrize("extra", [[], ["--absolute-positions", "--task", "star-medium"]])
+def test_star_graph_example(extra):
     example = load("star_graph")
-    args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"])
+    args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"] + extra)
     assert 0.0 <= example.main(args)["exact_match"] <= 1.0
