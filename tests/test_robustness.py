@@ -99,6 +99,7 @@ CLI_CORPUS = [
     ("zero steps per order", ["train", "--steps-per-order", "0", "--out", "WORK/r"],
      "--steps-per-order=0 must be a positive integer"),
     ("unknown precision", ["train", "--precision", "fp8", "--out", "WORK/r"], "unknown precision 'fp8'"),
+    ("negative time limit", ["train", "--time-limit", "-5", "--out", "WORK/r"], "--time-limit=-5.0 must be >= 0 minutes"),
     ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
                                      "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
 ]
