@@ -27,7 +27,7 @@ from ip_pyro.infer import InsertionELBO
 
 __all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS"]
 
-GUIDE_NAMES = ("uniform", "l2r", "pl", "tree", "sequential")
+GUIDE_NAMES = ("uniform", "l2r", "r2l", "pl", "tree", "sequential")
 MODEL_NAMES = ("ip", "fo-arm")
 CHECKPOINT_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
@@ -114,7 +114,7 @@ class TrainConfig:
 
 def build_model(config: TrainConfig):
     """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data)."""
-    from guides import (BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide,
+    from guides import (BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, RightToLeftGuide, SequentialGuide,
                         UniformOrderGuide)
     from models import InsertionProcess, LeftToRightLM
 
@@ -126,7 +126,7 @@ def build_model(config: TrainConfig):
         return LeftToRightLM(config.vocab_size, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
                        max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
-    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
+    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide, "tree": BinaryTreeGuide,
               "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
               "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}
     return InsertionProcess(config.vocab_size, termination=config.termination, **sizes), guides[config.guide]()
