@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--num-sequences", type=int, default=64)
     diagnose.add_argument("--chains", type=int, default=4)
     diagnose.add_argument("--draws", type=int, default=250)
-    diagnose.add_argument("--mcmc-samples", type=int, default=400)
+    diagnose.add_argument("--mcmc-samples", type=int, default=400, help="MCMC draws per chain over the orders of "
+                          "one sequence (0: guide-only diagnostics, much faster)")
     diagnose.add_argument("--mcmc-warmup", type=int, default=200)
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.add_argument("--device", default="cpu")

@@ -38,7 +38,8 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
              domain: str = "generic", landmarks: Optional[Sequence[dict]] = None, num_chains: int = 4,
              num_draws: int = 250, mcmc_sequence: Optional[int] = None,
              mcmc_samples: int = 400, mcmc_warmup: int = 200, seed: int = 0) -> dict:
-    """Guide draws + PSIS, MCMC over orders for one sequence, plots and a text summary.
+    """Guide draws + PSIS, MCMC over orders for one sequence (skipped with ``mcmc_samples=0``), plots and a text
+    summary.
 
     :param batch: the sequences to diagnose (with tokens).
     :param token_names: optional id -> string map (needed for ``domain="smiles"``).
@@ -62,17 +63,22 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
     files["guide_draws"] = diagnostics.save_inference_data(guide_idata, out / "guide_draws.nc")
     psis = diagnostics.psis_diagnostics(draws["log_weight"], draws["insertion_step"])
 
+    if mcmc_samples < 0 or mcmc_warmup < 0:
+        raise ValueError(f"mcmc_samples={mcmc_samples} and mcmc_warmup={mcmc_warmup} must be >= 0 (0 samples: "
+                         "guide-only diagnostics)")
     chosen = _mcmc_sequence(batch, mcmc_sequence)
     single = batch[chosen]
-    mcmc = pyro.infer.MCMC(OrderMH(model, guide), num_samples=mcmc_samples, warmup_steps=mcmc_warmup,
-                           num_chains=num_chains, disable_progbar=True)
-    mcmc.run(single)
-    mcmc_idata = diagnostics.mcmc_to_inference_data(mcmc, single)
-    files["mcmc_draws"] = diagnostics.save_inference_data(mcmc_idata, out / "mcmc_draws.nc")
     length = int(single.lengths[0])
-    comparison = diagnostics.compare_to_guide(draws["insertion_step"][:, :, chosen, :length],
-                                              mcmc_idata.posterior["insertion_step"].values)
-    rhat = diagnostics.rhat_max(mcmc_idata)
+    mcmc_idata, comparison, rhat = None, {}, float("nan")
+    if mcmc_samples:
+        mcmc = pyro.infer.MCMC(OrderMH(model, guide), num_samples=mcmc_samples, warmup_steps=mcmc_warmup,
+                               num_chains=num_chains, disable_progbar=True)
+        mcmc.run(single)
+        mcmc_idata = diagnostics.mcmc_to_inference_data(mcmc, single)
+        files["mcmc_draws"] = diagnostics.save_inference_data(mcmc_idata, out / "mcmc_draws.nc")
+        comparison = diagnostics.compare_to_guide(draws["insertion_step"][:, :, chosen, :length],
+                                                  mcmc_idata.posterior["insertion_step"].values)
+        rhat = diagnostics.rhat_max(mcmc_idata)
 
     steps, tokens = draws["insertion_step"], batch.tokens.cpu().numpy()
     class_of = None if token_names is None else (lambda token: str(token_names[token]))
@@ -84,7 +90,7 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
     files["rank_heatmap"] = plots.plot_rank_heatmap(steps, tokens, out / "rank_heatmap.png", token_class=class_of)
     files["forest"] = diagnostics.plot_insertion_forest(guide_idata, mcmc_idata, out / "forest.png",
                                                         sequence=chosen)
-    if length >= 2:
+    if length >= 2 and mcmc_idata is not None:
         files["mcmc_trace"] = diagnostics.plot_mcmc_trace(mcmc_idata, out / "mcmc_trace.png")
         files["mcmc_rank"] = diagnostics.plot_mcmc_rank(mcmc_idata, out / "mcmc_rank.png")
 
@@ -97,7 +103,8 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         f"median ESS of the importance weights {np.median(psis['ess']):.0f})",
         f"MCMC over orders (sequence {chosen}, length {length}, {num_chains} chains x {mcmc_samples}): "
         f"max R-hat {rhat:.3f}; largest total variation between guide and MCMC insertion-step marginals "
-        f"{comparison['max_total_variation']:.3f}",
+        f"{comparison['max_total_variation']:.3f}" if mcmc_samples else
+        "MCMC over orders: skipped (mcmc_samples=0)",
         f"guide entropy over orders: {np.nanmean(relative_entropy):.2f} of the uniform order's log L! on average "
         "(1 = random order, 0 = one fixed order)",
         f"preferred order: {plots.describe_order(steps)}",
@@ -105,7 +112,7 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
     summary = "\n".join(lines)
     (out / "summary.txt").write_text(summary + "\n")
     files["summary"] = str(out / "summary.txt")
-    report = {"summary": summary, "rhat_max": rhat, "mcmc_sequence": chosen,
+    report = {"summary": summary, "rhat_max": None if np.isnan(rhat) else rhat, "mcmc_sequence": chosen,
               "relative_order_entropy": [None if np.isnan(v) else float(v) for v in relative_entropy],
               "psis": {key: np.asarray(value).tolist() for key, value in psis.items()},
               "comparison": {key: np.asarray(value).tolist() for key, value in comparison.items()},

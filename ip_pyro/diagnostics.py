@@ -178,10 +178,11 @@ def _save(figure, path) -> str:
 
 
 def plot_insertion_forest(guide_idata, mcmc_idata, path, *, sequence: int = 0) -> str:
-    """Forest plot of the insertion step of each position of one sequence: guide and MCMC side by side."""
+    """Forest plot of the insertion step of each position of one sequence: guide and MCMC (if given) side by side."""
     length = int(guide_idata.observed_data["lengths"].values[sequence])
     guide_part = guide_idata.posterior[["insertion_step"]].sel(sequence=sequence).isel(position=slice(0, length))
-    axes = az.plot_forest([guide_part, mcmc_idata.posterior[["insertion_step"]]], model_names=["guide", "MCMC"],
+    parts = [guide_part] + ([] if mcmc_idata is None else [mcmc_idata.posterior[["insertion_step"]]])
+    axes = az.plot_forest(parts, model_names=["guide", "MCMC"][: len(parts)],
                           var_names=["insertion_step"], combined=True, hdi_prob=0.9,
                           figsize=(6, 1.2 + 0.45 * length))
     axes[0].set_title(f"insertion step per position (0 = inserted first), sequence {sequence}")

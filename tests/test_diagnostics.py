@@ -165,6 +165,18 @@ def test_diagnose_writes_every_file(domain, tmp_path):
         diagnose(model, guide, batch, tmp_path, domain="tree")
 
 
+def test_diagnose_without_mcmc_is_guide_only(tmp_path):
+    model, guide = tiny_model(), tiny_pl_guide()
+    batch = collate([[0, 1, 2, 1], [2, 0], [1]])
+    report = diagnose(model, guide, batch, tmp_path, domain="path", num_chains=2, num_draws=20, mcmc_samples=0)
+    assert set(report["files"]) == {"guide_draws", "rank_heatmap", "forest", "summary", "path_growth"}
+    assert "MCMC over orders: skipped" in report["summary"] and "guide entropy over orders" in report["summary"]
+    assert report["rhat_max"] is None and report["comparison"] == {}
+    assert json.loads((tmp_path / "summary.json").read_text())["rhat_max"] is None  # strict JSON, no NaN
+    with pytest.raises(ValueError, match="must be >= 0"):
+        diagnose(model, guide, batch, tmp_path, mcmc_samples=-1)
+
+
 def test_relative_order_entropy_is_one_for_the_uniform_order_and_zero_for_a_fixed_one():
     from guides import LeftToRightGuide, UniformOrderGuide
     from ip_pyro import collate
