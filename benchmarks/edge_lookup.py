@@ -9,6 +9,7 @@ of the greedy answer against training steps.
 
     python benchmarks/edge_lookup.py                      # about 2 minutes on 2 CPU cores
     python benchmarks/edge_lookup.py --steps 3000 --json edge_lookup.json
+    python benchmarks/edge_lookup.py --directed           # the easier induction-head version
 """
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from ip_pyro import collate
 from models import LeftToRightLM
 
 
-def lookup_batch(size: int, edges: int, nodes: int, generator: torch.Generator) -> tuple:
-    """``(prompts, targets)``: ``size`` edge lists of ``edges`` disjoint edges over ``nodes`` ids, plus a query."""
+def lookup_batch(size: int, edges: int, nodes: int, generator: torch.Generator, directed: bool = False) -> tuple:
+    """``(prompts, targets)``: ``size`` edge lists of ``edges`` disjoint edges over ``nodes`` ids, plus a query.
+
+    ``directed``: the query is always the first node of its edge, so the answer is the token right after the
+    query's match in the list (the classic induction-head task, no parity needed)."""
     prompts, targets = [], []
     for _ in range(size):
         ids = torch.randperm(nodes, generator=generator)[: 2 * edges].view(edges, 2)
@@ -31,7 +35,7 @@ def lookup_batch(size: int, edges: int, nodes: int, generator: torch.Generator) 
         ids = torch.where(flip.unsqueeze(-1), ids.flip(-1), ids)
         ids = ids[torch.randperm(edges, generator=generator)]
         row = int(torch.randint(0, edges, (1,), generator=generator))
-        end = int(torch.randint(0, 2, (1,), generator=generator))
+        end = 0 if directed else int(torch.randint(0, 2, (1,), generator=generator))
         prompts.append(ids.flatten().tolist() + [int(ids[row, end])])
         targets.append([int(ids[row, 1 - end])])
     return prompts, targets
@@ -53,10 +57,11 @@ def train(absolute: bool, args) -> dict:
         model.load_state_dict(shared, strict=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     data = torch.Generator().manual_seed(args.seed + 1)
-    held_out = lookup_batch(1000, args.edges, args.nodes, torch.Generator().manual_seed(10_000 + args.seed))
+    held_out = lookup_batch(1000, args.edges, args.nodes, torch.Generator().manual_seed(10_000 + args.seed),
+                            args.directed)
     curve, started = [], time.perf_counter()
     for step in range(1, args.steps + 1):
-        prompts, targets = lookup_batch(args.batch_size, args.edges, args.nodes, data)
+        prompts, targets = lookup_batch(args.batch_size, args.edges, args.nodes, data, args.directed)
         loss = -model.log_prob(collate(targets, prompts)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -70,7 +75,7 @@ def train(absolute: bool, args) -> dict:
 
 def main(args):
     results = [train(absolute, args) for absolute in (False, True)]
-    print(f"neighbour lookup: {args.edges} edges over {args.nodes} node ids, width {args.d_model}, {args.layers} "
+    print(f"{'directed' if args.directed else 'neighbour'} lookup: {args.edges} edges over {args.nodes} node ids, width {args.d_model}, {args.layers} "
           f"layers; held-out accuracy (1,000 lists; chance about {1 / (2 * args.edges - 1):.2f}):")
     print("| step | " + " | ".join(result["positions"] for result in results) + " |")
     print("|---|" + "---|" * len(results))
@@ -93,6 +98,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--directed", action="store_true", help="the query is always the first node of its edge")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
