@@ -1,6 +1,7 @@
 """Collect SMILES training runs into a markdown table and a validity-vs-time figure.
 
     python benchmarks/smiles_table.py runs/qm9/* --plot docs/qm9_validity.png
+    python benchmarks/smiles_table.py runs/moses/* --moses --plot docs/moses_validity.png
 
 Each run folder holds ``metrics.jsonl`` (``ip-pyro train``, with ``elapsed_s`` and periodic ``valid_validity``)
 and ``eval_test.json`` (``ip-pyro eval``: 10,000 samples, MOSES/GuacaMol metrics, test NLL).
@@ -14,6 +15,9 @@ from pathlib import Path
 COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty", "novel"), ("vun", "V×U×N"),
            ("fcd_test", "FCD/Test"), ("kl_score", "KL score"), ("snn", "SNN"), ("nll", "test NLL"),
            ("nll_per_token", "NLL/token")]
+MOSES_COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty", "novel"), ("fcd_test", "FCD/Test"),
+                 ("fcd_testsf", "FCD/TestSF"), ("snn", "SNN"), ("frag", "Frag"), ("scaf", "Scaf"),
+                 ("intdiv1", "IntDiv1"), ("intdiv2", "IntDiv2"), ("kl_score", "KL score"), ("nll", "test NLL")]
 
 
 def read_run(folder: Path) -> dict:
@@ -34,11 +38,12 @@ def main(args):
     runs = [read_run(Path(folder)) for folder in args.runs if (Path(folder) / "metrics.jsonl").is_file()]
     if not runs:
         raise SystemExit("no run folders with metrics.jsonl given")
-    print("| arm | steps | train min | " + " | ".join(title for _, title in COLUMNS) + " |")
-    print("|---|---|---|" + "---|" * len(COLUMNS))
+    columns = MOSES_COLUMNS if args.moses else COLUMNS
+    print("| arm | steps | train min | " + " | ".join(title for _, title in columns) + " |")
+    print("|---|---|---|" + "---|" * len(columns))
     for run in runs:
         test = run["test"] or {}
-        cells = [f"{test[key]:.3f}" if key in test else "–" for key, _ in COLUMNS]
+        cells = [f"{test[key]:.3f}" if key in test else "–" for key, _ in columns]
         print(f"| {run['name']} | {run['steps']} | {run['minutes']:.1f} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
@@ -64,6 +69,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--moses", action="store_true", help="MOSES's columns (FCD/TestSF, Frag, Scaf, IntDiv)")
     return parser.parse_args(argv)
 
 
