@@ -20,11 +20,15 @@ FORMAT_VERSION = 1
 
 
 def _registry():
-    from guides import BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide, UniformOrderGuide
-    from models import InsertionProcess, LeftToRightLM
+    """Every model and guide class a checkpoint can name (all of ``models`` and ``guides`` that rebuild from their
+    ``config``; the abstract base and the exact-posterior guide, which wraps a model, are not)."""
+    import guides
+    import models
 
-    return {cls.__name__: cls for cls in (InsertionProcess, LeftToRightLM, UniformOrderGuide, LeftToRightGuide,
-                                          PlackettLuceGuide, BinaryTreeGuide, SequentialGuide)}
+    classes = [getattr(guides, name) for name in guides.__all__] + [getattr(models, name) for name in models.__all__]
+    return {cls.__name__: cls for cls in classes
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+            and cls.__name__ not in ("OrderGuide", "ExactPosteriorGuide")}
 
 
 def atomic_write(path, write) -> None:

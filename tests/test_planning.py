@@ -9,7 +9,7 @@ import torch
 from ip_pyro.cli import main
 from ip_pyro.data.planning import (StarConfig, load_dataset, make_dataset, path_metrics, star_graph, task_config,
                                    write_dataset)
-from ip_pyro.train import TrainConfig, Trainer, build_model
+from ip_pyro.train import GUIDE_NAMES, TrainConfig, Trainer, build_model
 
 SMALL = {"train": 200, "valid": 20, "test": 50}
 
@@ -140,6 +140,22 @@ def test_absolute_positions_cover_the_longest_prompt_and_target(task, model_name
     assert math.isfinite(trainer.train_step())
     with torch.no_grad():
         planning_metrics(model, guide, [longest] * 8, task=task, greedy=False)
+
+
+@pytest.mark.parametrize("guide_name", GUIDE_NAMES)
+def test_every_guide_of_the_cli_survives_a_checkpoint(guide_name, tmp_path):
+    from ip_pyro.checkpoint import load_checkpoint
+
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 16, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, guide=guide_name)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples)
+    trainer.train_step()
+    trainer.save()
+    loaded_model, loaded_guide, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert type(loaded_guide) is type(guide) and type(loaded_model) is type(model)
+    for name, tensor in guide.state_dict().items():
+        assert torch.equal(loaded_guide.state_dict()[name], tensor)
 
 
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
