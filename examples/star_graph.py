@@ -20,6 +20,7 @@ from ip_pyro import collate
 from ip_pyro.data.planning import LENGTH_SLACK, make_dataset, task_config
 from ip_pyro.evaluation import planning_metrics
 from ip_pyro.infer import InsertionELBO
+from ip_pyro.networks import positions_needed
 from models import InsertionProcess
 
 
@@ -36,7 +37,9 @@ def make_guide(name, task, args):
 
 def max_positions(task, args) -> int:
     """Learned absolute positions over ``[prompt ; BOS ; canvas ; END]`` (0 = rotary only)."""
-    return task.max_prompt_length + task.max_target_length + LENGTH_SLACK + 2 if args.absolute_positions else 0
+    if not args.absolute_positions:
+        return 0
+    return positions_needed(task.max_prompt_length, task.max_target_length + LENGTH_SLACK)
 
 
 def main(args):

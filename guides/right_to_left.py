@@ -8,6 +8,7 @@ from pyro.nn import pyro_method
 from guides.base import OrderGuide
 from ip_pyro.batch import Batch
 from ip_pyro.distributions import FixedOrder
+from ip_pyro.orders import pad_orders
 
 __all__ = ["RightToLeftGuide"]
 
@@ -19,6 +20,5 @@ class RightToLeftGuide(OrderGuide):
     def order_distribution(self, batch: Batch) -> FixedOrder:
         self._check(batch)
         steps = torch.arange(batch.max_length, device=batch.device).expand(batch.batch_size, batch.max_length)
-        lengths = batch.lengths.unsqueeze(-1)
-        orders = torch.where(steps < lengths, lengths - 1 - steps, steps)  # padding entries t >= L stay t
+        orders = pad_orders(batch.lengths.unsqueeze(-1) - 1 - steps, batch.lengths)
         return FixedOrder(orders, batch.lengths)

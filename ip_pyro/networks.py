@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["TransformerStack", "InsertionDecoder", "DecoderOutput", "OrderScorer", "CausalDecoder",
-           "check_network_sizes"]
+           "check_network_sizes", "check_max_positions", "positions_needed"]
 
 
 def check_network_sizes(**sizes) -> None:
@@ -34,13 +34,18 @@ def check_network_sizes(**sizes) -> None:
                              f"(e.g. d_model={n_heads * 2 * max(1, round(d_model / n_heads / 2))})")
 
 
+def positions_needed(max_prompt_length: int, max_length: int) -> int:
+    """Absolute positions a row ``[prompt ; BOS ; sequence ; END]`` can occupy (the ``max_positions`` to build with)."""
+    return max_prompt_length + max_length + 2
+
+
 def check_max_positions(max_positions: int, max_length: int) -> None:
-    """One-line ``ValueError`` unless ``max_positions`` is 0 (rotary only) or covers ``max_length + 2``."""
+    """One-line ``ValueError`` unless ``max_positions`` is 0 (rotary only) or holds a row without a prompt."""
     if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 0:
         raise ValueError(f"max_positions={max_positions!r} must be a non-negative integer (0 = rotary positions only)")
-    if 0 < max_positions < max_length + 2:
+    if 0 < max_positions < positions_needed(0, max_length):
         raise ValueError(f"max_positions={max_positions} cannot hold a sequence of max_length={max_length} (needs "
-                         f"at least prompt length + {max_length + 2})")
+                         f"at least prompt length + {positions_needed(0, max_length)})")
 
 
 class RMSNorm(nn.Module):

@@ -24,6 +24,7 @@ from ip_pyro import distributed
 from ip_pyro.batch import collate
 from ip_pyro.checkpoint import atomic_write, describe_module, read_checkpoint
 from ip_pyro.infer import InsertionELBO
+from ip_pyro.networks import positions_needed
 
 __all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS"]
 
@@ -119,7 +120,7 @@ def build_model(config: TrainConfig):
     from models import InsertionProcess, LeftToRightLM
 
     config.validate()
-    max_positions = config.max_prompt_length + config.max_length + 2 if config.absolute_positions else 0
+    max_positions = positions_needed(config.max_prompt_length, config.max_length) if config.absolute_positions else 0
     sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads,
                  max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
     if config.model == "fo-arm":
