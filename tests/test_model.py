@@ -87,9 +87,15 @@ def test_absolute_positions_change_the_scores_and_survive_a_checkpoint(tmp_path,
     from ip_pyro.checkpoint import load_checkpoint, save_checkpoint
 
     batch = collate([[0, 1, 1], [1, 0]], [[1, 0], [0, 1]])
-    rotary = tiny_model(vocab_size=2, max_length=4, seed=3)
     absolute = tiny_model(vocab_size=2, max_length=4, seed=3, max_positions=8)
+    shared = {name: value for name, value in absolute.state_dict().items() if ".position." not in name}
+    rotary = tiny_model(vocab_size=2, max_length=4, seed=3)
+    rotary.load_state_dict(shared)  # the same network without the position table
     assert not torch.allclose(exact_log_likelihood(rotary, batch), exact_log_likelihood(absolute, batch))
+    with torch.no_grad():
+        absolute.network.stack.position.weight.zero_()  # a zero table adds nothing: the rest is unchanged
+    assert torch.allclose(exact_log_likelihood(rotary, batch), exact_log_likelihood(absolute, batch))
+    absolute = tiny_model(vocab_size=2, max_length=4, seed=3, max_positions=8)
     save_checkpoint(tmp_path / "m.pt", absolute)
     loaded, _, _ = load_checkpoint(tmp_path / "m.pt")
     assert loaded.config["max_positions"] == 8
