@@ -1,13 +1,15 @@
-"""Can a small Transformer look up a node's neighbour in a flat edge list? Rotary positions vs rotary + absolute.
+"""Can a small Transformer look up a node's neighbour in a flat edge list? Rotary, + absolute positions, + edge pairs.
 
 The skill every star-graph model needs, in isolation: the prompt is ``k`` edges written ``u v u v ...`` (random
 orientation, shuffled, distinct node ids) followed by a query node; the target is the query's neighbour (one token,
 then EOS). Rotary attention sees only offsets between positions, so a node cannot tell whether its partner is the
 token before or after it (that is the parity of its index); learned absolute positions make the parity visible.
-Both variants train from the same initial weights on the same fresh batches; the script prints held-out accuracy
+With ``prompt_group=2`` each prompt token also embeds its edge partner, so the lookup is one content match; the
+scale of the initial token embeddings (``embed_std``, 0.02 by default) decides whether it starts learning at all.
+All variants train from the same initial weights on the same fresh batches; the script prints held-out accuracy
 of the greedy answer against training steps.
 
-    python benchmarks/edge_lookup.py                      # about 2 minutes on 2 CPU cores
+    python benchmarks/edge_lookup.py                      # about 4 minutes on 2 CPU cores
     python benchmarks/edge_lookup.py --steps 3000 --json edge_lookup.json
     python benchmarks/edge_lookup.py --directed           # the easier induction-head version
 """
@@ -46,14 +48,25 @@ def accuracy(model, prompts, targets) -> float:
     return sum(answer[:1] == target for answer, target in zip(answers, targets)) / len(targets)
 
 
-def train(absolute: bool, args) -> dict:
+VARIANTS = {"rotary": ("rotary only", {}),
+            "absolute": ("rotary + absolute", {"max_positions": None}),
+            "pairs": ("rotary + edge pairs", {"prompt_group": 2}),
+            "wide": ("rotary, embed std 1", {"embed_std": 1.0}),
+            "pairs-wide": ("edge pairs, embed std 1", {"prompt_group": 2, "embed_std": 1.0})}
+
+
+def train(variant: str, args) -> dict:
     torch.manual_seed(args.seed)
     prompt_length = 2 * args.edges + 1
-    model = LeftToRightLM(args.nodes, d_model=args.d_model, n_layers=args.layers, n_heads=4, max_length=1)
-    if absolute:  # same initial weights for everything both variants share
+    sizes = dict(d_model=args.d_model, n_layers=args.layers, n_heads=4, max_length=1)
+    model = LeftToRightLM(args.nodes, **sizes)
+    name, options = VARIANTS[variant]
+    if options:  # same initial weights for everything the variant does not change
         shared = model.state_dict()
-        model = LeftToRightLM(args.nodes, d_model=args.d_model, n_layers=args.layers, n_heads=4, max_length=1,
-                              max_positions=prompt_length + 3)
+        if "embed_std" in options:
+            shared = {key: value for key, value in shared.items() if not key.endswith("stack.embed.weight")}
+        options = {key: prompt_length + 3 if value is None else value for key, value in options.items()}
+        model = LeftToRightLM(args.nodes, **sizes, **options)
         model.load_state_dict(shared, strict=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     data = torch.Generator().manual_seed(args.seed + 1)
@@ -69,12 +82,12 @@ def train(absolute: bool, args) -> dict:
         optimizer.step()
         if step % args.eval_every == 0 or step == args.steps:
             curve.append({"step": step, "accuracy": accuracy(model, *held_out), "loss": loss.item()})
-    return {"positions": "rotary + absolute" if absolute else "rotary only", "curve": curve,
+    return {"positions": name, "curve": curve,
             "seconds": time.perf_counter() - started}
 
 
 def main(args):
-    results = [train(absolute, args) for absolute in (False, True)]
+    results = [train(variant, args) for variant in args.variants]
     print(f"{'directed' if args.directed else 'neighbour'} lookup: {args.edges} edges over {args.nodes} node ids, width {args.d_model}, {args.layers} "
           f"layers; held-out accuracy (1,000 lists; chance about {1 / (2 * args.edges - 1):.2f}):")
     print("| step | " + " | ".join(result["positions"] for result in results) + " |")
@@ -99,6 +112,10 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--directed", action="store_true", help="the query is always the first node of its edge")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
+                        help="rotary: rotary positions only; absolute: + learned absolute positions; pairs: + each "
+                             "prompt token embeds its edge partner (prompt_group=2); wide: token embeddings drawn "
+                             "with std 1 instead of 0.02; pairs-wide: both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     return parser.parse_args(argv)

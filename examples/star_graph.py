@@ -5,6 +5,7 @@ greedy exact match on held-out graphs as it goes. Swap the guide with ``--guide`
 
     python examples/star_graph.py --task star-easy --guide pl --steps 2000
     python examples/star_graph.py --task star-medium --guide uniform --steps 4000 --device cuda
+    python examples/star_graph.py --task star-easy --guide pl --prompt-group 2 --embed-std 1   # learns lookups
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from models import InsertionProcess
 
 def make_guide(name, task, args):
     sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers,
-                 max_length=task.max_target_length + LENGTH_SLACK, max_positions=max_positions(task, args))
+                 max_length=task.max_target_length + LENGTH_SLACK, max_positions=max_positions(task, args),
+                 prompt_group=args.prompt_group, embed_std=args.embed_std)
     factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
                  "pl": lambda: PlackettLuceGuide(task.vocab_size, **sizes),
                  "sequential": lambda: SequentialGuide(task.vocab_size, **sizes)}
@@ -50,7 +52,8 @@ def main(args):
                                                          "test": 0})
     model = InsertionProcess(task.vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
                              max_length=task.max_target_length + LENGTH_SLACK,
-                             max_positions=max_positions(task, args)).to(args.device)
+                             max_positions=max_positions(task, args), prompt_group=args.prompt_group,
+                             embed_std=args.embed_std).to(args.device)
     guide = make_guide(args.guide, task, args).to(args.device)
     optimizer = pyro.optim.ClippedAdam({"lr": args.lr, "clip_norm": 1.0})
     svi = SVI(model, guide, optimizer, loss=InsertionELBO(num_particles=args.particles))
@@ -82,6 +85,9 @@ def parse_args(argv=None):
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--absolute-positions", action="store_true",
                         help="learned absolute positions on top of the rotary ones (see the README)")
+    parser.add_argument("--prompt-group", type=int, default=1,
+                        help="2: each edge-list token also embeds its edge partner (see the README)")
+    parser.add_argument("--embed-std", type=float, default=0.02, help="initial token embedding scale")
     parser.add_argument("--guide-d-model", type=int, default=64)
     parser.add_argument("--guide-layers", type=int, default=3)
     parser.add_argument("--num-train", type=int, default=50_000)

@@ -73,18 +73,22 @@ class ScorerGuide(OrderGuide):
     :param d_model, n_layers, n_heads, dropout: scorer size.
     :param max_length: longest sequence the guide accepts.
     :param max_positions: learned absolute position embeddings over ``[prompt ; BOS ; x]`` (``0``: rotary only).
+    :param prompt_group: read the prompt as groups of this many tokens (see :class:`models.InsertionProcess`).
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0, max_positions: int = 0):
+                 max_length: int = 64, dropout: float = 0.0, max_positions: int = 0,
+                 prompt_group: int = 1, embed_std: float = 0.02):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                            max_length=max_length, dropout=dropout)
+                            max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
         super().__init__()
         self.vocab_size, self.max_length = vocab_size, max_length
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout, max_positions=max_positions)
-        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
+                           max_length=max_length, dropout=dropout, max_positions=max_positions,
+                           prompt_group=prompt_group, embed_std=embed_std)
+        self.scorer = OrderScorer(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                  prompt_group=prompt_group, embed_std=embed_std)
 
     def _check(self, batch: Batch) -> None:
         super()._check(batch)

@@ -145,6 +145,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
                          order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
                          compile=args.compile, absolute_positions=args.absolute_positions,
+                         prompt_group=args.prompt_group, embed_std=args.embed_std,
                          max_prompt_length=max_prompt_length,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
@@ -300,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--absolute-positions", action="store_true",
                        help="learned absolute position embeddings on top of the rotary ones (lets attention tell "
                             "the two ends of an edge in a flat edge list apart)")
+    train.add_argument("--prompt-group", type=int, default=1,
+                       help="read the prompt as groups of this many tokens; each prompt token also embeds the "
+                            "rest of its group (2 for the star graphs' edge list u v u v ...; 1 = off)")
+    train.add_argument("--embed-std", type=float, default=0.02,
+                       help="initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far "
+                            "sooner, see benchmarks/edge_lookup.py)")
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)

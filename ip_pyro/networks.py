@@ -25,6 +25,10 @@ def check_network_sizes(**sizes) -> None:
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"dropout={value} must lie in [0, 1)")
             continue
+        if name == "embed_std":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
+                raise ValueError(f"embed_std={value!r} must be a positive number (0.02: GPT-2 init; 1.0: PyTorch's)")
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     if "d_model" in sizes and "n_heads" in sizes:
@@ -119,13 +123,21 @@ class TransformerStack(nn.Module):
     """Embeddings + ``n_layers`` pre-norm blocks with rotary positions given per token (plus learned absolute
     position embeddings for positions ``0 .. max_positions-1`` when ``max_positions > 0``).
 
+    ``prompt_group = k > 1``: the prompt is read as consecutive groups of ``k`` tokens (an edge list: ``k = 2``);
+    each prompt token's embedding also gets a learned projection of the sum of the other members' token embeddings
+    (found through segment 0 and the prompt positions ``0 .. P-1``; a trailing incomplete group sums what it has).
+    ``embed_std``: the standard deviation of the initial token embeddings (0.02 as GPT-2; lookups in a prompt start
+    learning far sooner from 1.0, see ``benchmarks/edge_lookup.py``).
+
     ``forward(ids [N, S], positions [N, S], segments [N, S], key_mask [N, S] or None, causal)`` -> ``[N, S, D]``.
     """
 
     def __init__(self, num_embeddings: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 num_segments: int = 2, max_positions: int = 0):
+                 num_segments: int = 2, max_positions: int = 0, prompt_group: int = 1, embed_std: float = 0.02):
         super().__init__()
         self.embed = nn.Embedding(num_embeddings, d_model)
+        self.prompt_group = prompt_group
+        self.group_mix = nn.Linear(d_model, d_model, bias=False) if prompt_group > 1 else None
         self.segment = nn.Embedding(num_segments, d_model)
         # optional learned absolute positions on top of the rotary ones: rotary attention only sees offsets, so
         # "first or second node of its edge" in a flat edge list is invisible to it without them
@@ -137,6 +149,10 @@ class TransformerStack(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)),
                              persistent=False)
         self.apply(_init_weights)
+        if embed_std != 0.02:  # (no extra draw at the default: seeded runs keep their weights)
+            nn.init.normal_(self.embed.weight, std=embed_std)
+        if self.group_mix is not None:  # a rotation: the members stay as loud as the token, yet distinguishable
+            nn.init.orthogonal_(self.group_mix.weight)
         for block in self.blocks:  # scaled residual projections (GPT-2)
             for projection in (block.attn.out, block.mlp.out):
                 nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * n_layers))
@@ -156,6 +172,8 @@ class TransformerStack(nn.Module):
 
         ``caches``: one dict per block for incremental decoding (see :class:`Attention`)."""
         x = self.embed(ids) + self.segment(segments)
+        if self.group_mix is not None:
+            x = x + self.group_mix(self._group_members(ids, positions, segments))
         if self.position is not None:
             furthest = int(positions.max()) if positions.numel() else 0
             if furthest >= self.position.num_embeddings:
@@ -169,6 +187,26 @@ class TransformerStack(nn.Module):
         for index, block in enumerate(self.blocks):
             x = block(x, cos, sin, attn_mask, causal, None if caches is None else caches[index])
         return self.norm(x)
+
+    def _group_members(self, ids, positions, segments):
+        """``[N, S, D]``: for each prompt token, the summed embeddings of the other tokens of its group (zero
+        elsewhere). A member sits ``r - position % k`` entries away in the row; it counts when it is a prompt token
+        at the expected prompt position (rows may be packed, so neighbours can belong to another segment)."""
+        group = self.prompt_group
+        span = ids.shape[1]
+        index = torch.arange(span, device=ids.device)
+        is_prompt = segments == 0
+        within = positions % group
+        members = torch.zeros(*ids.shape, self.embed.embedding_dim, dtype=self.embed.weight.dtype, device=ids.device)
+        for rank in range(group):
+            shift = rank - within  # [N, S]
+            source = index + shift
+            inside = (source >= 0) & (source < span)
+            source = source.clamp(0, span - 1)
+            found = (inside & is_prompt & (shift != 0) & segments.gather(1, source).eq(0)
+                     & positions.gather(1, source).eq(positions + shift))
+            members = members + self.embed(ids.gather(1, source)) * found.unsqueeze(-1)
+        return members
 
 
 def _init_weights(module):
@@ -230,12 +268,14 @@ class InsertionDecoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 pack: bool = True, token_classes: Optional[int] = None, max_positions: int = 0):
+                 pack: bool = True, token_classes: Optional[int] = None, max_positions: int = 0,
+                 prompt_group: int = 1, embed_std: float = 0.02):
         super().__init__()
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
         self.pack = pack
-        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
+        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                      prompt_group=prompt_group, embed_std=embed_std)
         self.gap = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model),
                                  RMSNorm(d_model))
         self.slot_head = nn.Linear(d_model, 1)
@@ -316,11 +356,12 @@ class OrderScorer(nn.Module):
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 max_positions: int = 0):
+                 max_positions: int = 0, prompt_group: int = 1,
+                 embed_std: float = 0.02):
         super().__init__()
         self.bos = vocab_size
         self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout, num_segments=3,
-                                      max_positions=max_positions)
+                                      max_positions=max_positions, prompt_group=prompt_group, embed_std=embed_std)
         self.score = nn.Linear(d_model, 1)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
@@ -350,10 +391,12 @@ class CausalDecoder(nn.Module):
     (id ``V``) at each position of ``[BOS ; x]``."""
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
-                 max_positions: int = 0):
+                 max_positions: int = 0, prompt_group: int = 1,
+                 embed_std: float = 0.02):
         super().__init__()
         self.bos = vocab_size + 1
-        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
+        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                      prompt_group=prompt_group, embed_std=embed_std)
         self.head = nn.Linear(d_model, vocab_size + 1)
         self.head.apply(_init_weights)
 

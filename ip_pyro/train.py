@@ -51,6 +51,8 @@ class TrainConfig:
     heads: int = 4
     dropout: float = 0.0
     absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
+    prompt_group: int = 1  # read the prompt as groups of this many tokens (2: an edge list u v u v ...)
+    embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
     guide_d_model: int = 64
     guide_layers: int = 3
     guide_heads: int = 4
@@ -88,7 +90,7 @@ class TrainConfig:
         if self.model == "ip" and self.guide not in GUIDE_NAMES:
             raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
         for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
-                     "checkpoint_every", "steps_per_order"):
+                     "checkpoint_every", "steps_per_order", "prompt_group"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
@@ -111,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"--time-limit={self.time_limit} must be >= 0 minutes (0 = no limit)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
+        if not 0.0 < self.embed_std < float("inf"):
+            raise ValueError(f"--embed-std={self.embed_std} must be a positive number (0.02: GPT-2 init; 1.0: PyTorch's)")
 
 
 def build_model(config: TrainConfig):
@@ -122,11 +126,13 @@ def build_model(config: TrainConfig):
     config.validate()
     max_positions = positions_needed(config.max_prompt_length, config.max_length) if config.absolute_positions else 0
     sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads,
-                 max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
+                 max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
+                 prompt_group=config.prompt_group, embed_std=config.embed_std)
     if config.model == "fo-arm":
         return LeftToRightLM(config.vocab_size, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
-                       max_length=config.max_length, dropout=config.dropout, max_positions=max_positions)
+                       max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
+                       prompt_group=config.prompt_group, embed_std=config.embed_std)
     guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide, "tree": BinaryTreeGuide,
               "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
               "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}

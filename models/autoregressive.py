@@ -22,23 +22,26 @@ __all__ = ["LeftToRightLM"]
 class LeftToRightLM(PyroModule):
     """A causal Transformer language model with EOS; same blocks as :class:`models.InsertionProcess`.
 
-    ``max_positions > 0`` adds learned absolute position embeddings to the rotary ones (see
-    :class:`models.InsertionProcess`).
+    ``max_positions > 0`` adds learned absolute position embeddings to the rotary ones and ``prompt_group > 1``
+    reads the prompt as groups of tokens (see :class:`models.InsertionProcess`).
 
     ``model(batch)`` is the Pyro program (observed ``token_{t}`` sites, no latent variables: train it with
     ``SVI(model, lambda batch: None, optim, Trace_ELBO())`` or directly on :meth:`log_prob`).
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0, max_positions: int = 0):
+                 max_length: int = 64, dropout: float = 0.0, max_positions: int = 0,
+                 prompt_group: int = 1, embed_std: float = 0.02):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                            max_length=max_length, dropout=dropout)
+                            max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
         super().__init__(unique_pyro_name("LeftToRightLM"))
         self.vocab_size, self.max_length, self.eos = vocab_size, max_length, vocab_size
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout, max_positions=max_positions)
-        self.network = CausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions)
+                           max_length=max_length, dropout=dropout, max_positions=max_positions,
+                           prompt_group=prompt_group, embed_std=embed_std)
+        self.network = CausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                     prompt_group=prompt_group, embed_std=embed_std)
 
     def _logits(self, network, tokens, prompt, prompt_lengths) -> torch.Tensor:
         logits = network(tokens, prompt, prompt_lengths)  # [N, T+1, V+1]

@@ -90,6 +90,9 @@ class InsertionProcess(PyroModule):
     :param termination: ``"stop"`` (a stop head) or ``"eos"`` (an end token insertable only at the last slot).
     :param max_positions: learned absolute position embeddings for this many positions of ``[prompt ; BOS ;
         canvas ; END]`` on top of the rotary ones (``0``: rotary only); at least prompt length + ``max_length`` + 2.
+    :param prompt_group: read the prompt as groups of this many tokens (``2`` for an edge list ``u v u v ...``):
+        each prompt token also embeds the other members of its group (``1``: off).
+    :param embed_std: standard deviation of the initial token embeddings (0.02; 1.0 learns prompt lookups sooner).
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -97,9 +100,10 @@ class InsertionProcess(PyroModule):
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0):
+                 max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0,
+                 prompt_group: int = 1, embed_std: float = 0.02):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                            max_length=max_length, dropout=dropout)
+                            max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
         if termination not in TERMINATIONS:
             raise ValueError(f"unknown termination {termination!r}; choose from {', '.join(TERMINATIONS)}")
@@ -108,10 +112,11 @@ class InsertionProcess(PyroModule):
         self.max_length = max_length
         self.termination = termination
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions)
+                           max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions,
+                           prompt_group=prompt_group, embed_std=embed_std)
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
         self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout, token_classes=token_classes,
-                                        max_positions=max_positions)
+                                        max_positions=max_positions, prompt_group=prompt_group, embed_std=embed_std)
 
     # ----------------------------------------------------------------------------------------------- scoring
     def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths) -> DecoderOutput:

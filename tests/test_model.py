@@ -267,3 +267,24 @@ def test_parallel_decoding_fills_more_slots_per_pass(greedy):
     assert all(len(s) == 12 for s in exact + parallel) and all(0 <= t < 3 for s in parallel for t in s)
     with pytest.raises(ValueError, match="insertions_per_step=0"):
         model.sample(2, insertions_per_step=0)
+
+
+def test_prompt_groups_and_embed_std_keep_the_model_normalised_and_survive_a_checkpoint(tmp_path, float64):
+    from ip_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    model = tiny_model(vocab_size=2, max_length=3, prompt_group=2, embed_std=1.0)
+    sequences = all_sequences(2, 3)
+    batch = collate(sequences, [[1, 0, 1]] * len(sequences))
+    assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded, _, _ = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config["prompt_group"] == 2 and loaded.config["embed_std"] == 1.0
+    assert torch.allclose(exact_log_likelihood(loaded.double(), batch), exact_log_likelihood(model, batch))
+
+
+@pytest.mark.parametrize("sizes,message", [({"prompt_group": 0}, "prompt_group=0 must be a positive integer"),
+                                           ({"embed_std": -1.0}, "embed_std=-1.0 must be a positive number"),
+                                           ({"embed_std": True}, "embed_std=True must be a positive number")])
+def test_bad_prompt_group_or_embed_std_are_one_line_errors(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        InsertionProcess(3, max_length=4, **sizes)

@@ -68,3 +68,55 @@ def test_empty_inputs_stay_finite_with_finite_gradients():
     logits.sum().backward()
     assert torch.isfinite(logits).all()
     assert all(torch.isfinite(p.grad).all() for p in causal.parameters())
+
+
+def test_prompt_groups_embed_exactly_the_other_members():
+    """Group 2 over the prompt [a b c d e]: a sees b, b sees a, ..., the lone e and every body token see nothing."""
+    torch.manual_seed(0)
+    stack = InsertionDecoder(9, 16, 1, 2, 0.0, prompt_group=2).stack
+    ids = torch.tensor([[1, 2, 3, 4, 5, 9, 6, 7, 10]])  # prompt a..e, BOS, canvas, END
+    positions = torch.arange(9).unsqueeze(0)
+    segments = (positions >= 5).long()
+    members = stack._group_members(ids, positions, segments)
+    embed = stack.embed.weight
+    expected = torch.stack([embed[2], embed[1], embed[4], embed[3]] + [torch.zeros(16)] * 5)
+    assert torch.allclose(members[0], expected)
+    three = InsertionDecoder(9, 16, 1, 2, 0.0, prompt_group=3).stack
+    members = three._group_members(ids, positions, segments)
+    embed = three.embed.weight
+    assert torch.allclose(members[0, 0], embed[2] + embed[3]) and torch.allclose(members[0, 4], embed[4])
+
+
+def test_prompt_groups_agree_packed_and_unpacked_and_see_the_partner():
+    torch.manual_seed(0)
+    decoder = InsertionDecoder(5, 16, 2, 2, 0.0, prompt_group=2).double()
+    canvas, lengths, prompt, prompt_lengths = random_canvases()
+    packed = decoder(canvas, lengths, prompt, prompt_lengths)
+    decoder.pack = False
+    plain = decoder(canvas, lengths, prompt, prompt_lengths)
+    real_slots = torch.arange(canvas.shape[1] + 1) <= lengths.unsqueeze(-1)
+    assert torch.allclose(packed.token_logits[real_slots], plain.token_logits[real_slots], atol=1e-10)
+    # the same multiset of prompt tokens, paired differently: only the group embedding can tell them apart
+    canvas, lengths = torch.tensor([[1, 2]]), torch.tensor([2])
+    paired = [decoder(canvas, lengths, torch.tensor([order]), torch.tensor([4])).token_logits
+              for order in ([0, 1, 2, 3], [0, 2, 1, 3])]
+    assert not torch.allclose(*paired)
+    rotary_only = InsertionDecoder(5, 16, 2, 2, 0.0, pack=False).double()
+    rotary_only.load_state_dict({k: v for k, v in decoder.state_dict().items() if "group_mix" not in k})
+    with torch.no_grad():
+        decoder.stack.group_mix.weight.zero_()  # a zero mix adds nothing: the rest is the plain network
+    assert torch.allclose(decoder(canvas, lengths, torch.tensor([[0, 1, 2, 3]]), torch.tensor([4])).token_logits,
+                          rotary_only(canvas, lengths, torch.tensor([[0, 1, 2, 3]]), torch.tensor([4])).token_logits)
+
+
+@pytest.mark.parametrize("network", [InsertionDecoder, OrderScorer, CausalDecoder])
+def test_embed_std_sets_the_initial_token_embeddings_only(network):
+    torch.manual_seed(0)
+    default = network(7, 64, 1, 2, 0.0)
+    torch.manual_seed(0)
+    same = network(7, 64, 1, 2, 0.0, embed_std=0.02)
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), same.state_dict().values()))
+    assert abs(default.stack.embed.weight.std().item() - 0.02) < 0.005
+    wide = network(7, 64, 1, 2, 0.0, embed_std=1.0)
+    assert abs(wide.stack.embed.weight.std().item() - 1.0) < 0.2
+    assert wide.stack.segment.weight.std().item() < 0.05

@@ -278,3 +278,22 @@ def test_order_entropy_weight_rises_to_one_and_is_validated(tmp_path):
     assert weights == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
     with pytest.raises(ValueError, match="--order-entropy-weight=1.5 must lie in"):
         tiny_config(tmp_path, order_entropy_weight=1.5).validate()
+
+
+@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("fo-arm", "pl")])
+def test_prompt_group_and_embed_std_reach_every_network_and_its_checkpoint(model_name, guide_name, tmp_path):
+    from ip_pyro.checkpoint import load_checkpoint
+
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 16, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, model=model_name, guide=guide_name, prompt_group=2, embed_std=1.0)
+    model, guide = build_model(config)
+    networks = [model.network.stack] + ([guide.scorer.stack] if guide is not None else [])
+    assert all(stack.prompt_group == 2 and stack.group_mix is not None for stack in networks)
+    assert all(stack.embed.weight.std().item() > 0.5 for stack in networks)
+    trainer = Trainer(config, model, guide, examples)
+    assert math.isfinite(trainer.train_step())
+    trainer.save()
+    loaded_model, loaded_guide, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert loaded_model.config["prompt_group"] == 2 and loaded_model.config["embed_std"] == 1.0
+    if guide is not None:
+        assert loaded_guide.config["prompt_group"] == 2

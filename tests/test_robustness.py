@@ -100,6 +100,10 @@ CLI_CORPUS = [
      "--steps-per-order=0 must be a positive integer"),
     ("unknown precision", ["train", "--precision", "fp8", "--out", "WORK/r"], "unknown precision 'fp8'"),
     ("negative time limit", ["train", "--time-limit", "-5", "--out", "WORK/r"], "--time-limit=-5.0 must be >= 0 minutes"),
+    ("zero prompt group", ["train", "--prompt-group", "0", "--out", "WORK/r"],
+     "--prompt-group=0 must be a positive integer"),
+    ("negative embedding scale", ["train", "--embed-std", "-1", "--out", "WORK/r"],
+     "--embed-std=-1.0 must be a positive number"),
     ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
                                      "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
 ]
