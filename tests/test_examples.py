@@ -33,7 +33,8 @@ def test_smiles_example(guide, termination):
     assert 0.0 <= final["validity"] <= 1.0 and final["nll"] > 0
 
 
-@pytest.mark.parametrize("extra", [[], ["--absolute-positions", "--task", "star-medium"]])
+@pytest.mark.parametrize("extra", [[], ["--absolute-positions", "--task", "star-medium"],
+                                   ["--prompt-group", "2", "--embed-std", "1", "--guide", "uniform"]])
 def test_star_graph_example(extra):
     example = load("star_graph")
     args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"] + extra)
