@@ -1,7 +1,7 @@
 """The ``ip-pyro`` command line.
 
     ip-pyro data TASK --out DIR [--seed S]
-    ip-pyro train --task TASK (star-*, maze-*, qm9, moses, smiles) --model {fo-arm,ip} --guide {uniform,l2r,r2l,pl,tree,sequential} --steps N
+    ip-pyro train --task TASK (star-*, maze-*, qm9, moses, smiles) --model {fo-arm,ip} --guide {uniform,l2r,r2l,ends,pl,tree,sequential} --steps N
                   --batch-size B --d-model D --layers L --lr LR --device DEV --seed S --out DIR
                   [--checkpoint-every K] [--resume] [--data DIR] [--guide-lr LR] ...
     ip-pyro eval --checkpoint PATH [--split test] [--decode greedy|sample] [--nll-samples K]

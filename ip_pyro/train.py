@@ -28,7 +28,7 @@ from ip_pyro.networks import positions_needed
 
 __all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS"]
 
-GUIDE_NAMES = ("uniform", "l2r", "r2l", "pl", "tree", "sequential")
+GUIDE_NAMES = ("uniform", "l2r", "r2l", "ends", "pl", "tree", "sequential")
 MODEL_NAMES = ("ip", "fo-arm")
 CHECKPOINT_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
@@ -119,8 +119,8 @@ class TrainConfig:
 
 def build_model(config: TrainConfig):
     """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data)."""
-    from guides import (BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, RightToLeftGuide, SequentialGuide,
-                        UniformOrderGuide)
+    from guides import (BinaryTreeGuide, LeftToRightGuide, OutsideInGuide, PlackettLuceGuide, RightToLeftGuide,
+                        SequentialGuide, UniformOrderGuide)
     from models import InsertionProcess, LeftToRightLM
 
     config.validate()
@@ -133,7 +133,8 @@ def build_model(config: TrainConfig):
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
                        max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
                        prompt_group=config.prompt_group, embed_std=config.embed_std)
-    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide, "tree": BinaryTreeGuide,
+    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide, "ends": OutsideInGuide,
+              "tree": BinaryTreeGuide,
               "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
               "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}
     return InsertionProcess(config.vocab_size, termination=config.termination, **sizes), guides[config.guide]()

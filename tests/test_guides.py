@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 
 from conftest import roughen, tiny_model
-from guides import BinaryTreeGuide, RightToLeftGuide, SequentialGuide
+from guides import BinaryTreeGuide, OutsideInGuide, RightToLeftGuide, SequentialGuide
 from guides.binary_tree import middle_out_order
 from ip_pyro import collate
 from ip_pyro.infer import InsertionELBO
@@ -39,6 +39,16 @@ def test_right_to_left_guide_inserts_at_the_front():
     assert q.log_prob(q.sample()).tolist() == [0.0, 0.0, 0.0]
     from ip_pyro import orders_to_slots
     assert orders_to_slots(q.sample(), batch.lengths)[0].tolist() == [0, 0, 0, 0]
+
+
+def test_outside_in_guide_alternates_between_the_ends():
+    batch = collate([[5, 6, 7, 8, 9], [5, 6, 7, 8], [1, 2], [3], []], vocab_size=10)
+    q = OutsideInGuide().order_distribution(batch)
+    assert q.sample().tolist() == [[0, 4, 1, 3, 2], [0, 3, 1, 2, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4],
+                                   [0, 1, 2, 3, 4]]
+    assert q.log_prob(q.sample()).tolist() == [0.0] * 5
+    from ip_pyro import orders_to_slots
+    assert orders_to_slots(q.sample(), batch.lengths)[0].tolist() == [0, 1, 1, 2, 2]
 
 
 @pytest.mark.parametrize("length", [1, 3, 4])
@@ -73,7 +83,7 @@ def test_estimator_is_unbiased_with_the_sequential_guide(particles, step_samplin
     assert ((gradients(surrogate, parameters) - exact_grad).norm() / exact_grad.norm()) < 1e-6
 
 
-@pytest.mark.parametrize("guide_factory", [BinaryTreeGuide, RightToLeftGuide, tiny_sequential])
+@pytest.mark.parametrize("guide_factory", [BinaryTreeGuide, RightToLeftGuide, OutsideInGuide, tiny_sequential])
 def test_new_guides_train_with_svi_and_tracegraph(guide_factory):
     model = tiny_model()
     guide = guide_factory()
