@@ -26,3 +26,32 @@ def test_edge_lookup_runs_every_variant(variant, tmp_path):
     assert [point["step"] for point in result["curve"]] == [1, 2]
     assert all(0.0 <= point["accuracy"] <= 1.0 for point in result["curve"])
     assert (tmp_path / "out.json").exists()
+
+
+def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
+    import json
+
+    import torch
+
+    import order_fit
+    from guides import PlackettLuceGuide, RightToLeftGuide
+    from ip_pyro import collate
+    from ip_pyro.checkpoint import save_checkpoint
+    from models import InsertionProcess
+
+    torch.manual_seed(0)
+    model = InsertionProcess(5, d_model=16, n_layers=1, n_heads=2, max_length=6)
+    guide = PlackettLuceGuide(5, d_model=8, n_layers=1, n_heads=2, max_length=6)
+    save_checkpoint(tmp_path / "checkpoint.pt", model, guide)
+    records = [{"prompt": [1, 2], "target": [0, 3, 4, 1]}, {"prompt": [4], "target": [2, 2]}]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    results = order_fit.main(order_fit.parse_args([str(tmp_path / "checkpoint.pt"), "--data",
+                                                   str(tmp_path / "data.jsonl"), "--samples", "3"]))
+    assert set(results) == {"left to right", "right to left", "outside in", "middle out (tree)", "uniform random",
+                            "the checkpoint's guide (PlackettLuceGuide)"}
+    assert results["uniform random"]["beats_uniform"] == 0.0
+    batch = collate([r["target"] for r in records], [r["prompt"] for r in records])
+    orders = RightToLeftGuide().order_distribution(batch).sample()
+    with torch.no_grad():
+        expected = model.eval().log_joint(batch, orders).mean().item()
+    assert abs(results["right to left"]["mean"] - expected) < 1e-4
