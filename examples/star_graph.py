@@ -16,7 +16,8 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from guides import BinaryTreeGuide, LeftToRightGuide, PlackettLuceGuide, SequentialGuide, UniformOrderGuide
+from guides import (BinaryTreeGuide, LeftToRightGuide, OutsideInGuide, PlackettLuceGuide, RightToLeftGuide,
+                    SequentialGuide, UniformOrderGuide)
 from ip_pyro import collate
 from ip_pyro.data.planning import LENGTH_SLACK, make_dataset, task_config
 from ip_pyro.evaluation import planning_metrics
@@ -29,7 +30,8 @@ def make_guide(name, task, args):
     sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers,
                  max_length=task.max_target_length + LENGTH_SLACK, max_positions=max_positions(task, args),
                  prompt_group=args.prompt_group, embed_std=args.embed_std)
-    factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "tree": BinaryTreeGuide,
+    factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide,
+                 "ends": OutsideInGuide, "tree": BinaryTreeGuide,
                  "pl": lambda: PlackettLuceGuide(task.vocab_size, **sizes),
                  "sequential": lambda: SequentialGuide(task.vocab_size, **sizes)}
     if name not in factories:

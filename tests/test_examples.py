@@ -34,7 +34,8 @@ def test_smiles_example(guide, termination):
 
 
 @pytest.mark.parametrize("extra", [[], ["--absolute-positions", "--task", "star-medium"],
-                                   ["--prompt-group", "2", "--embed-std", "1", "--guide", "uniform"]])
+                                   ["--prompt-group", "2", "--embed-std", "1", "--guide", "uniform"],
+                                   ["--guide", "r2l"], ["--guide", "ends"]])
 def test_star_graph_example(extra):
     example = load("star_graph")
     args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"] + extra)
