@@ -12,7 +12,8 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
-from ip_pyro.networks import CausalDecoder, check_max_positions, check_network_sizes
+from ip_pyro.causal import CausalDecoder
+from ip_pyro.networks import check_max_positions, check_network_sizes
 from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
 

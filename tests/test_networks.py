@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from ip_pyro import collate
-from ip_pyro.networks import CausalDecoder, InsertionDecoder, OrderScorer
+from ip_pyro.causal import CausalDecoder
+from ip_pyro.networks import InsertionDecoder, OrderScorer
 
 
 def random_canvases(rows=16, width=10, vocab=5, prompt_width=4, seed=0):
