@@ -21,11 +21,12 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch
+from ip_pyro.distributions import FixedOrder
 from ip_pyro.networks import OrderScorer, check_max_positions, check_network_sizes
-from ip_pyro.orders import orders_to_slots
+from ip_pyro.orders import orders_to_slots, pad_orders
 from ip_pyro.utils import check_same_device, unique_pyro_name
 
-__all__ = ["OrderGuide", "ScorerGuide"]
+__all__ = ["OrderGuide", "FixedOrderGuide", "ScorerGuide"]
 
 
 class OrderGuide(PyroModule):
@@ -64,6 +65,23 @@ class OrderGuide(PyroModule):
                     pyro.sample(f"slot_{t}", dist.Delta(slots[:, t]))
                     pyro.sample(f"token_{t}", dist.Delta(tokens_in_order[:, t]))
         return orders
+
+
+class FixedOrderGuide(OrderGuide):
+    """Base of the fixed orders given in closed form: a point mass on one order per sequence. No parameters.
+
+    A family implements ``positions(steps, lengths)``: the position inserted at each step, from the steps
+    ``[B, L_max]`` and the lengths ``[B, 1]``; entries for steps ``t >= L`` are replaced by the padding convention.
+    """
+
+    def positions(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @pyro_method
+    def order_distribution(self, batch: Batch) -> FixedOrder:
+        self._check(batch)
+        steps = torch.arange(batch.max_length, device=batch.device).expand(batch.batch_size, batch.max_length)
+        return FixedOrder(pad_orders(self.positions(steps, batch.lengths.unsqueeze(-1)), batch.lengths), batch.lengths)
 
 
 class ScorerGuide(OrderGuide):

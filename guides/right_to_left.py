@@ -3,22 +3,14 @@ conditioned paths it writes the path backwards from the goal, which turns every 
 from __future__ import annotations
 
 import torch
-from pyro.nn import pyro_method
 
-from guides.base import OrderGuide
-from ip_pyro.batch import Batch
-from ip_pyro.distributions import FixedOrder
-from ip_pyro.orders import pad_orders
+from guides.base import FixedOrderGuide
 
 __all__ = ["RightToLeftGuide"]
 
 
-class RightToLeftGuide(OrderGuide):
+class RightToLeftGuide(FixedOrderGuide):
     """A point mass on the right-to-left order of each sequence. No parameters."""
 
-    @pyro_method
-    def order_distribution(self, batch: Batch) -> FixedOrder:
-        self._check(batch)
-        steps = torch.arange(batch.max_length, device=batch.device).expand(batch.batch_size, batch.max_length)
-        orders = pad_orders(batch.lengths.unsqueeze(-1) - 1 - steps, batch.lengths)
-        return FixedOrder(orders, batch.lengths)
+    def positions(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths - 1 - steps
