@@ -165,15 +165,16 @@ class TransformerStack(nn.Module):
             size = ids.shape[1]
             eye = torch.eye(size, dtype=torch.bool, device=ids.device)
             attn_mask = (attn_mask | eye) & torch.ones(size, size, dtype=torch.bool, device=ids.device).tril()
-        return self.forward_masked(ids, positions, segments, attn_mask, causal, caches)
+        return self.forward_masked(ids, positions, segments, attn_mask, causal, caches, valid=key_mask)
 
-    def forward_masked(self, ids, positions, segments, attn_mask, causal=False, caches=None):
+    def forward_masked(self, ids, positions, segments, attn_mask, causal=False, caches=None, valid=None):
         """Like ``forward`` with a ready attention mask broadcastable to ``[N, 1, S, S_keys]`` (True = attend).
 
-        ``caches``: one dict per block for incremental decoding (see :class:`Attention`)."""
+        ``caches``: one dict per block for incremental decoding (see :class:`Attention`). ``valid`` ``[N, S]``
+        (optional): which entries are real tokens, so that prompt padding never joins a prompt group."""
         x = self.embed(ids) + self.segment(segments)
         if self.group_mix is not None:
-            x = x + self.group_mix(self._group_members(ids, positions, segments))
+            x = x + self.group_mix(self._group_members(ids, positions, segments, valid))
         if self.position is not None:
             furthest = int(positions.max()) if positions.numel() else 0
             if furthest >= self.position.num_embeddings:
@@ -188,10 +189,11 @@ class TransformerStack(nn.Module):
             x = block(x, cos, sin, attn_mask, causal, None if caches is None else caches[index])
         return self.norm(x)
 
-    def _group_members(self, ids, positions, segments):
+    def _group_members(self, ids, positions, segments, valid=None):
         """``[N, S, D]``: for each prompt token, the summed embeddings of the other tokens of its group (zero
-        elsewhere). A member sits ``r - position % k`` entries away in the row; it counts when it is a prompt token
-        at the expected prompt position (rows may be packed, so neighbours can belong to another segment)."""
+        elsewhere). A member sits ``r - position % k`` entries away in the row; it counts when it is a real (``valid``)
+        prompt token at the expected prompt position (rows may be packed, so neighbours can belong to another
+        segment, or padded, so the entries after a short prompt are padding)."""
         group = self.prompt_group
         span = ids.shape[1]
         index = torch.arange(span, device=ids.device)
@@ -205,6 +207,8 @@ class TransformerStack(nn.Module):
             source = source.clamp(0, span - 1)
             found = (inside & is_prompt & (shift != 0) & segments.gather(1, source).eq(0)
                      & positions.gather(1, source).eq(positions + shift))
+            if valid is not None:
+                found = found & valid.gather(1, source)
             members = members + self.embed(ids.gather(1, source)) * found.unsqueeze(-1)
         return members
 

@@ -121,3 +121,23 @@ def test_embed_std_sets_the_initial_token_embeddings_only(network):
     wide = network(7, 64, 1, 2, 0.0, embed_std=1.0)
     assert abs(wide.stack.embed.weight.std().item() - 1.0) < 0.2
     assert wide.stack.segment.weight.std().item() < 0.05
+
+
+@pytest.mark.parametrize("network", [OrderScorer, CausalDecoder])
+def test_prompt_groups_ignore_prompt_padding(network):
+    """An odd-length prompt padded beside a longer one must not pair its last token with the padding."""
+    torch.manual_seed(0)
+    net = network(6, 16, 1, 2, 0.0, prompt_group=2, embed_std=1.0).double()
+    if network is OrderScorer:
+        torch.nn.init.normal_(net.score.weight)  # the zero-initialised score head would hide every difference
+    tokens = torch.tensor([[1, 2], [3, 4]])
+    prompts = [[5, 1, 2], [0, 3, 4, 5]]
+    padded = collate([[1, 2], [3, 4]], prompts)
+    alone = collate([[1, 2]], prompts[:1])
+    if network is OrderScorer:
+        both = net(tokens, torch.tensor([2, 2]), padded.prompt, padded.prompt_lengths)[0]
+        single = net(tokens[:1], torch.tensor([2]), alone.prompt, alone.prompt_lengths)[0]
+    else:
+        both = net(tokens, padded.prompt, padded.prompt_lengths)[0]
+        single = net(tokens[:1], alone.prompt, alone.prompt_lengths)[0]
+    assert torch.allclose(both, single, atol=1e-10)
