@@ -27,7 +27,17 @@ from pyro.infer import ELBO
 from ip_pyro.batch import Batch
 from ip_pyro.orders import inserted_before
 
-__all__ = ["InsertionELBO", "ELBOEstimate"]
+__all__ = ["InsertionELBO", "ELBOEstimate", "draw_steps"]
+
+
+def draw_steps(lengths: torch.Tensor, width: int, count: int) -> torch.Tensor:
+    """``count`` distinct steps per row, uniform without replacement from ``0..L``: ``[count, N]`` for lengths
+    ``[N]``; where ``L + 1 < count`` the entries after the first ``L + 1`` are padding (not live)."""
+    if count == 1:
+        return (torch.rand(lengths.shape, device=lengths.device) * (lengths + 1)).long().clamp(max=lengths)[None]
+    keys = torch.rand(lengths.shape[0], width + 1, device=lengths.device)
+    keys = keys.masked_fill(torch.arange(width + 1, device=lengths.device) > lengths.unsqueeze(-1), 2.0)
+    return keys.argsort(-1)[:, :count].T  # steps beyond L sort last and are not live
 
 
 class ELBOEstimate(NamedTuple):
@@ -118,11 +128,7 @@ class InsertionELBO(ELBO):
 
     def _draw_steps(self, lengths: torch.Tensor, width: int) -> torch.Tensor:
         """``K`` distinct steps per sequence, uniform without replacement from ``0..L``: ``[K, B]``."""
-        if self.num_steps == 1:
-            return (torch.rand(lengths.shape, device=lengths.device) * (lengths + 1)).long().clamp(max=lengths)[None]
-        keys = torch.rand(lengths.shape[0], width + 1, device=lengths.device)
-        keys = keys.masked_fill(torch.arange(width + 1, device=lengths.device) > lengths.unsqueeze(-1), 2.0)
-        return keys.argsort(-1)[:, : self.num_steps].T  # steps beyond L sort last and are not live
+        return draw_steps(lengths, width, self.num_steps)
 
     def _step_terms(self, model, q, batch, orders, steps, step_log_q):
         """``F_t`` and ``log q(prefix)`` for rows ``orders`` ``[N, L]`` at ``steps`` ``[N]`` (rows aligned with
