@@ -1,12 +1,19 @@
-"""Does the learned (Plackett–Luce) order leave the uniform order? Guide learning rate, particles and init, measured.
+"""Does the learned (Plackett–Luce) order leave the uniform order? Objective, guide learning rate, particles and
+init, measured.
 
 Trains the IP with the PL guide on mirror strings (short enough for exact likelihoods and exact posteriors) under
-several guide settings, from the same model initialisation and data order, and reports the exact held-out NLL and
-the guide's entropy over orders relative to the uniform order's ``log L!`` (1 = still random, 0 = one fixed
-order). The uniform and left-to-right guides are the references.
+several settings, from the same model initialisation and data order, and reports the exact held-out NLL and the
+guide's entropy over orders relative to the uniform order's ``log L!`` (1 = still random, 0 = one fixed order).
+The uniform and left-to-right guides are the references. The ``RWS`` arms train with
+:class:`~ip_pyro.infer.InsertionRWS` (IWAE for the model, wake-phi for the guide) instead of the ELBO.
 
-    python benchmarks/guide_learning.py                    # about 3 minutes on 2 CPU cores
+    python benchmarks/guide_learning.py                    # about 3 minutes on 2 CPU cores (the ELBO arms)
     python benchmarks/guide_learning.py --steps 3000 --json guide_learning.json
+    python benchmarks/guide_learning.py --time-limit 240 --seeds 0 1 2 --threads 1 \
+        --settings "ELBO, uniform" "ELBO, left to right" "ELBO, PL" "RWS K=2" "RWS K=4" "RWS K=8"
+
+``--time-limit SECONDS`` gives every arm the same training wall time (steps are then only a cap); with several
+``--seeds`` the table shows the mean and the range.
 """
 from __future__ import annotations
 
@@ -21,20 +28,28 @@ from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.diagnostics import order_draws, relative_order_entropy
-from ip_pyro.infer import InsertionELBO, exact_log_likelihood
+from ip_pyro.infer import InsertionELBO, InsertionRWS, exact_log_likelihood
 from models import InsertionProcess
 
-# name: (guide, guide learning rate multiplier, particles, initial score scale, entropy weight annealed from 0)
+# name: (guide, guide learning rate multiplier, particles, initial score scale, entropy weight annealed from 0,
+#        objective: "elbo" or "rws:<model gradient>:<guide update>")
 SETTINGS = {
-    "uniform guide": ("uniform", 1.0, 2, 0.0, False),
-    "left-to-right guide": ("l2r", 1.0, 2, 0.0, False),
-    "PL, guide lr = model lr": ("pl", 1.0, 2, 0.0, False),
-    "PL, guide lr x10": ("pl", 10.0, 2, 0.0, False),
-    "PL, guide lr x10, 8 particles": ("pl", 10.0, 8, 0.0, False),
-    "PL, guide lr x10, random init": ("pl", 10.0, 2, 1.0, False),
-    "PL, entropy weight 0 -> 1": ("pl", 1.0, 2, 0.0, True),
-    "PL, guide lr x10, entropy weight 0 -> 1": ("pl", 10.0, 2, 0.0, True),
+    "ELBO, uniform": ("uniform", 1.0, 2, 0.0, False, "elbo"),
+    "ELBO, left to right": ("l2r", 1.0, 2, 0.0, False, "elbo"),
+    "ELBO, PL": ("pl", 1.0, 2, 0.0, False, "elbo"),
+    "PL, guide lr x10": ("pl", 10.0, 2, 0.0, False, "elbo"),
+    "PL, guide lr x10, 8 particles": ("pl", 10.0, 8, 0.0, False, "elbo"),
+    "PL, guide lr x10, random init": ("pl", 10.0, 2, 1.0, False, "elbo"),
+    "PL, entropy weight 0 -> 1": ("pl", 1.0, 2, 0.0, True, "elbo"),
+    "PL, guide lr x10, entropy weight 0 -> 1": ("pl", 10.0, 2, 0.0, True, "elbo"),
+    "RWS K=2": ("pl", 1.0, 2, 0.0, False, "rws:full:wake"),
+    "RWS K=4": ("pl", 1.0, 4, 0.0, False, "rws:full:wake"),
+    "RWS K=8": ("pl", 1.0, 8, 0.0, False, "rws:full:wake"),
+    "RWS K=4, sampled-step gradient": ("pl", 1.0, 4, 0.0, False, "rws:steps:wake"),
+    "RWS K=4, guide lr x3": ("pl", 3.0, 4, 0.0, False, "rws:full:wake"),
+    "IWAE K=4, uniform proposal": ("uniform", 1.0, 4, 0.0, False, "rws:full:none"),
 }
+ELBO_ONLY = [name for name, setting in SETTINGS.items() if setting[5] == "elbo"]
 
 
 def entropy_weight(step: int, total: int) -> float:
@@ -42,10 +57,10 @@ def entropy_weight(step: int, total: int) -> float:
     return min(1.0, max(0.0, (step / total - 0.4) / 0.4))
 
 
-def train(name: str, train_data, test_batch, args) -> dict:
-    guide_name, lr_scale, particles, init_scale, anneal = SETTINGS[name]
+def train(name: str, train_data, test_batch, args, seed: int) -> dict:
+    guide_name, lr_scale, particles, init_scale, anneal, objective_name = SETTINGS[name]
     pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
+    pyro.set_rng_seed(seed)
     model = InsertionProcess(args.vocab_size, d_model=64, n_layers=2, n_heads=4, max_length=2 * args.half)
     if guide_name == "pl":
         guide = PlackettLuceGuide(args.vocab_size, d_model=32, n_layers=2, n_heads=2, max_length=2 * args.half)
@@ -57,38 +72,67 @@ def train(name: str, train_data, test_batch, args) -> dict:
     if list(guide.parameters()):
         groups.append({"params": list(guide.parameters()), "lr": args.lr * lr_scale})
     optimizer = torch.optim.Adam(groups)
-    elbo = InsertionELBO(num_particles=particles)
+    if objective_name == "elbo":
+        objective = InsertionELBO(num_particles=particles)
+    else:
+        _, model_gradient, guide_update = objective_name.split(":")
+        objective = InsertionRWS(particles, model_gradient=model_gradient, guide_update=guide_update)
     step, epoch, started = 0, 0, time.perf_counter()
-    while step < args.steps:
-        for batch in iterate_batches(train_data, args.batch_size, seed=args.seed + epoch):
+    out_of_time = False
+    while step < args.steps and not out_of_time:
+        for batch in iterate_batches(train_data, args.batch_size, seed=seed + epoch):
             if anneal:
-                elbo.entropy_weight = entropy_weight(step, args.steps)
+                objective.entropy_weight = entropy_weight(step, args.steps)
             optimizer.zero_grad()
-            (elbo.differentiable_loss(model, guide, batch) / batch.batch_size).backward()
+            (objective.differentiable_loss(model, guide, batch) / batch.batch_size).backward()
             optimizer.step()
             step += 1
-            if step >= args.steps:
+            out_of_time = bool(args.time_limit) and time.perf_counter() - started >= args.time_limit
+            if step >= args.steps or out_of_time:
                 break
         epoch += 1
+    seconds = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
         nll = -float(exact_log_likelihood(model, test_batch).mean())
         draws = order_draws(model, guide, test_batch, num_chains=1, num_draws=200)
     entropy = relative_order_entropy(draws["log_q"], test_batch.lengths.numpy())
     return {"exact_nll": nll, "relative_order_entropy": float(torch.tensor(entropy).nanmean()),
-            "seconds": time.perf_counter() - started}
+            "seconds": seconds, "steps": step, "seed": seed}
+
+
+def summarise(runs: list) -> dict:
+    """Mean and range over seeds of each number."""
+    summary = {}
+    for key in ("exact_nll", "relative_order_entropy", "seconds", "steps"):
+        values = [run[key] for run in runs]
+        summary[key] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+    return summary
 
 
 def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = [name for name in args.settings if name not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {unknown}; choose from: {', '.join(SETTINGS)}")
     data = mirror_language(args.num_train + args.num_test, vocab_size=args.vocab_size, max_half=args.half,
-                           seed=args.seed)
+                           seed=args.data_seed)
     train_data, test_batch = data[: args.num_train], collate(data[args.num_train:])
     results = {}
     for name in args.settings:
-        results[name] = train(name, train_data, test_batch, args)
-        entry = results[name]
-        print(f"{name:32s} exact test NLL {entry['exact_nll']:.3f}  guide entropy / log L! "
-              f"{entry['relative_order_entropy']:.2f}  ({entry['seconds']:.0f} s)")
+        runs = []
+        for seed in args.seeds:
+            runs.append(train(name, train_data, test_batch, args, seed))
+            run = runs[-1]
+            print(f"{name:34s} seed {seed}: exact test NLL {run['exact_nll']:.3f}  guide entropy / log L! "
+                  f"{run['relative_order_entropy']:.2f}  ({run['steps']} steps, {run['seconds']:.0f} s)", flush=True)
+        results[name] = {"runs": runs, **summarise(runs)}
+    print(f"\n{'setting':34s} {'exact NLL mean [min, max]':>27s} {'entropy mean [min, max]':>25s} {'steps':>6s}")
+    for name, entry in results.items():
+        nll, entropy = entry["exact_nll"], entry["relative_order_entropy"]
+        print(f"{name:34s} {nll['mean']:9.3f} [{nll['min']:.3f}, {nll['max']:.3f}] "
+              f"{entropy['mean']:9.2f} [{entropy['min']:.2f}, {entropy['max']:.2f}] {entry['steps']['mean']:6.0f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
@@ -104,8 +148,13 @@ def parse_args(argv=None):
     parser.add_argument("--num-test", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="which settings to run (names)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="model/guide initialisation seeds")
+    parser.add_argument("--data-seed", type=int, default=0, help="the data (same for every arm and seed)")
+    parser.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                        help="training wall time per arm (0 = run --steps); steps then only cap the run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch's default)")
+    parser.add_argument("--settings", nargs="+", default=ELBO_ONLY, help="which settings to run (names; default: "
+                        "the ELBO arms)")
     parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
 

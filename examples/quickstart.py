@@ -1,9 +1,12 @@
-"""Quickstart: train the Insertion Process with three guide families on a language where insertion order matters.
+"""Quickstart: train the Insertion Process with three guide families and two objectives on a language where
+insertion order matters.
 
 Default language: mirror strings ``w + reversed(w)`` (see :mod:`ip_pyro.data.synthetic`); ``--language checksum``
-uses checksum-first strings instead. For each guide (uniform order, left-to-right, learned Plackett–Luce) the
-script trains with ``svi.step(batch)`` and reports, on held-out strings, the ELBO, the importance-weighted and the
-exact log-likelihood (nats per string), the share of samples that belong to the language, and one sample.
+uses checksum-first strings instead. For each arm (uniform order, left-to-right, learned Plackett–Luce under the
+ELBO, and learned Plackett–Luce under the importance-weighted objective ``InsertionRWS``) the script trains with
+``svi.step(batch)`` and reports, on held-out strings, the ELBO, the importance-weighted and the exact
+log-likelihood (nats per string), the guide's order entropy relative to uniform, the share of samples that belong
+to the language, and one sample.
 
     python examples/quickstart.py                 # ~3 minutes on 2 CPU cores
     python examples/quickstart.py --steps 5000 --device cuda
@@ -20,8 +23,12 @@ from pyro.infer import SVI
 from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.data import checksum_language, is_checksum_valid, is_mirror, iterate_batches, mirror_language
-from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood, log_importance_weights
+from ip_pyro.diagnostics import guide_order_entropy
+from ip_pyro.infer import (InsertionELBO, InsertionRWS, exact_log_likelihood, importance_log_likelihood,
+                           log_importance_weights)
 from models import InsertionProcess
+
+ARMS = ("uniform", "l2r", "pl", "pl-rws")
 
 
 def make_guide(name: str, args):
@@ -29,10 +36,17 @@ def make_guide(name: str, args):
         return UniformOrderGuide()
     if name == "l2r":
         return LeftToRightGuide()
-    if name == "pl":
+    if name in ("pl", "pl-rws"):
         return PlackettLuceGuide(args.vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers,
                                  n_heads=2, max_length=args.max_length)
-    raise ValueError(f"unknown guide {name!r}; choose from uniform, l2r, pl")
+    raise ValueError(f"unknown guide {name!r}; choose from {', '.join(ARMS)}")
+
+
+def make_objective(name: str, args):
+    """The ELBO (the paper's estimator) for every arm but ``pl-rws``: IWAE + reweighted wake-sleep."""
+    if name == "pl-rws":
+        return InsertionRWS(num_particles=args.rws_particles)
+    return InsertionELBO(num_particles=args.particles)
 
 
 def train_one(guide_name: str, train, args):
@@ -42,7 +56,7 @@ def train_one(guide_name: str, train, args):
                              max_length=args.max_length).to(args.device)
     guide = make_guide(guide_name, args).to(args.device)
     optimizer = pyro.optim.ClippedAdam({"lr": args.lr, "clip_norm": 1.0})
-    svi = SVI(model, guide, optimizer, loss=InsertionELBO(num_particles=args.particles))
+    svi = SVI(model, guide, optimizer, loss=make_objective(guide_name, args))
     step, started, epoch, recent = 0, time.perf_counter(), 0, []
     while step < args.steps:
         for batch in iterate_batches(train, args.batch_size, seed=args.seed + epoch, device=args.device):
@@ -66,7 +80,8 @@ def evaluate(model, guide, test, args):
     samples = model.sample(args.num_samples)
     valid = [sample for sample in samples if in_language(sample, args)]
     return dict(elbo=elbo.mean().item(), iwae=iwae.mean().item(), exact=exact.mean().item(),
-                valid=len(valid) / len(samples), sample=samples[0])
+                entropy=guide_order_entropy(guide, batch, num_draws=64), valid=len(valid) / len(samples),
+                sample=samples[0])
 
 
 def in_language(sequence, args) -> bool:
@@ -97,23 +112,26 @@ def main(args):
         model, guide, seconds = train_one(name, train, args)
         rows.append((name, seconds, evaluate(model, guide, test, args)))
     print()
-    print(f"{'guide':8s} {'train s':>8s} {'ELBO':>8s} {'IWAE':>8s} {'exact':>8s} {'valid %':>8s}  sample")
+    print(f"{'arm':8s} {'train s':>8s} {'ELBO':>8s} {'IWAE':>8s} {'exact':>8s} {'entropy':>8s} {'valid %':>8s}  sample")
     for name, seconds, result in rows:
         print(f"{name:8s} {seconds:8.1f} {result['elbo']:8.3f} {result['iwae']:8.3f} {result['exact']:8.3f} "
-              f"{100 * result['valid']:8.1f}  {result['sample']}")
-    print("(log-likelihoods in nats per test string; higher is better. ELBO <= IWAE <= exact.)")
+              f"{result['entropy']:8.2f} {100 * result['valid']:8.1f}  {result['sample']}")
+    print("(log-likelihoods in nats per test string; higher is better. ELBO <= IWAE <= exact. entropy: the guide's "
+          "order entropy / log L!, 1 = uniform, 0 = one order. pl-rws: the PL guide under InsertionRWS.)")
     return rows
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--guides", nargs="+", default=["uniform", "l2r", "pl"], choices=["uniform", "l2r", "pl"])
+    parser.add_argument("--guides", nargs="+", default=list(ARMS), choices=ARMS,
+                        help="arms: uniform, l2r, pl (ELBO) and pl-rws (the PL guide under InsertionRWS)")
     parser.add_argument("--language", default="mirror", choices=["mirror", "checksum"])
     parser.add_argument("--size", type=int, default=3, help="half length (mirror) or digit count (checksum)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--particles", type=int, default=2)
+    parser.add_argument("--particles", type=int, default=2, help="ELBO particles")
+    parser.add_argument("--rws-particles", type=int, default=4, help="orders per string for the pl-rws arm")
     parser.add_argument("--vocab-size", type=int, default=4)
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-test", type=int, default=200)

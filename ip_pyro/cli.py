@@ -141,6 +141,8 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
+                         objective=args.objective, objective_switch=args.objective_switch,
+                         rws_gradient=args.rws_gradient, rws_guide_update=args.rws_guide_update,
                          termination=args.termination, step_sampling=args.step_sampling,
                          steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
                          order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
@@ -310,7 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)
-    train.add_argument("--particles", type=int, default=2)
+    train.add_argument("--particles", type=int, default=2, help="IP: orders per sequence (the ELBO's M; the K of "
+                       "--objective rws, where 4 is a good start)")
+    train.add_argument("--objective", default="elbo", help="IP: elbo (InsertionELBO) or rws (IWAE for the model, "
+                       "reweighted wake-sleep for the guide: learns orders; costs about K (L + 1) canvases per sequence)")
+    train.add_argument("--objective-switch", type=int, default=0, metavar="STEP", help="with --objective rws: train "
+                       "with the ELBO for STEP steps first, then switch (saved in the checkpoint)")
+    train.add_argument("--rws-gradient", default="full", help="with --objective rws: full (backpropagate every "
+                       "canvas) or steps (no-grad weights, gradient through --steps-per-order steps per order)")
+    train.add_argument("--rws-guide-update", default="wake", help="with --objective rws: wake (wake-phi), elbo (the "
+                       "ELBO's guide gradient) or none (guide fixed)")
     train.add_argument("--step-sampling", default="uniform", help="IP: uniform (sampled steps per order, "
                        "unbiased) or all (every step)")
     train.add_argument("--steps-per-order", type=int, default=1, help="IP with --step-sampling uniform: distinct "

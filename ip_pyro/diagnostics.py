@@ -30,7 +30,7 @@ from ip_pyro.utils import evaluating  # noqa: E402
 
 __all__ = ["order_draws", "to_inference_data", "mcmc_to_inference_data", "psis_diagnostics", "compare_to_guide",
            "rhat_max", "save_inference_data", "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank",
-           "relative_order_entropy"]
+           "relative_order_entropy", "guide_order_entropy"]
 
 KHAT_THRESHOLD = 0.7
 
@@ -67,6 +67,16 @@ def relative_order_entropy(log_q: np.ndarray, lengths) -> np.ndarray:
     entropy = -log_q.reshape(-1, log_q.shape[-1]).mean(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(log_factorial > 0, entropy / np.where(log_factorial > 0, log_factorial, 1.0), np.nan)
+
+
+def guide_order_entropy(guide, batch: Batch, num_draws: int = 16) -> float:
+    """Mean over the sequences with ``L >= 2`` of the guide's relative order entropy ``H(q) / log L!``, from
+    ``num_draws`` draws of the guide alone (no model passes); ``nan`` when no sequence has two positions."""
+    with torch.no_grad(), evaluating(guide):
+        q = guide.order_distribution(batch)
+        log_q = q.log_prob(q.sample((num_draws,)))  # [S, B]
+    relative = relative_order_entropy(log_q.cpu().numpy(), batch.lengths.cpu().numpy())
+    return float(np.nanmean(relative)) if np.isfinite(relative).any() else float("nan")
 
 
 def _coords(batch: Batch) -> dict:

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,98 +23,13 @@ from tqdm import tqdm
 from ip_pyro import distributed
 from ip_pyro.batch import collate
 from ip_pyro.checkpoint import atomic_write, describe_module, read_checkpoint
-from ip_pyro.infer import InsertionELBO
+from ip_pyro.config import (CHECKPOINT_VERSION, GUIDE_NAMES, MODEL_NAMES, OBJECTIVES, PRECISIONS, RUNTIME_KEYS,
+                            TrainConfig)
+from ip_pyro.infer import InsertionELBO, InsertionRWS
 from ip_pyro.networks import positions_needed
 
-__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS"]
-
-GUIDE_NAMES = ("uniform", "l2r", "r2l", "ends", "pl", "tree", "sequential")
-MODEL_NAMES = ("ip", "fo-arm")
-CHECKPOINT_VERSION = 1
-PRECISIONS = ("fp32", "bf16")
-# run-time settings that may differ between a run and its resumption (the global batch stays the same)
-RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "precision", "compile", "distributed",
-                "time_limit")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (saved in every checkpoint)."""
-
-    task: str = "star-easy"
-    model: str = "ip"
-    guide: str = "pl"
-    steps: int = 2000
-    batch_size: int = 64
-    d_model: int = 128
-    layers: int = 4
-    heads: int = 4
-    dropout: float = 0.0
-    absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
-    prompt_group: int = 1  # read the prompt as groups of this many tokens (2: an edge list u v u v ...)
-    embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
-    guide_d_model: int = 64
-    guide_layers: int = 3
-    guide_heads: int = 4
-    lr: float = 1e-3
-    guide_lr: Optional[float] = None
-    weight_decay: float = 0.01
-    warmup: int = 100
-    clip_norm: float = 1.0
-    ema_decay: float = 0.999
-    ema_start: int = 200
-    particles: int = 2
-    termination: str = "stop"
-    step_sampling: str = "uniform"
-    steps_per_order: int = 1
-    order_entropy_weight: float = 1.0
-    order_entropy_anneal: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    distributed: bool = False
-    eval_every: int = 500
-    eval_size: int = 500
-    checkpoint_every: int = 500
-    time_limit: float = 0.0  # minutes of training time (evaluation excluded) after which fit stops; 0 = none
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs/run"
-    vocab_size: int = 0
-    max_length: int = 0
-    max_prompt_length: int = 0  # set from the task; sizes the absolute position embeddings
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
-        if self.model == "ip" and self.guide not in GUIDE_NAMES:
-            raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
-        for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
-                     "checkpoint_every", "steps_per_order", "prompt_group"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
-        if not self.lr > 0 or (self.guide_lr is not None and not self.guide_lr > 0):
-            raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay={self.ema_decay} must lie in [0, 1)")
-        if not 0.0 <= self.order_entropy_weight <= 1.0 or self.order_entropy_anneal < 0:
-            raise ValueError(f"--order-entropy-weight={self.order_entropy_weight} must lie in [0, 1] and "
-                             f"--order-entropy-anneal={self.order_entropy_anneal} must be >= 0")
-        if self.step_sampling not in ("uniform", "all"):
-            raise ValueError(f"unknown step sampling {self.step_sampling!r}; choose from uniform, all")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
-        if self.termination not in ("stop", "eos"):
-            raise ValueError(f"unknown termination {self.termination!r}; choose from stop, eos")
-        if self.model == "fo-arm" and self.termination != "stop":
-            raise ValueError("--termination eos is an IP option; the left-to-right model always ends with EOS")
-        if not self.time_limit >= 0:
-            raise ValueError(f"--time-limit={self.time_limit} must be >= 0 minutes (0 = no limit)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
-        if not 0.0 < self.embed_std < float("inf"):
-            raise ValueError(f"--embed-std={self.embed_std} must be a positive number (0.02: GPT-2 init; 1.0: PyTorch's)")
+__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS",
+           "OBJECTIVES"]
 
 
 def build_model(config: TrainConfig):
@@ -189,6 +104,9 @@ class Trainer:
                         child.compile()
         self.elbo = (InsertionELBO(config.particles, config.step_sampling, num_steps=config.steps_per_order)
                      if guide is not None else None)
+        self.rws = (InsertionRWS(config.particles, guide_update=config.rws_guide_update,
+                                 model_gradient=config.rws_gradient, num_steps=config.steps_per_order)
+                    if guide is not None and config.objective == "rws" else None)
         self.step, self.epoch, self.position = 0, 0, 0
         self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
@@ -225,7 +143,17 @@ class Trainer:
         """Mean per-sequence loss (the negative ELBO surrogate, or the negative log-likelihood for FO-ARM)."""
         if self.guide is None:
             return -self.model.log_prob(batch).mean()
-        return self.elbo.differentiable_loss(self.model, self.guide, batch) / batch.batch_size
+        return self.objective().differentiable_loss(self.model, self.guide, batch) / batch.batch_size
+
+    def objective(self):
+        """The objective of the next step: the ELBO until ``objective_switch`` steps are done, then InsertionRWS
+        (with ``objective="rws"``); ``None`` for FO-ARM."""
+        if self.rws is not None and self.step >= self.config.objective_switch:
+            return self.rws
+        return self.elbo
+
+    def objective_name(self) -> str:
+        return "nll" if self.guide is None else ("rws" if self.objective() is self.rws else "elbo")
 
     def train_step(self) -> float:
         self.model.train()
@@ -277,13 +205,14 @@ class Trainer:
             out_of_time = self._out_of_time()
             while self.step < self.config.steps and not out_of_time:
                 tick = time.perf_counter()
+                objective = self.objective_name()
                 loss = self.train_step()
                 self.elapsed += time.perf_counter() - tick
                 recent.append(loss)
                 if on_step is not None:
                     on_step(self.step, loss)
                 self._log({"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                           "elapsed_s": round(self.elapsed, 3)})
+                           "elapsed_s": round(self.elapsed, 3), "objective": objective})
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == self.config.steps:
                     rate = self.config.batch_size * len(recent) / max(time.perf_counter() - started, 1e-9)
@@ -330,7 +259,27 @@ class Trainer:
         if self.guide is not None:
             self.guide.eval()
         with torch.no_grad():
-            return self.evaluate_fn(self.ema, self.guide, self)
+            results = dict(self.evaluate_fn(self.ema, self.guide, self))
+            if self.guide is not None:
+                results["order_entropy"] = self.order_entropy()
+            return results
+
+    def order_entropy(self, num_sequences: int = 256, num_draws: int = 16) -> float:
+        """The guide's entropy over orders relative to the uniform ``log L!`` (1 random, 0 one order), from
+        ``num_draws`` guide draws on the first ``num_sequences`` training sequences (no model passes; its own seeded
+        random stream, so evaluating leaves training unchanged)."""
+        from ip_pyro.diagnostics import guide_order_entropy
+
+        if getattr(self, "_entropy_batch", None) is None:
+            chosen = self.examples[:num_sequences]
+            prompts = [example.get("prompt", []) for example in chosen]
+            self._entropy_batch = collate([example["target"] for example in chosen],
+                                          prompts if any(prompts) else None,
+                                          vocab_size=self.config.vocab_size).to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the training stream must not depend on evaluation
+            torch.manual_seed(self.config.seed)  # the same Gumbel draws at every validation
+            return guide_order_entropy(self.guide, self._entropy_batch, num_draws=num_draws)
 
     def _log(self, record: dict) -> None:
         self.history.append(record)

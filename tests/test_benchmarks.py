@@ -55,3 +55,19 @@ def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
     with torch.no_grad():
         expected = model.eval().log_joint(batch, orders).mean().item()
     assert abs(results["right to left"]["mean"] - expected) < 1e-4
+
+
+def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_path):
+    import guide_learning
+
+    args = guide_learning.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--seeds", "0", "1",
+                                      "--settings", "ELBO, left to right", "RWS K=2", "RWS K=4, sampled-step gradient",
+                                      "--json", str(tmp_path / "out.json")])
+    results = guide_learning.main(args)
+    assert results["ELBO, left to right"]["relative_order_entropy"]["max"] == 0.0
+    for entry in results.values():
+        assert [run["seed"] for run in entry["runs"]] == [0, 1] and entry["steps"]["mean"] == 3
+        assert entry["exact_nll"]["min"] <= entry["exact_nll"]["mean"] <= entry["exact_nll"]["max"]
+    timed = guide_learning.main(guide_learning.parse_args(["--steps", "100000", "--time-limit", "0.5", "--num-train",
+                                                           "64", "--num-test", "8", "--settings", "RWS K=2"]))
+    assert 0 < timed["RWS K=2"]["steps"]["mean"] < 100000  # stopped by the clock, not the step cap

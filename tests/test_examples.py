@@ -1,5 +1,6 @@
 """The research scripts in examples/ run end to end at toy size (their main(args) with small flags)."""
 import importlib.util
+import math
 import os
 from pathlib import Path
 
@@ -40,3 +41,15 @@ def test_star_graph_example(extra):
     example = load("star_graph")
     args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"] + extra)
     assert 0.0 <= example.main(args)["exact_match"] <= 1.0
+
+
+def test_quickstart_runs_every_arm_including_rws():
+    example = load("quickstart")
+    args = example.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--d-model", "16",
+                               "--layers", "1", "--guide-d-model", "8", "--guide-layers", "1", "--iwae-samples", "4",
+                               "--elbo-samples", "2", "--num-samples", "8", "--device", "cpu"])
+    rows = example.main(args)
+    assert [name for name, _, _ in rows] == ["uniform", "l2r", "pl", "pl-rws"]
+    for name, _, result in rows:
+        assert math.isfinite(result["elbo"]) and result["exact"] < 0 and 0.0 <= result["valid"] <= 1.0
+        assert (result["entropy"] == 0.0) if name == "l2r" else 0.5 < result["entropy"] < 1.1

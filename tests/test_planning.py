@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from ip_pyro import collate
 from ip_pyro.cli import main
 from ip_pyro.data.planning import (StarConfig, load_dataset, make_dataset, path_metrics, star_graph, task_config,
                                    write_dataset)
@@ -297,3 +298,45 @@ def test_prompt_group_and_embed_std_reach_every_network_and_its_checkpoint(model
     assert loaded_model.config["prompt_group"] == 2 and loaded_model.config["embed_std"] == 1.0
     if guide is not None:
         assert loaded_guide.config["prompt_group"] == 2
+
+
+@pytest.mark.parametrize("rws_gradient", ["full", "steps"])
+def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_exactly(rws_gradient, tmp_path):
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
+
+    def trainer(out):
+        torch.manual_seed(0)
+        config = tiny_config(tmp_path, objective="rws", objective_switch=2, particles=3, rws_gradient=rws_gradient,
+                             eval_every=2, out=str(tmp_path / out))
+        model, guide = build_model(config)
+        return Trainer(config, model, guide, examples, evaluate=lambda model, guide, trainer: {"checked": 1.0})
+
+    straight = trainer("straight")
+    history = straight.fit(progress=False)
+    steps = [record for record in history if "loss" in record]
+    assert [record["objective"] for record in steps] == ["elbo", "elbo", "rws", "rws", "rws", "rws"]
+    assert all(math.isfinite(record["loss"]) for record in steps)
+    entropies = [record["order_entropy"] for record in history if "order_entropy" in record]
+    assert len(entropies) == 3 and all(0.9 < value < 1.1 for value in entropies)  # a fresh guide: near uniform
+    first = trainer("interrupted")
+    first_half = [first.train_step() for _ in range(3)]
+    first.save()
+    second = trainer("interrupted")
+    assert second.resume() and second.objective() is second.rws
+    assert first_half + [second.train_step() for _ in range(3)] == [record["loss"] for record in steps]
+    saved = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["config"]
+    assert (saved["objective"], saved["objective_switch"], saved["rws_gradient"]) == ("rws", 2, rws_gradient)
+    changed = trainer("other")
+    changed.config.objective_switch = 1
+    changed.save()
+    with pytest.raises(ValueError, match="objective_switch"):
+        trainer("other").resume()
+
+
+def test_fixed_guides_log_their_exact_order_entropy(tmp_path):
+    from ip_pyro.diagnostics import guide_order_entropy
+    from guides import LeftToRightGuide, UniformOrderGuide
+
+    batch = collate([[0, 1, 2, 3], [1, 2], [3]])
+    assert guide_order_entropy(LeftToRightGuide(), batch) == 0.0
+    assert guide_order_entropy(UniformOrderGuide(), batch) == pytest.approx(1.0)
