@@ -6,6 +6,8 @@ and summarised by medians). Sections:
 * training (``benchmarks/train_step.py``): seconds per step and tokens/s of the IP (PL guide, 2 particles, one
   uniform step) and of FO-ARM; ``InsertionELBO`` vs Pyro's ``TraceGraph_ELBO``; activation memory (bytes saved for
   backward, and the CUDA peak on a GPU);
+* objectives: the ``InsertionRWS`` training step (K = 2, 4; full and sampled-step model gradient) beside the
+  ELBO's on the same network and star-easy batch, with canvases scored per second (``training.rws_over_elbo``);
 * sampling: sequences/s for 1,000 sequences of star-medium length (prompted) and of QM9 length (unconditional):
   the IP one insertion per pass, the IP with parallel decoding (4 slots per pass), FO-ARM with and without its KV
   cache. Untrained networks are biased never to stop early, so every model writes the same number of tokens;
@@ -33,7 +35,7 @@ import train_step  # noqa: E402  (the training-step benchmark, reused as the fir
 
 from guides import PlackettLuceGuide  # noqa: E402
 from ip_pyro import collate  # noqa: E402
-from ip_pyro.infer import InsertionELBO  # noqa: E402
+from ip_pyro.infer import InsertionELBO, InsertionRWS  # noqa: E402
 from models import InsertionProcess, LeftToRightLM  # noqa: E402
 
 
@@ -75,6 +77,47 @@ def _steps(ip, arm, guide, batch):
             optimizer.step()
         return run
     return {"ip": (ip_loss, step(ip_loss, ip_optimizer)), "fo-arm": (arm_loss, step(arm_loss, arm_optimizer))}
+
+
+def objective_section(args) -> dict:
+    """Seconds per training step of each objective on one star-easy batch (same network, batch and guide), and the
+    canvases each scores per step: the ELBO ``M`` per sequence; RWS ``K (L + 1)`` (``full``: all with a graph;
+    ``steps``: all without, plus ``K`` with)."""
+    from ip_pyro.data.planning import make_dataset, task_config
+
+    task = task_config("star-easy")
+    examples = make_dataset("star-easy", seed=0, sizes={"train": args.batch_size, "valid": 0, "test": 0})["train"]
+    batch = collate([e["target"] for e in examples], [e["prompt"] for e in examples],
+                    vocab_size=task.vocab_size).to(args.device)
+    ip, _, guide = _models(args, task.vocab_size, task.max_target_length + 2)
+    optimizer = torch.optim.Adam(list(ip.parameters()) + list(guide.parameters()), lr=1e-4)
+    objectives = {"elbo": InsertionELBO(2), "rws_k2_full": InsertionRWS(2), "rws_k4_full": InsertionRWS(4),
+                  "rws_k4_steps": InsertionRWS(4, model_gradient="steps")}
+    scored = int((batch.lengths + 1).sum())
+    canvases = {"elbo": 2 * batch.batch_size, "rws_k2_full": 2 * scored, "rws_k4_full": 4 * scored,
+                "rws_k4_steps": 4 * scored + 4 * batch.batch_size}
+
+    def step(objective):
+        def run():
+            optimizer.zero_grad()
+            (objective.differentiable_loss(ip, guide, batch) / batch.batch_size).backward()
+            optimizer.step()
+        return run
+    runs = {name: step(objective) for name, objective in objectives.items()}
+    for run in runs.values():
+        run()  # warm up
+    seconds = {name: [] for name in runs}
+    for _ in range(args.rounds):  # interleaved
+        for name, run in runs.items():
+            seconds[name].append(_median_seconds(run, args.device, max(1, args.repeats // 2)))
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"task_shape": "star-easy", "batch_size": batch.batch_size,
+            "prompt_tokens_mean": float(batch.prompt_lengths.float().mean()),
+            "target_tokens_mean": float(batch.lengths.float().mean()),
+            "seconds_per_step": median, "canvases_per_step": canvases,
+            "canvases_per_s": {name: canvases[name] / median[name] for name in median},
+            "rws_over_elbo": median["rws_k4_full"] / median["elbo"],
+            "rws_over_elbo_by_arm": {name: median[name] / median["elbo"] for name in median if name != "elbo"}}
 
 
 def saved_activation_bytes(loss_fn) -> int:
@@ -189,6 +232,14 @@ def main(args) -> dict:
     training = train_step.main(step_args)
     tokens = args.batch_size * (step_args.min_length + step_args.max_length) / 2
     training["tokens_per_s"] = {name: tokens / seconds for name, seconds in training["seconds_per_step"].items()}
+    print("== objectives (star-easy batch)")
+    objectives = objective_section(args)
+    training["objectives"] = objectives
+    training["rws_over_elbo"] = objectives["rws_over_elbo"]
+    for name, value in objectives["seconds_per_step"].items():
+        print(f"  {name}: {1000 * value:.0f} ms/step, {objectives['canvases_per_step'][name]} canvases/step, "
+              f"{objectives['canvases_per_s'][name]:.0f} canvases/s")
+    print(f"  rws_over_elbo (K = 4, full gradient) {objectives['rws_over_elbo']:.1f}x")
     print("== activation memory")
     memory = memory_section(args)
     print(json.dumps(memory, indent=1))

@@ -15,9 +15,11 @@ from ip_pyro.train import GUIDE_NAMES, TrainConfig, Trainer, build_model
 SMALL = {"train": 200, "valid": 20, "test": 50}
 
 
-@pytest.mark.parametrize("task", ["star-easy", "star-medium", "star-hard"])
+@pytest.mark.parametrize("task", ["star-easy", "star-easy-v0", "star-medium", "star-hard"])
 def test_star_graphs_have_the_documented_structure(task):
     config = task_config(task)
+    if task == "star-easy":  # ILM's star_small: 5 nodes per arm counting the source, 4 edges, 20 ids
+        assert (config.degree, config.arm_max, config.num_nodes, config.max_target_length) == (3, 4, 20, 8)
     rng = random.Random(0)
     for _ in range(200):
         example = star_graph(rng, config)
@@ -27,10 +29,15 @@ def test_star_graphs_have_the_documented_structure(task):
         assert example["prompt"][-2:] == [example["source"], example["goal"]]
         assert example["target"] == [n for k in range(len(path) - 1) for n in path[k: k + 2]]
         assert len(set(n for edge in example["edges"] for n in edge)) == len(edges) + 1  # a tree
+        if config.outward_edges:  # every edge points away from the source, as in ILM's generator
+            depth = {example["source"]: 0}
+            for _ in edges:
+                depth.update({v: depth[u] + 1 for u, v in example["edges"] if u in depth})
+            assert all(depth[v] == depth[u] + 1 for u, v in example["edges"])
         assert max(example["prompt"]) < config.num_nodes and len(example["target"]) <= config.max_target_length
         degree = sum(example["centre"] in edge for edge in edges)
         if config.centre_is_source:
-            assert example["source"] == example["centre"] and degree == 3 and len(path) == 6
+            assert example["source"] == example["centre"] and degree == 3 and len(path) == config.arm_max + 1
         else:
             assert len(path) - 1 - path.index(example["centre"]) >= config.plan  # the plan past the centre
             assert degree >= config.degree  # every arm passes through the centre

@@ -9,8 +9,11 @@ written as its consecutive edges, flattened (``a b b c c d ...``). Node ids are 
 
 Tiers (``TASKS``):
 
-* ``star-easy``: degree 3, every arm 5 nodes beyond the centre, 20 node ids; the source is the centre and the goal
-  the end of one arm (the path has 5 edges).
+* ``star-easy``: ILM's ``star_small`` (``simple_star_graph`` with degree 3, ``pathlength`` 5, 20 node ids): degree
+  3, every arm 4 nodes beyond the centre (5 counting it), the source is the centre and the goal the end of one arm
+  (the path has 4 edges, the target 8 tokens), and, as there, every edge is written pointing away from the source.
+* ``star-easy-v0``: the star-easy of earlier releases (arms of 5 nodes beyond the centre, edges in random
+  directions); kept so that the numbers reported for it can be reproduced.
 * ``star-medium`` / ``star-hard``: ``degree`` arms, each a chain of ``l`` nodes (``l`` uniform in
   ``[l_min, l_max]`` per arm); the centre is the node at a random index in ``[0, l - p)`` of every arm (``p`` =
   minimum plan length); source and goal are the two ends of arm 0, so the path runs source -> ... -> centre -> ...
@@ -42,7 +45,7 @@ class StarConfig:
     num_nodes: int
     plan: int
     centre_is_source: bool = False
-
+    outward_edges: bool = False  # write every edge (parent, child) from the source, as ILM does; else random
     def validate(self) -> None:
         if self.degree < 1 or self.arm_min < 1 or self.arm_max < self.arm_min or self.num_nodes < 2:
             raise ValueError(f"star graph sizes must be positive with arm_min <= arm_max, got {self}")
@@ -69,7 +72,9 @@ class StarConfig:
 
 
 TASKS = {
-    "star-easy": StarConfig(degree=3, arm_min=5, arm_max=5, num_nodes=20, plan=5, centre_is_source=True),
+    "star-easy": StarConfig(degree=3, arm_min=4, arm_max=4, num_nodes=20, plan=4, centre_is_source=True,
+                            outward_edges=True),
+    "star-easy-v0": StarConfig(degree=3, arm_min=5, arm_max=5, num_nodes=20, plan=5, centre_is_source=True),
     "star-medium": StarConfig(degree=3, arm_min=3, arm_max=6, num_nodes=20, plan=2),
     "star-hard": StarConfig(degree=5, arm_min=6, arm_max=12, num_nodes=56, plan=5),
 }
@@ -114,7 +119,8 @@ def star_graph(rng: random.Random, config: StarConfig) -> dict:
             arms.append([centre if k == index else next(fresh) for k in range(length)])
         path = arms[0]
     edges = [(arm[k], arm[k + 1]) for arm in arms for k in range(len(arm) - 1)]
-    edges = [(v, u) if rng.random() < 0.5 else (u, v) for u, v in edges]
+    if not config.outward_edges:  # arms are written from the centre (star-easy) or from the source (the others)
+        edges = [(v, u) if rng.random() < 0.5 else (u, v) for u, v in edges]
     rng.shuffle(edges)
     source, goal = path[0], path[-1]
     prompt = [node for edge in edges for node in edge] + [source, goal]
