@@ -22,7 +22,7 @@ import time
 import torch
 
 from ip_pyro import collate
-from models import LeftToRightLM
+from ip_pyro.models import LeftToRightLM
 
 
 def lookup_batch(size: int, edges: int, nodes: int, generator: torch.Generator, directed: bool = False) -> tuple:

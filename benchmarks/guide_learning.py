@@ -24,12 +24,12 @@ import time
 import pyro
 import torch
 
-from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.diagnostics import order_draws, relative_order_entropy
 from ip_pyro.infer import InsertionELBO, InsertionRWS, exact_log_likelihood
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 # name: (guide, guide learning rate multiplier, particles, initial score scale, entropy weight annealed from 0,
 #        objective: "elbo" or "rws:<model gradient>:<guide update>")

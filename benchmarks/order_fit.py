@@ -16,9 +16,13 @@ from pathlib import Path
 
 import torch
 
-from guides import BinaryTreeGuide, LeftToRightGuide, OutsideInGuide, RightToLeftGuide, UniformOrderGuide
+from ip_pyro.guides import build_guide
 from ip_pyro import collate
 from ip_pyro.checkpoint import load_checkpoint
+
+
+# the fixed orders of the guide registry (ip_pyro.guides.FAMILIES) under their display names
+FIXED_ORDERS = {"left to right": "l2r", "right to left": "r2l", "outside in": "ends", "middle out (tree)": "tree"}
 
 
 def mean_log_joint(model, guide, batch, samples: int) -> torch.Tensor:
@@ -37,9 +41,8 @@ def main(args):
     batch = collate([record["target"] for record in records], prompts if any(prompts) else None,
                     vocab_size=model.vocab_size)
     torch.manual_seed(args.seed)
-    families = {"left to right": (LeftToRightGuide(), 1), "right to left": (RightToLeftGuide(), 1),
-                "outside in": (OutsideInGuide(), 1), "middle out (tree)": (BinaryTreeGuide(), 1),
-                "uniform random": (UniformOrderGuide(), args.samples)}
+    families = {label: (build_guide(name), 1) for label, name in FIXED_ORDERS.items()}
+    families["uniform random"] = (build_guide("uniform"), args.samples)
     if guide is not None and type(guide).__name__ not in {type(g).__name__ for g, _ in families.values()}:
         families[f"the checkpoint's guide ({type(guide).__name__})"] = (guide.eval(), args.samples)
     scores = {name: mean_log_joint(model, family, batch, samples) for name, (family, samples) in families.items()}

@@ -18,11 +18,11 @@ import time
 import pyro
 import torch
 
-from guides import PlackettLuceGuide
+from ip_pyro.guides import PlackettLuceGuide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.infer import InsertionELBO, exact_log_likelihood
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 
 def run(setting: str, train, test_batch, args) -> list:

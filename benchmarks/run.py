@@ -33,10 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_step  # noqa: E402  (the training-step benchmark, reused as the first section)
 
-from guides import PlackettLuceGuide  # noqa: E402
+from ip_pyro.guides import PlackettLuceGuide  # noqa: E402
 from ip_pyro import collate  # noqa: E402
 from ip_pyro.infer import InsertionELBO, InsertionRWS  # noqa: E402
-from models import InsertionProcess, LeftToRightLM  # noqa: E402
+from ip_pyro.models import InsertionProcess, LeftToRightLM  # noqa: E402
 
 
 def _median_seconds(function, device: str, repeats: int) -> float:

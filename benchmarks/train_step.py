@@ -24,10 +24,10 @@ import pyro
 import torch
 from pyro.infer import SVI, TraceGraph_ELBO
 
-from guides import PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.infer import InsertionELBO
-from models import InsertionProcess, LeftToRightLM
+from ip_pyro.models import InsertionProcess, LeftToRightLM
 
 
 def synchronise(device):

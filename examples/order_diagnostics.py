@@ -17,13 +17,13 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from guides import PlackettLuceGuide
+from ip_pyro.guides import PlackettLuceGuide
 from ip_pyro import collate
 from ip_pyro.checkpoint import save_checkpoint
 from ip_pyro.data import iterate_batches, mirror_language
-from ip_pyro.diagnose import diagnose
+from ip_pyro.report import diagnose
 from ip_pyro.infer import InsertionELBO
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 
 def main(args):

@@ -20,26 +20,22 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import build_guide
 from ip_pyro import collate
 from ip_pyro.data import checksum_language, is_checksum_valid, is_mirror, iterate_batches, mirror_language
 from ip_pyro.diagnostics import guide_order_entropy
 from ip_pyro.infer import (InsertionELBO, InsertionRWS, exact_log_likelihood, importance_log_likelihood,
                            log_importance_weights)
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 ARMS = ("uniform", "l2r", "pl", "pl-rws")
 
 
 def make_guide(name: str, args):
-    if name == "uniform":
-        return UniformOrderGuide()
-    if name == "l2r":
-        return LeftToRightGuide()
-    if name in ("pl", "pl-rws"):
-        return PlackettLuceGuide(args.vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers,
-                                 n_heads=2, max_length=args.max_length)
-    raise ValueError(f"unknown guide {name!r}; choose from {', '.join(ARMS)}")
+    """The guide of an arm, from the registry (``pl-rws`` is the PL guide trained under InsertionRWS)."""
+    family = "pl" if name == "pl-rws" else name
+    return build_guide(family, args.vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers, n_heads=2,
+                       max_length=args.max_length)
 
 
 def make_objective(name: str, args):

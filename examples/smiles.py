@@ -18,21 +18,17 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from guides import PlackettLuceGuide, SequentialGuide, UniformOrderGuide
+from ip_pyro.guides import build_guide
 from ip_pyro import collate
 from ip_pyro.data.molecules import load_smiles_task
 from ip_pyro.evaluation import smiles_metrics
 from ip_pyro.infer import InsertionELBO
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 
 def make_guide(name, vocab_size, max_length, args):
     sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers, max_length=max_length)
-    factories = {"uniform": UniformOrderGuide, "pl": lambda: PlackettLuceGuide(vocab_size, **sizes),
-                 "sequential": lambda: SequentialGuide(vocab_size, **sizes)}
-    if name not in factories:
-        raise ValueError(f"unknown guide {name!r}; choose from {', '.join(factories)}")
-    return factories[name]()
+    return build_guide(name, vocab_size, **sizes)  # the registry: ip_pyro.guides.FAMILIES
 
 
 def main(args):

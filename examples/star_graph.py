@@ -16,27 +16,20 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from guides import (BinaryTreeGuide, LeftToRightGuide, OutsideInGuide, PlackettLuceGuide, RightToLeftGuide,
-                    SequentialGuide, UniformOrderGuide)
+from ip_pyro.guides import FAMILIES, build_guide
 from ip_pyro import collate
 from ip_pyro.data.planning import LENGTH_SLACK, make_dataset, task_config
 from ip_pyro.evaluation import planning_metrics
 from ip_pyro.infer import InsertionELBO
 from ip_pyro.networks import positions_needed
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 
 def make_guide(name, task, args):
     sizes = dict(d_model=args.guide_d_model, n_layers=args.guide_layers,
                  max_length=task.max_target_length + LENGTH_SLACK, max_positions=max_positions(task, args),
                  prompt_group=args.prompt_group, embed_std=args.embed_std)
-    factories = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide,
-                 "ends": OutsideInGuide, "tree": BinaryTreeGuide,
-                 "pl": lambda: PlackettLuceGuide(task.vocab_size, **sizes),
-                 "sequential": lambda: SequentialGuide(task.vocab_size, **sizes)}
-    if name not in factories:
-        raise ValueError(f"unknown guide {name!r}; choose from {', '.join(factories)}")
-    return factories[name]()
+    return build_guide(name, task.vocab_size, **sizes)  # the registry: ip_pyro.guides.FAMILIES
 
 
 def max_positions(task, args) -> int:
@@ -77,7 +70,7 @@ def main(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="star-easy")
-    parser.add_argument("--guide", default="pl")
+    parser.add_argument("--guide", default="pl", choices=list(FAMILIES), help="a guide family of the registry")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -1,13 +1,15 @@
-"""Guide families q(sigma | x) over insertion orders, all with the interface of :class:`guides.base.OrderGuide`."""
-from guides.base import OrderGuide
-from guides.binary_tree import BinaryTreeGuide
-from guides.exact import ExactPosteriorGuide
-from guides.left_to_right import LeftToRightGuide
-from guides.outside_in import OutsideInGuide
-from guides.plackett_luce import PlackettLuceGuide
-from guides.right_to_left import RightToLeftGuide
-from guides.sequential import SequentialGuide
-from guides.uniform import UniformOrderGuide
+"""Guide families q(sigma | x) over insertion orders, all with the interface of :class:`ip_pyro.guides.base.OrderGuide`."""
+from ip_pyro.guides.base import OrderGuide
+from ip_pyro.guides.binary_tree import BinaryTreeGuide
+from ip_pyro.guides.exact import ExactPosteriorGuide
+from ip_pyro.guides.left_to_right import LeftToRightGuide
+from ip_pyro.guides.outside_in import OutsideInGuide
+from ip_pyro.guides.plackett_luce import PlackettLuceGuide
+from ip_pyro.guides.right_to_left import RightToLeftGuide
+from ip_pyro.guides.sequential import SequentialGuide
+from ip_pyro.guides.uniform import UniformOrderGuide
+from ip_pyro.guides.registry import FAMILIES, LEARNED, build_guide
 
 __all__ = ["OrderGuide", "UniformOrderGuide", "LeftToRightGuide", "PlackettLuceGuide", "ExactPosteriorGuide",
-           "BinaryTreeGuide", "SequentialGuide", "RightToLeftGuide", "OutsideInGuide"]
+           "BinaryTreeGuide", "SequentialGuide", "RightToLeftGuide", "OutsideInGuide", "FAMILIES", "LEARNED",
+           "build_guide"]

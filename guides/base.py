@@ -1,7 +1,7 @@
 """The interface every guide family shares.
 
 A guide is a :class:`~pyro.nn.PyroModule`; ``guide(batch)`` is a Pyro guide program for
-:class:`models.InsertionProcess`: it samples an order at site ``order`` (auxiliary: the model has no such site)
+:class:`ip_pyro.models.InsertionProcess`: it samples an order at site ``order`` (auxiliary: the model has no such site)
 and then emits ``slot_{t}`` and ``token_{t}`` as ``Delta`` sites, so that the model builds exactly ``batch.tokens``.
 Besides the program a guide offers:
 
@@ -91,7 +91,7 @@ class ScorerGuide(OrderGuide):
     :param d_model, n_layers, n_heads, dropout: scorer size.
     :param max_length: longest sequence the guide accepts.
     :param max_positions: learned absolute position embeddings over ``[prompt ; BOS ; x]`` (``0``: rotary only).
-    :param prompt_group: read the prompt as groups of this many tokens (see :class:`models.InsertionProcess`).
+    :param prompt_group: read the prompt as groups of this many tokens (see :class:`ip_pyro.models.InsertionProcess`).
     """
 
     def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,

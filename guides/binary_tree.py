@@ -5,11 +5,8 @@ from __future__ import annotations
 import functools
 
 import torch
-from pyro.nn import pyro_method
 
-from guides.base import OrderGuide
-from ip_pyro.batch import Batch
-from ip_pyro.distributions import FixedOrder
+from ip_pyro.guides.base import FixedOrderGuide
 
 __all__ = ["BinaryTreeGuide", "middle_out_order"]
 
@@ -29,13 +26,11 @@ def middle_out_order(length: int) -> tuple:
     return tuple(order)
 
 
-class BinaryTreeGuide(OrderGuide):
+class BinaryTreeGuide(FixedOrderGuide):
     """A point mass on the middle-out order of each sequence. No parameters."""
 
-    @pyro_method
-    def order_distribution(self, batch: Batch) -> FixedOrder:
-        self._check(batch)
-        width = batch.max_length
-        rows = [list(middle_out_order(length)) + list(range(length, width)) for length in batch.lengths.tolist()]
-        orders = torch.tensor(rows, dtype=torch.long, device=batch.device).reshape(len(rows), width)
-        return FixedOrder(orders, batch.lengths)
+    def positions(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        width = steps.shape[1]
+        table = torch.tensor([list(middle_out_order(length)) + list(range(length, width)) for length in range(width + 1)],
+                             dtype=torch.long, device=steps.device).reshape(width + 1, width)  # one row per length
+        return table[lengths.squeeze(-1)]

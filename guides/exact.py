@@ -5,26 +5,22 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution
 from pyro.nn import pyro_method
 
-from guides.base import OrderGuide
+from ip_pyro.guides.base import OrderGuide
 from ip_pyro.batch import Batch
-from ip_pyro.distributions import permutation
+from ip_pyro.distributions import OrderDistribution
 from ip_pyro.infer.likelihood import MAX_EXACT_LENGTH, SubsetMessages, subset_messages
 
 __all__ = ["ExactPosteriorGuide", "ExactPosterior"]
 
 
-class ExactPosterior(TorchDistribution):
+class ExactPosterior(OrderDistribution):
     """p(sigma | x) for a batch, from the model's subset messages (see :func:`ip_pyro.infer.subset_messages`).
 
     ``log q(sigma_t | sigma_<t) = log p(go, insert sigma_t | S_t) + beta(S_t + sigma_t) - beta(S_t)`` with ``S_t``
     the set inserted before step ``t`` and ``beta`` the backward message, so every method is exact.
     """
-
-    arg_constraints = {}
-    support = permutation
 
     def __init__(self, messages: SubsetMessages, lengths: torch.Tensor, width: int):
         self.messages, self.lengths, self.width = messages, lengths, width
@@ -48,10 +44,10 @@ class ExactPosterior(TorchDistribution):
         return log_probs.masked_fill(inserted | ~valid, -math.inf)
 
     def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
-        rows = inserted.shape[0]
-        size = self.lengths.shape[0]
-        codes = (inserted.long() * self.bits).sum(-1).view(rows // size, size)
-        return self._next_log_probs(codes).reshape(rows, self.width)
+        aligned, shape = self._particle_view(inserted)
+        codes = (aligned.long() * self.bits).sum(-1)
+        log_probs = self._next_log_probs(codes)
+        return log_probs if shape is None else log_probs.reshape(shape)
 
     def log_prob_steps(self, orders: torch.Tensor) -> torch.Tensor:
         steps = []
@@ -66,8 +62,6 @@ class ExactPosterior(TorchDistribution):
         terms = torch.stack(steps, dim=-1)
         return torch.where(valid.expand_as(terms), terms, torch.zeros_like(terms))
 
-    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_steps(orders).sum(-1)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape

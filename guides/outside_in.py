@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from guides.base import FixedOrderGuide
+from ip_pyro.guides.base import FixedOrderGuide
 
 __all__ = ["OutsideInGuide"]
 

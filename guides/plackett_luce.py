@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyro.nn import pyro_method
 
-from guides.base import ScorerGuide
+from ip_pyro.guides.base import ScorerGuide
 from ip_pyro.batch import Batch
 from ip_pyro.distributions import PlackettLuce
 
@@ -14,7 +14,7 @@ __all__ = ["PlackettLuceGuide"]
 class PlackettLuceGuide(ScorerGuide):
     """q(sigma | x) = PlackettLuce(f_phi(x, prompt)). Starts at the uniform order (zero-initialised scores).
 
-    Arguments as :class:`guides.base.ScorerGuide`: ``vocab_size``, then ``d_model=64``, ``n_layers=3``,
+    Arguments as :class:`ip_pyro.guides.base.ScorerGuide`: ``vocab_size``, then ``d_model=64``, ``n_layers=3``,
     ``n_heads=4``, ``max_length=64``, ``dropout=0.0``.
     """
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 
 import torch
-from pyro.distributions import TorchDistribution
 from pyro.nn import pyro_method
 
-from guides.base import ScorerGuide
+from ip_pyro.guides.base import ScorerGuide
 from ip_pyro.batch import Batch
-from ip_pyro.distributions import masked_log_softmax, permutation
+from ip_pyro.distributions import OrderDistribution, masked_log_softmax, particle_copies
 from ip_pyro.networks import OrderScorer
 
 __all__ = ["SequentialGuide", "SequentialOrders"]
 
 
-class SequentialOrders(TorchDistribution):
+class SequentialOrders(OrderDistribution):
     """The order distribution of a :class:`SequentialGuide` for one batch (``B`` sequences of padded length
     ``L``), a Pyro distribution with batch shape ``[B]`` and event shape ``[L]``. Every method batches the network
     passes it needs; ``chunk_size`` bounds rows per pass."""
-
-    arg_constraints = {}
-    support = permutation
 
     def __init__(self, scorer: OrderScorer, batch: Batch, chunk_size: int = 4096):
         self.scorer, self.batch, self.chunk_size = scorer, batch, chunk_size
@@ -38,10 +34,11 @@ class SequentialOrders(TorchDistribution):
     def _log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
         """``[N, L]`` next-index log-probabilities for inserted masks ``[N, L]`` aligned with ``batch.repeat``."""
         rows = inserted.shape[0]
+        particle_copies(rows, self.batch_shape[0])
         parts = []
         for begin in range(0, rows, self.chunk_size):
             chunk = inserted[begin:begin + self.chunk_size]
-            index = torch.arange(begin, begin + chunk.shape[0], device=inserted.device) % self.batch_shape[0]
+            index = self._row_sequences(chunk.shape[0], inserted.device, begin)
             part = self.batch[index]
             scores = self.scorer(part.tokens, part.lengths, part.prompt, part.prompt_lengths, inserted=chunk)
             parts.append(masked_log_softmax(scores, self.valid[index] & ~chunk))
@@ -63,9 +60,6 @@ class SequentialOrders(TorchDistribution):
         chosen = log_probs.gather(2, flat.unsqueeze(-1)).squeeze(-1)  # [R, step]
         live = self.valid.repeat(flat.shape[0] // self.batch_shape[0], 1)
         return torch.where(live, chosen, torch.zeros_like(chosen)).reshape(shape)
-
-    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_steps(orders).sum(-1)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
@@ -91,7 +85,7 @@ class SequentialOrders(TorchDistribution):
 class SequentialGuide(ScorerGuide):
     """q(sigma | x) = prod_t softmax_j f_phi(x, prompt, inserted_t)_j over the remaining positions j.
 
-    Arguments as :class:`guides.base.ScorerGuide`; starts at the uniform order (zero-initialised scores).
+    Arguments as :class:`ip_pyro.guides.base.ScorerGuide`; starts at the uniform order (zero-initialised scores).
     Sampling takes ``L`` network passes; ``log_prob`` scores all ``L`` prefixes in one batched pass.
     """
 

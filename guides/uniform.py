@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pyro.nn import pyro_method
 
-from guides.base import OrderGuide
+from ip_pyro.guides.base import OrderGuide
 from ip_pyro.batch import Batch
 from ip_pyro.distributions import PlackettLuce
 

@@ -20,15 +20,12 @@ FORMAT_VERSION = 1
 
 
 def _registry():
-    """Every model and guide class a checkpoint can name (all of ``models`` and ``guides`` that rebuild from their
-    ``config``; the abstract base and the exact-posterior guide, which wraps a model, are not)."""
-    import guides
-    import models
+    """Every model and guide class a checkpoint can name: the families of :data:`ip_pyro.models.FAMILIES` and
+    :data:`ip_pyro.guides.FAMILIES` (all rebuild from their ``config``)."""
+    from ip_pyro import guides, models
 
-    classes = [getattr(guides, name) for name in guides.__all__] + [getattr(models, name) for name in models.__all__]
-    return {cls.__name__: cls for cls in classes
-            if isinstance(cls, type) and issubclass(cls, torch.nn.Module)
-            and cls.__name__ not in ("OrderGuide", "ExactPosteriorGuide")}
+    classes = list(guides.FAMILIES.values()) + list(models.FAMILIES.values())
+    return {cls.__name__: cls for cls in classes}
 
 
 def atomic_write(path, write) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ip_pyro.guides.registry import FAMILIES as GUIDE_FAMILIES
 from ip_pyro.infer.rws import GUIDE_UPDATES, MODEL_GRADIENTS
+from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
 
 __all__ = ["TrainConfig", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS", "OBJECTIVES",
            "RUNTIME_KEYS"]
 
-GUIDE_NAMES = ("uniform", "l2r", "r2l", "ends", "pl", "tree", "sequential")
-MODEL_NAMES = ("ip", "fo-arm")
+GUIDE_NAMES = tuple(GUIDE_FAMILIES)  # the registries' names (ip_pyro.guides.FAMILIES, ip_pyro.models.FAMILIES)
+MODEL_NAMES = tuple(MODEL_FAMILIES)
 CHECKPOINT_VERSION = 1
 PRECISIONS = ("fp32", "bf16")
 OBJECTIVES = ("elbo", "rws")

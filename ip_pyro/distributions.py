@@ -19,7 +19,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-__all__ = ["PlackettLuce", "FixedOrder", "MAX_ENUMERATE_LENGTH", "masked_log_softmax"]
+__all__ = ["OrderDistribution", "PlackettLuce", "FixedOrder", "MAX_ENUMERATE_LENGTH", "masked_log_softmax",
+           "particle_copies"]
 
 MAX_ENUMERATE_LENGTH = 8
 
@@ -56,22 +57,47 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device) < lengths.unsqueeze(-1)
 
 
-def _align_rows(inserted: torch.Tensor, batch_shape: torch.Size) -> tuple[torch.Tensor, tuple]:
-    """View ``[k * B, L]`` masks as ``[k, B, L]`` so that they broadcast against a ``[B]`` batch."""
-    rows = inserted.shape[:-1]
-    if len(batch_shape) == 1 and len(rows) == 1 and rows[0] != batch_shape[0] and batch_shape[0] > 0:
-        if rows[0] % batch_shape[0]:
-            raise ValueError(f"inserted has {rows[0]} rows, not a multiple of the batch size {batch_shape[0]}; "
-                             "repeat the batch particle-major (Batch.repeat)")
-        return inserted.reshape(rows[0] // batch_shape[0], batch_shape[0], inserted.shape[-1]), inserted.shape
-    return inserted, None
+def particle_copies(rows: int, batch_size: int) -> int:
+    """``k`` for ``rows = k * B`` rows in the particle-major convention (row ``m * B + b`` is sequence ``b``, as
+    :meth:`ip_pyro.Batch.repeat` lays them out); a one-line error when ``rows`` is not a multiple of ``B``."""
+    if batch_size == 0:
+        return 0
+    if rows % batch_size:
+        raise ValueError(f"{rows} rows are not a multiple of the batch size {batch_size}; repeat the batch "
+                         "particle-major (Batch.repeat)")
+    return rows // batch_size
+
+
+class OrderDistribution(TorchDistribution):
+    """Base of the distributions over orders (event shape ``[L]``, batch shape ``[B]``): the permutation support,
+    ``log_prob`` as the sum of ``log_prob_steps``, and the particle-major row convention of ``inserted`` masks."""
+
+    arg_constraints = {}
+    support = permutation
+
+    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_steps(orders).sum(-1)
+
+    def _particle_view(self, inserted: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """View ``[k * B, L]`` masks as ``[k, B, L]`` so that they broadcast against a ``[B]`` batch (other shapes
+        pass unchanged); returns the view and the shape to restore (``None``: nothing to restore)."""
+        rows = inserted.shape[:-1]
+        size = self.batch_shape[0] if len(self.batch_shape) == 1 else None
+        if size and len(rows) == 1 and rows[0] != size:
+            copies = particle_copies(rows[0], size)
+            return inserted.reshape(copies, size, inserted.shape[-1]), inserted.shape
+        return inserted, None
+
+    def _row_sequences(self, rows: int, device, begin: int = 0) -> torch.Tensor:
+        """The sequence of each of rows ``begin .. begin + rows - 1`` of a ``k * B`` particle-major stack."""
+        return torch.arange(begin, begin + rows, device=device) % self.batch_shape[0]
 
 
 def _restore_rows(value: torch.Tensor, shape) -> torch.Tensor:
     return value if shape is None else value.reshape(shape)
 
 
-class PlackettLuce(TorchDistribution):
+class PlackettLuce(OrderDistribution):
     r"""Plackett–Luce distribution over orders:
     :math:`q(\sigma) = \prod_t \exp(w_{\sigma_t}) / \sum_{j \notin \sigma_{<t}} \exp(w_j)`.
 
@@ -83,8 +109,6 @@ class PlackettLuce(TorchDistribution):
     ``1e4``. Equal logits give ``log_prob = -log L!``.
     """
 
-    arg_constraints = {}
-    support = permutation
     has_enumerate_support = True
 
     def __init__(self, logits: torch.Tensor, lengths: torch.Tensor | None = None, validate_args=None):
@@ -130,12 +154,9 @@ class PlackettLuce(TorchDistribution):
         remaining = chosen.flip(-1).logcumsumexp(-1).flip(-1)  # log sum over steps >= t
         return torch.where(self._valid, chosen - remaining, torch.zeros_like(chosen))
 
-    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_steps(orders).sum(-1)
-
     def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
         """``log q(next = j | inserted)`` ``[..., L]``; ``-inf`` where inserted or padding."""
-        aligned, shape = _align_rows(inserted, self.batch_shape)
+        aligned, shape = self._particle_view(inserted)
         return _restore_rows(masked_log_softmax(self.logits.expand_as(aligned), self._valid & ~aligned), shape)
 
     def mode_order(self) -> torch.Tensor:
@@ -159,7 +180,7 @@ class PlackettLuce(TorchDistribution):
         return orders.expand((count,) + self.batch_shape + (size,)) if expand else orders
 
 
-class FixedOrder(TorchDistribution):
+class FixedOrder(OrderDistribution):
     """A point mass on one order per sequence (e.g. left-to-right or middle-out).
 
     :param orders: LongTensor ``[*batch_shape, L]`` in the padding convention of :mod:`ip_pyro.orders`.
@@ -169,8 +190,6 @@ class FixedOrder(TorchDistribution):
     order (for an ``inserted`` set that is a prefix of the order this is the exact conditional).
     """
 
-    arg_constraints = {}
-    support = permutation
     has_enumerate_support = False
 
     def __init__(self, orders: torch.Tensor, lengths: torch.Tensor, validate_args=None):
@@ -191,11 +210,8 @@ class FixedOrder(TorchDistribution):
         mismatch = self._valid & (orders != self.orders)
         return torch.zeros(orders.shape, device=orders.device).masked_fill(mismatch, -math.inf)
 
-    def log_prob(self, orders: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_steps(orders).sum(-1)
-
     def next_index_log_probs(self, inserted: torch.Tensor) -> torch.Tensor:
-        aligned, shape = _align_rows(inserted, self.batch_shape)
+        aligned, shape = self._particle_view(inserted)
         size = self.orders.shape[-1]
         ranks = torch.empty_like(self.orders).scatter_(
             -1, self.orders, torch.arange(size, device=self.orders.device).expand_as(self.orders))

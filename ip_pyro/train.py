@@ -33,26 +33,21 @@ __all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES"
 
 
 def build_model(config: TrainConfig):
-    """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data)."""
-    from guides import (BinaryTreeGuide, LeftToRightGuide, OutsideInGuide, PlackettLuceGuide, RightToLeftGuide,
-                        SequentialGuide, UniformOrderGuide)
-    from models import InsertionProcess, LeftToRightLM
+    """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data), through the
+    registries :data:`ip_pyro.models.FAMILIES` and :data:`ip_pyro.guides.FAMILIES`."""
+    from ip_pyro import guides, models
 
     config.validate()
     max_positions = positions_needed(config.max_prompt_length, config.max_length) if config.absolute_positions else 0
-    sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads,
-                 max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
-                 prompt_group=config.prompt_group, embed_std=config.embed_std)
+    shared = dict(max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
+                  prompt_group=config.prompt_group, embed_std=config.embed_std)
+    sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads, **shared)
     if config.model == "fo-arm":
-        return LeftToRightLM(config.vocab_size, **sizes), None
+        return models.build_model("fo-arm", config.vocab_size, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
-                       max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
-                       prompt_group=config.prompt_group, embed_std=config.embed_std)
-    guides = {"uniform": UniformOrderGuide, "l2r": LeftToRightGuide, "r2l": RightToLeftGuide, "ends": OutsideInGuide,
-              "tree": BinaryTreeGuide,
-              "pl": lambda: PlackettLuceGuide(config.vocab_size, **guide_sizes),
-              "sequential": lambda: SequentialGuide(config.vocab_size, **guide_sizes)}
-    return InsertionProcess(config.vocab_size, termination=config.termination, **sizes), guides[config.guide]()
+                       **shared)
+    model = models.build_model("ip", config.vocab_size, termination=config.termination, **sizes)
+    return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:

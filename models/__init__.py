@@ -1,5 +1,6 @@
 """Pyro models: the Insertion Process and the left-to-right autoregressive baseline."""
-from models.autoregressive import LeftToRightLM
-from models.insertion import InsertionProcess, StepLogProbs
+from ip_pyro.models.autoregressive import LeftToRightLM
+from ip_pyro.models.insertion import InsertionProcess, StepLogProbs
+from ip_pyro.models.registry import FAMILIES, build_model
 
-__all__ = ["InsertionProcess", "StepLogProbs", "LeftToRightLM"]
+__all__ = ["InsertionProcess", "StepLogProbs", "LeftToRightLM", "FAMILIES", "build_model"]

@@ -12,7 +12,7 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
-from ip_pyro.causal import CausalDecoder
+from ip_pyro.networks import CausalDecoder
 from ip_pyro.networks import check_max_positions, check_network_sizes
 from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
@@ -21,10 +21,10 @@ __all__ = ["LeftToRightLM"]
 
 
 class LeftToRightLM(PyroModule):
-    """A causal Transformer language model with EOS; same blocks as :class:`models.InsertionProcess`.
+    """A causal Transformer language model with EOS; same blocks as :class:`ip_pyro.models.InsertionProcess`.
 
     ``max_positions > 0`` adds learned absolute position embeddings to the rotary ones and ``prompt_group > 1``
-    reads the prompt as groups of tokens (see :class:`models.InsertionProcess`).
+    reads the prompt as groups of tokens (see :class:`ip_pyro.models.InsertionProcess`).
 
     ``model(batch)`` is the Pyro program (observed ``token_{t}`` sites, no latent variables: train it with
     ``SVI(model, lambda batch: None, optim, Trace_ELBO())`` or directly on :meth:`log_prob`).

@@ -23,7 +23,7 @@ program's site names (``stop_{t}``, ``slot_{t}``, ``token_{t}``).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pyro
 import pyro.distributions as dist
@@ -64,21 +64,14 @@ def _eos_as_stop(output: DecoderOutput, canvas_lengths: torch.Tensor, vocab_size
     return DecoderOutput(stop_logits, slot_logits, output.token_logits[..., :vocab_size])
 
 
-class StepLogProbs:
-    """Scores of ``N`` canvases from one decoder pass.
+class StepLogProbs(NamedTuple):
+    """Scores of ``N`` canvases from one decoder pass: ``stop`` ``[N]`` (``log p(stop | canvas)``), ``insert``
+    ``[N, L]`` (``log p(slot(j), token = x_j | canvas)`` for every position ``j`` not yet inserted, ``-inf``
+    elsewhere) and ``go`` ``[N]`` (``log(1 - p(stop | canvas))``). Unpacks as ``stop, insert, go``."""
 
-    ``stop`` ``[N]``: ``log p(stop | canvas)``; ``insert`` ``[N, L]``: ``log p(slot(j), token = x_j | canvas)``
-    for every position ``j`` not yet inserted (``-inf`` elsewhere); ``go`` ``[N]``: ``log(1 - p(stop | canvas))``.
-    Unpacks as ``stop, insert = model.step_log_probs(...)``.
-    """
-
-    __slots__ = ("stop", "insert", "go")
-
-    def __init__(self, stop: torch.Tensor, insert: torch.Tensor, go: torch.Tensor):
-        self.stop, self.insert, self.go = stop, insert, go
-
-    def __iter__(self):
-        return iter((self.stop, self.insert))
+    stop: torch.Tensor
+    insert: torch.Tensor
+    go: torch.Tensor
 
 
 class InsertionProcess(PyroModule):

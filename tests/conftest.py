@@ -2,8 +2,8 @@ import pyro
 import pytest
 import torch
 
-from guides import PlackettLuceGuide
-from models import InsertionProcess
+from ip_pyro.guides import PlackettLuceGuide
+from ip_pyro.models import InsertionProcess
 
 
 @pytest.fixture(autouse=True)

@@ -34,10 +34,10 @@ def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
     import torch
 
     import order_fit
-    from guides import PlackettLuceGuide, RightToLeftGuide
+    from ip_pyro.guides import PlackettLuceGuide, RightToLeftGuide
     from ip_pyro import collate
     from ip_pyro.checkpoint import save_checkpoint
-    from models import InsertionProcess
+    from ip_pyro.models import InsertionProcess
 
     torch.manual_seed(0)
     model = InsertionProcess(5, d_model=16, n_layers=1, n_heads=2, max_length=6)

@@ -90,7 +90,7 @@ def test_cli_errors_are_one_line_without_traceback(arguments, message, tmp_path,
 
 
 def test_star_records_give_landmarks_for_the_path_view():
-    from ip_pyro.cli import _landmarks
+    from ip_pyro.cli.common import landmarks as _landmarks
 
     records = [{"target": [3, 7, 7, 9, 9, 4], "source": 3, "centre": 9, "goal": 4},
                {"target": [5, 1], "source": 5, "centre": 5, "goal": 1}]

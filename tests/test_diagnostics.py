@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import tiny_model, tiny_pl_guide
-from guides import ExactPosteriorGuide, UniformOrderGuide
-from guides.base import OrderGuide
+from ip_pyro.guides import ExactPosteriorGuide, UniformOrderGuide
+from ip_pyro.guides.base import OrderGuide
 from ip_pyro import collate, diagnostics, plots
-from ip_pyro.diagnose import diagnose
+from ip_pyro.report import diagnose
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import OrderMH, exact_log_likelihood, log_importance_weights
 
@@ -178,7 +178,7 @@ def test_diagnose_without_mcmc_is_guide_only(tmp_path):
 
 
 def test_relative_order_entropy_is_one_for_the_uniform_order_and_zero_for_a_fixed_one():
-    from guides import LeftToRightGuide, UniformOrderGuide
+    from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
     from ip_pyro import collate
     from ip_pyro.diagnostics import order_draws, relative_order_entropy
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_model, tiny_pl_guide
-from guides import LeftToRightGuide, UniformOrderGuide
+from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
 from ip_pyro import Batch, collate
 from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
 

@@ -3,10 +3,10 @@ One row per case: (name, call, pattern the message must match)."""
 import pytest
 import torch
 
-from guides import PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import Batch, collate, slots_to_orders
 from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
-from models import InsertionProcess, LeftToRightLM
+from ip_pyro.models import InsertionProcess, LeftToRightLM
 
 
 def model():

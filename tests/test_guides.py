@@ -7,8 +7,8 @@ import torch
 from pyro import poutine
 
 from conftest import roughen, tiny_model
-from guides import BinaryTreeGuide, OutsideInGuide, RightToLeftGuide, SequentialGuide
-from guides.binary_tree import middle_out_order
+from ip_pyro.guides import BinaryTreeGuide, OutsideInGuide, RightToLeftGuide, SequentialGuide
+from ip_pyro.guides.binary_tree import middle_out_order
 from ip_pyro import collate
 from ip_pyro.infer import InsertionELBO
 from test_elbo import exact_elbo, expected_estimator, gradients

@@ -10,7 +10,7 @@ from conftest import tiny_model
 from ip_pyro import Batch, collate, orders_to_slots
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import exact_log_likelihood
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 
 def conditioned_trace_log_prob(model, batch, orders):
@@ -128,8 +128,8 @@ def test_step_log_probs_are_normalised_over_stop_and_insertions(float64):
     with torch.no_grad():
         scores = model.step_log_probs(batch, inserted)
         output = model.network(torch.tensor([[1, 2]]), torch.tensor([2]))
-    stop, insert = scores  # unpacks as (stop, insert)
-    assert abs(float(stop.exp() + scores.go.exp()) - 1.0) < 1e-12
+    stop, insert, go = scores  # unpacks as (stop, insert, go)
+    assert abs(float(stop.exp() + go.exp()) - 1.0) < 1e-12
     assert torch.isinf(insert[0, 1]) and torch.isinf(insert[0, 3])
     # brute force (output above): insert x_0 = 0 into slot 0 and x_2 = 2 into slot 1 of the canvas (1, 2)
     joint = output.slot_logits.log_softmax(-1).unsqueeze(-1) + output.token_logits.log_softmax(-1)
@@ -218,7 +218,7 @@ def test_unknown_termination_is_one_line():
 
 @pytest.mark.parametrize("with_prompt", [False, True])
 def test_left_to_right_kv_cache_gives_the_same_samples(with_prompt):
-    from models import LeftToRightLM
+    from ip_pyro.models import LeftToRightLM
 
     torch.manual_seed(0)
     model = LeftToRightLM(5, d_model=16, n_layers=2, n_heads=2, max_length=9, max_positions=5 + 9 + 2)

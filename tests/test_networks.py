@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ip_pyro import collate
-from ip_pyro.causal import CausalDecoder
+from ip_pyro.networks import CausalDecoder
 from ip_pyro.networks import InsertionDecoder, OrderScorer
 
 

@@ -342,7 +342,7 @@ def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_e
 
 def test_fixed_guides_log_their_exact_order_entropy(tmp_path):
     from ip_pyro.diagnostics import guide_order_entropy
-    from guides import LeftToRightGuide, UniformOrderGuide
+    from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
 
     batch = collate([[0, 1, 2, 3], [1, 2], [3]])
     assert guide_order_entropy(LeftToRightGuide(), batch) == 0.0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_model, tiny_pl_guide
-from guides import PlackettLuceGuide
+from ip_pyro.guides import PlackettLuceGuide
 from ip_pyro import Batch
 from ip_pyro.checkpoint import save_checkpoint
 from ip_pyro.cli import main
@@ -19,7 +19,7 @@ from ip_pyro.data.planning import make_dataset, task_config, write_dataset
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import InsertionELBO
 from ip_pyro.train import TrainConfig, Trainer, build_model
-from models import InsertionProcess
+from ip_pyro.models import InsertionProcess
 
 TINY = ["--batch-size", "8", "--d-model", "16", "--layers", "1", "--heads", "2", "--guide-d-model", "8",
         "--guide-layers", "1", "--eval-every", "1000", "--no-progress"]

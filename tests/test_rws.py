@@ -11,7 +11,7 @@ from pyro import poutine
 from pyro.infer import SVI, ReweightedWakeSleep
 
 from conftest import tiny_model, tiny_pl_guide
-from guides import LeftToRightGuide, UniformOrderGuide
+from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.infer import InsertionRWS, exact_log_likelihood
 from test_elbo import all_orders, exact_elbo, padded_batch

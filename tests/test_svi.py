@@ -7,11 +7,11 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
 from conftest import tiny_model, tiny_pl_guide
-from guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.infer import InsertionELBO, log_importance_weights
-from models import InsertionProcess, LeftToRightLM
+from ip_pyro.models import InsertionProcess, LeftToRightLM
 
 GUIDES = {
     "uniform": lambda vocab, max_length: UniformOrderGuide(),

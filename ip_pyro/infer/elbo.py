@@ -49,7 +49,7 @@ class ELBOEstimate(NamedTuple):
 
 
 class InsertionELBO(ELBO):
-    """ELBO for :class:`models.InsertionProcess` with any guide of the :class:`guides.base.OrderGuide` interface.
+    """ELBO for :class:`ip_pyro.models.InsertionProcess` with any guide of the :class:`ip_pyro.guides.base.OrderGuide` interface.
 
     :param num_particles: ``M`` posterior orders per sequence (RLOO needs ``M >= 2``; ``M = 1`` uses no baseline).
     :param step_sampling: ``"uniform"`` scores one step ``t ~ U{0..L}`` per sequence, scaled by ``L + 1`` (all

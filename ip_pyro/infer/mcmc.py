@@ -35,7 +35,7 @@ def _as_params(order: torch.Tensor) -> dict:
 class OrderMH(MCMCKernel):
     """MH kernel over the insertion order of one sequence; its sample site is ``insertion_step`` ``[L]``.
 
-    :param model: an :class:`models.InsertionProcess` (scored through ``log_joint``).
+    :param model: an :class:`ip_pyro.models.InsertionProcess` (scored through ``log_joint``).
     :param guide: optional guide; its ``order_distribution`` provides independence proposals and initial states.
     :param independence_prob: share of independence proposals (0 without a guide); the rest is split evenly
         between adjacent swaps and single moves.

@@ -68,7 +68,7 @@ def _has_trainable_parameters(module) -> bool:
 
 
 class InsertionRWS(ELBO):
-    """IWAE for :class:`models.InsertionProcess`, reweighted wake-sleep for any :class:`guides.base.OrderGuide`.
+    """IWAE for :class:`ip_pyro.models.InsertionProcess`, reweighted wake-sleep for any :class:`ip_pyro.guides.base.OrderGuide`.
 
     :param num_particles: ``K >= 2`` orders per sequence.
     :param guide_update: ``"wake"`` (wake-phi, default), ``"elbo"`` (the paper's ELBO gradient) or ``"none"``.

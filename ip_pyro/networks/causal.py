@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ip_pyro.networks import TransformerStack, _init_weights, _layout_prompt
+from ip_pyro.networks.stack import TransformerStack, _init_weights, _layout_prompt
 
 __all__ = ["CausalDecoder"]
 

@@ -9,7 +9,8 @@ import json
 import warnings
 from pathlib import Path
 
-from ip_pyro.cli import CommandError, _print_table, config_from_args, run_training
+from ip_pyro.cli.common import CommandError, print_table
+from ip_pyro.cli.train import config_from_args, run_training
 
 __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
 
@@ -74,7 +75,7 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
                                       insertions_per_step=args.insertions_per_step)
     results = {"task": extra["task"], "split": args.split, "weights": args.weights,
                "insertions_per_step": args.insertions_per_step, **results}
-    _print_table(results)
+    print_table(results)
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(results, indent=2))
     samples_path = out.with_suffix(".smi")

@@ -1,0 +1,63 @@
+"""What the verbs share: the one-line error type, data records, split loading and the results table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "print_table"]
+
+
+class CommandError(ValueError):
+    """A user-facing error: printed as one line."""
+
+
+def landmarks(records: list) -> list | None:
+    """Star-graph records (with ``source``, ``centre``, ``goal``) -> per-target positions of those nodes."""
+    if not records or not all({"source", "centre", "goal"} <= set(record) for record in records):
+        return None
+    return [{"source": 0, "centre": record["target"].index(record["centre"]) if record["centre"] in
+             record["target"] else 0, "goal": max(len(record["target"]) - 1, 0)} for record in records]
+
+
+def read_records(path: Path) -> list:
+    """Records with a ``target`` (and optional ``prompt``, star-graph fields, ...) from a JSONL file, or from a
+    JSON file holding a list of id lists."""
+    if not path.is_file():
+        raise CommandError(f"no data file at {path}; pass a JSONL file with a 'target' list per line")
+    text = path.read_text()
+    if not text.strip():
+        raise CommandError(f"{path} is empty; it needs one example per line")
+    if path.suffix == ".json":
+        return [{"target": sequence} for sequence in json.loads(text)]
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or "target" not in record:
+            raise CommandError(f"{path}:{number} has no 'target' field; each line needs {{\"target\": [ids]}}")
+        records.append(record)
+    return records
+
+
+def load_splits(args, task: str, *, need_train: bool = True) -> dict:
+    from ip_pyro.data.planning import SPLITS, load_dataset, make_dataset, task_config
+
+    task_config(task)  # one-line error for an unknown task
+    if getattr(args, "data", None):
+        splits, manifest = load_dataset(args.data)
+        if manifest["task"] != task:
+            raise CommandError(f"{args.data} holds {manifest['task']} data, not {task}; pass the matching --data")
+        return splits
+    sizes = dict(SPLITS) if need_train else {"train": 0, "valid": SPLITS["valid"], "test": SPLITS["test"]}
+    return make_dataset(task, seed=args.data_seed, sizes=sizes)
+
+
+def print_table(results: dict) -> None:
+    width = max(len(name) for name in results)
+    for name, value in results.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{name:<{width}}  {shown}")

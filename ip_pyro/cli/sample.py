@@ -1,0 +1,45 @@
+"""``ip-pyro sample --checkpoint PATH``: decode a split's prompts, or draw sequences / molecules."""
+from __future__ import annotations
+
+from ip_pyro.cli.common import load_splits
+
+__all__ = ["run", "add_parser"]
+
+
+def run(args) -> int:
+    from ip_pyro.checkpoint import load_checkpoint
+
+    model, _, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    task = extra.get("task")
+    if "vocabulary" in extra:
+        from ip_pyro.data.smiles import SmilesVocabulary
+        from ip_pyro.evaluation import sample_smiles
+
+        for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num):
+            print(smiles)
+        return 0
+    if task is None:
+        for sequence in model.sample(args.num):
+            print(" ".join(map(str, sequence)))
+        return 0
+    examples = load_splits(args, task, need_train=False)[args.split][: args.num]
+    predictions = model.sample(prompt=[e["prompt"] for e in examples], greedy=args.greedy)
+    for example, prediction in zip(examples, predictions):
+        mark = "ok " if prediction == example["target"] else "   "
+        goals = (f"subgoals {' '.join(map(str, example['subgoals']))}" if "subgoals" in example
+                 else f"source {example['source']} goal {example['goal']}")
+        print(f"{mark}{goals}: {' '.join(map(str, prediction))}")
+    return 0
+
+
+def add_parser(commands) -> None:
+    """Add this verb's sub-parser to ``commands``."""
+    sample = commands.add_parser("sample", help="decode the prompts of a split (or draw sequences)")
+    sample.add_argument("--checkpoint", required=True)
+    sample.add_argument("-n", "--num", type=int, default=10)
+    sample.add_argument("--split", default="test")
+    sample.add_argument("--greedy", action="store_true")
+    sample.add_argument("--data", default=None)
+    sample.add_argument("--data-seed", type=int, default=0)
+    sample.add_argument("--device", default="cpu")
+    sample.set_defaults(run=run)

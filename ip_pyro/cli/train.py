@@ -1,0 +1,164 @@
+"""``ip-pyro train``: build the config from the flags, train (with resume) and report the last validation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ip_pyro.cli.common import CommandError, load_splits
+
+__all__ = ["run", "add_parser", "config_from_args", "run_training"]
+
+
+def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_length: int = 0,
+                     extra: dict | None = None):
+    """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family)."""
+    import torch
+
+    from ip_pyro.train import TrainConfig
+
+    config = TrainConfig(task=args.task, model=args.model, guide=args.guide, steps=args.steps,
+                         batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
+                         guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
+                         guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
+                         objective=args.objective, objective_switch=args.objective_switch,
+                         rws_gradient=args.rws_gradient, rws_guide_update=args.rws_guide_update,
+                         termination=args.termination, step_sampling=args.step_sampling,
+                         steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
+                         order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
+                         compile=args.compile, absolute_positions=args.absolute_positions,
+                         prompt_group=args.prompt_group, embed_std=args.embed_std,
+                         max_prompt_length=max_prompt_length,
+                         distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
+                         ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
+                         checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed,
+                         device=args.device, out=args.out,
+                         vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
+    config.validate()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
+    if (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
+        raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
+                           "another --out")
+    return config
+
+
+def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: F821 - imported lazily
+    """Build the model and guide, train (resuming when asked) and return the trainer."""
+    import pyro
+
+    from ip_pyro.train import Trainer, build_model
+
+    pyro.set_rng_seed(args.seed)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
+    if args.resume and trainer.resume():
+        print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
+    try:
+        trainer.fit(progress=not args.no_progress)
+    finally:
+        import torch.distributed
+
+        if config.distributed and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # rank 0 may still be writing the last checkpoint
+            torch.distributed.destroy_process_group()
+    return trainer
+
+
+def run(args) -> int:
+    from ip_pyro.data.molecules import is_smiles_task
+
+    if is_smiles_task(args.task):
+        from ip_pyro.cli.smiles import train_smiles
+        return train_smiles(args)
+    from ip_pyro.data.planning import LENGTH_SLACK, task_config
+    from ip_pyro.evaluation import planning_metrics
+
+    task = task_config(args.task)
+    config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK,
+                              max_prompt_length=task.max_prompt_length)
+    splits = load_splits(args, args.task)
+    valid = splits["valid"][: config.eval_size]
+
+    def evaluate(model, guide, trainer):
+        return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid, task=args.task).items()}
+
+    trainer = run_training(args, config, splits["train"], evaluate)
+    final = [record for record in trainer.history if "valid_exact_match" in record]
+    if final:
+        print(json.dumps(final[-1]))
+    return 0
+
+
+def add_parser(commands) -> None:
+    """Add this verb's sub-parser to ``commands``."""
+    train = commands.add_parser("train", help="train a model on a planning or SMILES task")
+    train.add_argument("--task", default="star-easy")
+    train.add_argument("--model", default="ip")
+    train.add_argument("--guide", default="pl")
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--d-model", type=int, default=128)
+    train.add_argument("--layers", type=int, default=4)
+    train.add_argument("--heads", type=int, default=4)
+    train.add_argument("--guide-d-model", type=int, default=64)
+    train.add_argument("--guide-layers", type=int, default=3)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--guide-lr", type=float, default=None)
+    train.add_argument("--warmup", type=int, default=100)
+    train.add_argument("--absolute-positions", action="store_true",
+                       help="learned absolute position embeddings on top of the rotary ones (lets attention tell "
+                            "the two ends of an edge in a flat edge list apart)")
+    train.add_argument("--prompt-group", type=int, default=1,
+                       help="read the prompt as groups of this many tokens; each prompt token also embeds the "
+                            "rest of its group (2 for the star graphs' edge list u v u v ...; 1 = off)")
+    train.add_argument("--embed-std", type=float, default=0.02,
+                       help="initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far "
+                            "sooner, see benchmarks/edge_lookup.py)")
+    train.add_argument("--dropout", type=float, default=0.0)
+    train.add_argument("--ema-decay", type=float, default=0.999)
+    train.add_argument("--ema-start", type=int, default=200)
+    train.add_argument("--particles", type=int, default=2, help="IP: orders per sequence (the ELBO's M; the K of "
+                       "--objective rws, where 4 is a good start)")
+    train.add_argument("--objective", default="elbo", help="IP: elbo (InsertionELBO) or rws (IWAE for the model, "
+                       "reweighted wake-sleep for the guide: learns orders; costs about K (L + 1) canvases per sequence)")
+    train.add_argument("--objective-switch", type=int, default=0, metavar="STEP", help="with --objective rws: train "
+                       "with the ELBO for STEP steps first, then switch (saved in the checkpoint)")
+    train.add_argument("--rws-gradient", default="full", help="with --objective rws: full (backpropagate every "
+                       "canvas) or steps (no-grad weights, gradient through --steps-per-order steps per order)")
+    train.add_argument("--rws-guide-update", default="wake", help="with --objective rws: wake (wake-phi), elbo (the "
+                       "ELBO's guide gradient) or none (guide fixed)")
+    train.add_argument("--step-sampling", default="uniform", help="IP: uniform (sampled steps per order, "
+                       "unbiased) or all (every step)")
+    train.add_argument("--steps-per-order", type=int, default=1, help="IP with --step-sampling uniform: distinct "
+                       "steps (prefixes) scored per sampled order in one batched pass")
+    train.add_argument("--order-entropy-weight", type=float, default=1.0, help="IP: weight of the guide's entropy "
+                       "at the start (1 = the ELBO; < 1 lets the order sharpen)")
+    train.add_argument("--order-entropy-anneal", type=int, default=0, help="steps over which that weight rises "
+                       "linearly to 1")
+    train.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (gloo on CPU, "
+                       "NCCL on GPU); --batch-size is the global batch")
+    train.add_argument("--termination", default="stop", help="IP only: stop (a stop head) or eos (an end token "
+                       "insertable only at the last slot)")
+    train.add_argument("--eval-every", type=int, default=500)
+    train.add_argument("--eval-size", type=int, default=500)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
+                       help="stop after this much training time (evaluation excluded; 0 = no limit); the "
+                            "schedule still spans --steps, so set --steps to what fits for a full cosine decay")
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
+                       "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi)")
+    train.add_argument("--data-seed", type=int, default=0)
+    train.add_argument("--train-size", type=int, default=None, help="SMILES tasks: training molecules (default: all;"
+                       " moses: 200,000)")
+    train.add_argument("--valid-size", type=int, default=1000, help="SMILES tasks: validation molecules")
+    train.add_argument("--test-size", type=int, default=10_000, help="SMILES tasks: test molecules held out")
+    train.add_argument("--valid-samples", type=int, default=500, help="SMILES tasks: molecules sampled at each "
+                       "validation")
+    train.add_argument("--out", required=True)
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=run)

@@ -1,0 +1,138 @@
+"""The insertion decoder: a bidirectional Transformer over ``[prompt ; BOS ; canvas ; END]`` for each canvas.
+
+Token ids: content ``0 .. V-1``; ``BOS = V`` and ``END = V + 1`` are internal sentinels. A learned segment
+embedding separates the prompt from the sequence, since both use the same ids.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights, _layout_prompt
+
+__all__ = ["InsertionDecoder", "DecoderOutput"]
+
+
+@dataclass
+class DecoderOutput:
+    """Raw scores of one decoder pass over ``N`` canvases of padded width ``T``.
+
+    ``stop_logits`` ``[N]``; ``slot_logits`` ``[N, T+1]`` (``-inf`` beyond each canvas's ``t+1`` slots);
+    ``token_logits`` ``[N, T+1, V]``.
+    """
+
+    stop_logits: torch.Tensor
+    slot_logits: torch.Tensor
+    token_logits: torch.Tensor
+
+
+def _pack_pairs(sizes: torch.Tensor):
+    """Pair the i-th shortest with the i-th longest of ``N`` segments: packed row and offset of each segment
+    ``[N]``, the number of rows ``R = ceil(N / 2)`` and the packed width ``W``."""
+    count = sizes.shape[0]
+    order = sizes.argsort()
+    rows = (count + 1) // 2
+    first, second = order[:rows], order[rows:].flip(0)  # short ones open a row, long ones fill it
+    row_of = torch.empty_like(order)
+    offset = torch.zeros_like(order)
+    row_of[first] = torch.arange(rows, device=sizes.device)
+    row_of[second] = torch.arange(second.shape[0], device=sizes.device)
+    offset[second] = sizes[first[: second.shape[0]]]
+    width = int((offset + sizes).max())
+    return row_of, offset, rows, width
+
+
+class InsertionDecoder(nn.Module):
+    """Bidirectional Transformer over ``[prompt ; BOS ; canvas ; END]`` for each canvas.
+
+    Each canvas is laid out compactly (prompt tokens, BOS, canvas tokens, END), so its rotary positions are
+    ``0..P-1`` for the prompt, ``P`` for BOS, ``P + 1 + i`` for canvas token ``i`` (its rank on the canvas, never
+    its final position in the sequence) and ``P + 1 + t`` for END. Slot ``k`` is represented from the states of its
+    left and right neighbours (BOS/END at the edges). ``token_classes`` (default ``vocab_size``) sizes the token head
+    (``vocab_size + 1`` for an end-of-sequence token that is never on a canvas). When it saves work, pairs of canvases (a short one with a
+    long one) share one row under a block-diagonal attention mask (``pack=True``); the outputs are the same.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
+                 pack: bool = True, token_classes: Optional[int] = None, max_positions: int = 0,
+                 prompt_group: int = 1, embed_std: float = 0.02):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.bos, self.end = vocab_size, vocab_size + 1
+        self.pack = pack
+        self.stack = TransformerStack(vocab_size + 2, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                      prompt_group=prompt_group, embed_std=embed_std)
+        self.gap = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model),
+                                 RMSNorm(d_model))
+        self.slot_head = nn.Linear(d_model, 1)
+        self.token_head = nn.Linear(d_model, token_classes or vocab_size)
+        self.stop_head = nn.Linear(d_model, 1)
+        for module in (self.gap, self.slot_head, self.token_head, self.stop_head):
+            module.apply(_init_weights)
+
+    def _compact(self, canvas, canvas_lengths, prompt, prompt_lengths):
+        """Ids ``[N, S]`` laid out as ``[prompt ; BOS ; canvas ; END]`` from index 0, and each row's size ``[N]``."""
+        rows, width = canvas.shape
+        device = canvas.device
+        prompt, prompt_lengths, _ = _layout_prompt(prompt, prompt_lengths, rows, device)
+        prompt_width = prompt.shape[1]
+        body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=device), canvas,
+                          torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
+        body = body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+        padded = torch.cat([prompt, body], dim=1)  # [N, P + T + 2], prompt padding in the middle
+        sizes = prompt_lengths + canvas_lengths + 2
+        index = torch.arange(int(sizes.max()) if rows else 0, device=device)
+        source = torch.where(index < prompt_lengths.unsqueeze(-1), index,
+                             prompt_width + index - prompt_lengths.unsqueeze(-1))
+        return padded.gather(1, source.clamp(max=padded.shape[1] - 1)), sizes, prompt_lengths
+
+    def _encode(self, ids, sizes, prompt_lengths):
+        """States ``[N, S, D]`` of the compact rows, packing pairs of rows when that saves work."""
+        rows, span = ids.shape
+        device = ids.device
+        index = torch.arange(span, device=device)
+        segments = (index >= prompt_lengths.unsqueeze(-1)).long()
+        valid = index < sizes.unsqueeze(-1)
+        if self.pack and rows > 1:
+            row_of, offset, packed_rows, width = _pack_pairs(sizes)
+            if packed_rows * width <= 0.8 * rows * span:
+                flat = (row_of * width + offset).unsqueeze(-1) + index  # [N, S] destinations
+                flat = torch.where(valid, flat, torch.full_like(flat, packed_rows * width))  # spare slot
+                total = packed_rows * width + 1
+
+                def scatter(values, fill):
+                    out = torch.full((total,), fill, dtype=values.dtype, device=device)
+                    return out.scatter(0, flat.flatten(), values.flatten())[:-1].view(packed_rows, width)
+
+                owner = scatter(torch.arange(rows, device=device).unsqueeze(-1).expand(rows, span), -1)
+                # one group per segment; padding forms its own group, so every query sees some key
+                attn_mask = (owner.unsqueeze(-1) == owner.unsqueeze(-2)).unsqueeze(1)
+                states = self.stack.forward_masked(scatter(ids, 0), scatter(index.expand(rows, span), 0),
+                                                   scatter(segments, 0), attn_mask)
+                gathered = states.reshape(packed_rows * width, -1)
+                return gathered[flat.clamp(max=packed_rows * width - 1)]
+        return self.stack(ids, index.expand(rows, span), segments, valid)
+
+    def forward(self, canvas, canvas_lengths, prompt=None, prompt_lengths=None) -> DecoderOutput:
+        """``canvas`` ``[N, T]`` long (right-padded), ``canvas_lengths`` ``[N]``; optional prompt ``[N, P]``."""
+        width = canvas.shape[1]
+        ids, sizes, prompt_lengths = self._compact(canvas, canvas_lengths, prompt, prompt_lengths)
+        states = self._encode(ids, sizes, prompt_lengths)  # [N, S, D]
+        slots = torch.arange(width + 1, device=canvas.device)
+        last = states.shape[1] - 1
+        left = (prompt_lengths.unsqueeze(-1) + slots).clamp(max=last)  # BOS, then canvas tokens
+        right = (left + 1).clamp(max=last)  # canvas tokens, then END
+        depth = states.shape[-1]
+
+        def take(index):
+            return states.gather(1, index.unsqueeze(-1).expand(-1, -1, depth))
+
+        gaps = self.gap(torch.cat([take(left), take(right)], dim=-1))  # [N, T+1, D]
+        slot_valid = slots <= canvas_lengths.unsqueeze(-1)
+        slot_logits = self.slot_head(gaps).squeeze(-1).masked_fill(~slot_valid, -math.inf)
+        stop_logits = self.stop_head(take(prompt_lengths.unsqueeze(-1)).squeeze(1)).squeeze(-1)
+        return DecoderOutput(stop_logits, slot_logits, self.token_head(gaps))
