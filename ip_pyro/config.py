@@ -50,6 +50,7 @@ class TrainConfig:
     particles: int = 2  # orders per sequence: the ELBO's M, or the K of the importance-weighted objective
     objective: str = "elbo"  # "elbo" (InsertionELBO) or "rws" (InsertionRWS: IWAE model, reweighted wake-sleep guide)
     objective_switch: int = 0  # with "rws": train with the ELBO for this many steps first, then switch
+    elbo_particles: int = 2  # with "rws" and a switch: the warm-up ELBO's M (particles is then the RWS K)
     rws_gradient: str = "full"  # InsertionRWS model_gradient: "full" or "steps" (steps_per_order steps per order)
     rws_guide_update: str = "wake"  # InsertionRWS guide_update: "wake", "elbo" or "none"
     termination: str = "stop"
@@ -78,7 +79,7 @@ class TrainConfig:
         if self.model == "ip" and self.guide not in GUIDE_NAMES:
             raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
         for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
-                     "checkpoint_every", "steps_per_order", "prompt_group"):
+                     "checkpoint_every", "steps_per_order", "prompt_group", "elbo_particles"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")

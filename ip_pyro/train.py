@@ -97,7 +97,8 @@ class Trainer:
                 for child in (getattr(module, "network", None), getattr(module, "scorer", None)):
                     if isinstance(child, torch.nn.Module):
                         child.compile()
-        self.elbo = (InsertionELBO(config.particles, config.step_sampling, num_steps=config.steps_per_order)
+        elbo_particles = config.elbo_particles if config.objective == "rws" else config.particles
+        self.elbo = (InsertionELBO(elbo_particles, config.step_sampling, num_steps=config.steps_per_order)
                      if guide is not None else None)
         self.rws = (InsertionRWS(config.particles, guide_update=config.rws_guide_update,
                                  model_gradient=config.rws_gradient, num_steps=config.steps_per_order)

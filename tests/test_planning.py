@@ -319,6 +319,7 @@ def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_e
         return Trainer(config, model, guide, examples, evaluate=lambda model, guide, trainer: {"checked": 1.0})
 
     straight = trainer("straight")
+    assert (straight.elbo.num_particles, straight.rws.num_particles) == (2, 3)  # warm-up M = 2, then K = 3
     history = straight.fit(progress=False)
     steps = [record for record in history if "loss" in record]
     assert [record["objective"] for record in steps] == ["elbo", "elbo", "rws", "rws", "rws", "rws"]

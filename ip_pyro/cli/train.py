@@ -21,6 +21,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
                          guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
                          objective=args.objective, objective_switch=args.objective_switch,
+                         elbo_particles=args.elbo_particles,
                          rws_gradient=args.rws_gradient, rws_guide_update=args.rws_guide_update,
                          termination=args.termination, step_sampling=args.step_sampling,
                          steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
@@ -123,6 +124,8 @@ def add_parser(commands) -> None:
                        "reweighted wake-sleep for the guide: learns orders; costs about K (L + 1) canvases per sequence)")
     train.add_argument("--objective-switch", type=int, default=0, metavar="STEP", help="with --objective rws: train "
                        "with the ELBO for STEP steps first, then switch (saved in the checkpoint)")
+    train.add_argument("--elbo-particles", type=int, default=2, metavar="M", help="with --objective rws and "
+                       "--objective-switch: the warm-up ELBO's particles (--particles is then the RWS K)")
     train.add_argument("--rws-gradient", default="full", help="with --objective rws: full (backpropagate every "
                        "canvas) or steps (no-grad weights, gradient through --steps-per-order steps per order)")
     train.add_argument("--rws-guide-update", default="wake", help="with --objective rws: wake (wake-phi), elbo (the "
