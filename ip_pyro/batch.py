@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
-from pyro.infer.util import is_validation_enabled
 
 from ip_pyro.utils import check_same_device
 
@@ -174,8 +173,8 @@ def collate(sequences, prompts=None, *, vocab_size: Optional[int] = None) -> Bat
 
 def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True,
                 module: torch.nn.Module = None) -> None:
-    """One-line ``ValueError`` for a batch a model cannot score (ids are checked while Pyro validation is enabled);
-    with ``module``, also that the batch is on the module's device."""
+    """One-line ``ValueError`` for a batch a model cannot score: shapes, dtypes, lengths and every id, padding
+    included (cheap tensor checks, always on); with ``module``, also that the batch is on the module's device."""
     if not isinstance(batch, Batch):
         raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
     if module is not None:
@@ -200,12 +199,15 @@ def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: 
     if batch.prompt is not None and batch.prompt.shape[0] != batch.batch_size:
         raise ValueError(f"batch.prompt has {batch.prompt.shape[0]} rows but the batch has {batch.batch_size}; "
                          "pass one prompt per sequence")
-    if is_validation_enabled():
-        for name, tensor, lengths in (("tokens", batch.tokens, batch.lengths),
-                                      ("prompt", batch.prompt, batch.prompt_lengths)):
-            if tensor is None or tensor.numel() == 0:
-                continue
+    for name, tensor, lengths in (("tokens", batch.tokens, batch.lengths),
+                                  ("prompt", batch.prompt, batch.prompt_lengths)):
+        if tensor is None or tensor.numel() == 0:
+            continue
+        outside = (tensor < 0) | (tensor >= vocab_size)  # always checked: the padding is indexed too
+        if bool(outside.any()):
             real = torch.arange(tensor.shape[1], device=tensor.device) < lengths.unsqueeze(-1)
-            if bool(((tensor < 0) | (tensor >= vocab_size))[real].any()):
+            if bool(outside[real].any()):
                 raise ValueError(f"batch.{name} holds ids outside 0..{vocab_size - 1}; re-encode the data or build "
                                  "the model with a larger vocab_size")
+            raise ValueError(f"the padding of batch.{name} holds ids outside 0..{vocab_size - 1}; pad with 0 (as "
+                             "ip_pyro.collate does)")

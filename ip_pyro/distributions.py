@@ -42,8 +42,11 @@ permutation = _Permutation()
 
 
 def _very_negative(dtype: torch.dtype) -> float:
-    # far below any usable logit, yet finite so that reversed logcumsumexp never meets -inf - (-inf)
-    return torch.finfo(dtype).min / 8
+    """Far below any usable logit (the documented range is +-1e4), yet finite so that reversed logcumsumexp never
+    meets ``-inf - (-inf)``: ``finfo.min / 8`` (-4e37 in float32), and half the range in 16-bit types, where /8
+    would be -8188 in float16, inside that range."""
+    info = torch.finfo(dtype)
+    return info.min / 2 if info.bits == 16 else info.min / 8
 
 
 def masked_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -91,6 +94,16 @@ class OrderDistribution(TorchDistribution):
     def _row_sequences(self, rows: int, device, begin: int = 0) -> torch.Tensor:
         """The sequence of each of rows ``begin .. begin + rows - 1`` of a ``k * B`` particle-major stack."""
         return torch.arange(begin, begin + rows, device=device) % self.batch_shape[0]
+
+
+def _check_padding_convention(orders: torch.Tensor, lengths: torch.Tensor) -> None:
+    """One-line error unless every order puts its valid positions ``0..L-1`` first and step ``t >= L`` at ``t``."""
+    steps = torch.arange(orders.shape[-1], device=orders.device)
+    lengths = lengths.expand(orders.shape[:-1]).unsqueeze(-1)
+    valid_step = steps < lengths
+    if bool((valid_step & (orders >= lengths)).any() | (~valid_step & (orders != steps)).any()):
+        raise ValueError("orders must list the valid positions 0..L-1 first and keep padding step t >= L at "
+                         "position t (ip_pyro.orders.pad_orders makes them so)")
 
 
 def _restore_rows(value: torch.Tensor, shape) -> torch.Tensor:
@@ -149,6 +162,7 @@ class PlackettLuce(OrderDistribution):
         """``log q(orders[t] | orders[:t])`` per step ``[..., L]``; 0 on padding steps."""
         if self._validate_args:
             self._validate_sample(orders)
+            _check_padding_convention(orders, self.lengths)
         logits = self._masked_logits().expand(orders.shape)
         chosen = logits.gather(-1, orders)
         remaining = chosen.flip(-1).logcumsumexp(-1).flip(-1)  # log sum over steps >= t

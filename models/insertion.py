@@ -44,9 +44,15 @@ TERMINATIONS = ("stop", "eos")
 
 
 def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(log_p))`` for ``log_p <= 0``, accurate at both ends."""
-    log_p = log_p.clamp(max=0.0)
-    return torch.where(log_p > -math.log(2), torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p)))
+    """``log(1 - exp(log_p))`` for ``log_p <= 0``, accurate at both ends, with finite values and gradients
+    everywhere: each branch only sees inputs where it is used (``torch.where`` differentiates both), and
+    ``log_p`` is capped just below 0, so a certain event gives a very negative number instead of ``-inf``."""
+    cap = -torch.finfo(log_p.dtype).tiny if log_p.dtype.is_floating_point else 0.0
+    log_p = log_p.clamp(max=cap)
+    near_zero = log_p > -math.log(2)
+    near = torch.where(near_zero, log_p, torch.full_like(log_p, -1.0))
+    far = torch.where(near_zero, torch.full_like(log_p, -1.0), log_p)
+    return torch.where(near_zero, torch.log(-torch.expm1(near)), torch.log1p(-torch.exp(far)))
 
 
 def _eos_as_stop(output: DecoderOutput, canvas_lengths: torch.Tensor, vocab_size: int) -> DecoderOutput:

@@ -27,7 +27,7 @@ from pyro.infer import ELBO
 from ip_pyro.batch import Batch
 from ip_pyro.orders import inserted_before
 
-__all__ = ["InsertionELBO", "ELBOEstimate", "draw_steps"]
+__all__ = ["InsertionELBO", "ELBOEstimate", "draw_steps", "check_steps"]
 
 
 def draw_steps(lengths: torch.Tensor, width: int, count: int) -> torch.Tensor:
@@ -87,8 +87,9 @@ class InsertionELBO(ELBO):
         """Per-sequence ELBO estimate and surrogate ``[B]``.
 
         :param orders: optional orders ``[M, B, L_max]`` (default: drawn from the guide).
-        :param steps: optional steps for ``step_sampling="uniform"``: ``[B]`` or ``[K, B]`` (``K`` distinct steps
-            per sequence; entries beyond ``L + 1`` are ignored). Default: drawn as described above.
+        :param steps: optional steps for ``step_sampling="uniform"``: ``[B]`` or ``[K, B]``; per sequence the first
+            ``min(K, L + 1)`` must be distinct steps in ``0..L`` (the rest are ignored); anything else is a one-line
+            ``ValueError``, never a clamp. Default: drawn as described above.
         """
         if not isinstance(batch, Batch) or batch.tokens is None:
             raise ValueError("InsertionELBO needs a batch with tokens; build one with ip_pyro.collate")
@@ -106,10 +107,13 @@ class InsertionELBO(ELBO):
             live = steps <= lengths
             weight = torch.ones_like(lengths, dtype=step_log_q.dtype)
         else:
-            steps = self._draw_steps(lengths, width) if steps is None else steps.reshape(-1, size)
+            given = steps is not None
+            steps = steps.reshape(-1, size) if given else self._draw_steps(lengths, width)
             counted = (lengths + 1).clamp(max=steps.shape[0])
             live = torch.arange(steps.shape[0], device=batch.device).unsqueeze(-1) < counted
-            steps = torch.minimum(steps, lengths)
+            if given:
+                check_steps(steps, live, lengths)
+            steps = torch.where(live, steps, torch.zeros_like(steps))  # entries past L + 1 are not scored
             weight = (lengths + 1).to(step_log_q.dtype) / counted
         horizon = steps.shape[0]
         count = particles * horizon * size
@@ -186,3 +190,19 @@ class InsertionELBO(ELBO):
         if surrogate_loss.requires_grad:
             surrogate_loss.backward(retain_graph=self.retain_graph)
         return float(surrogate_loss.detach())
+
+
+def check_steps(steps: torch.Tensor, live: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Steps given by a caller must be integers, distinct and in ``0..L`` on their live entries ``[K, N]`` (the
+    first ``min(K, L + 1)`` per row): a one-line ``ValueError`` otherwise, never a silent clamp."""
+    if steps.dtype.is_floating_point:
+        raise ValueError(f"steps must be integers, got {steps.dtype}")
+    outside = live & ((steps < 0) | (steps > lengths))
+    if bool(outside.any()):
+        raise ValueError("steps must lie in 0..L for each sequence (L + 1 is the number of steps); got "
+                         f"{int(steps[outside][0])} for a sequence of length {int(lengths.expand_as(steps)[outside][0])}")
+    if steps.shape[0] > 1:
+        keyed = torch.where(live, steps, -1 - torch.arange(steps.shape[0], device=steps.device).unsqueeze(-1))
+        ordered = keyed.sort(0).values
+        if bool((ordered[1:] == ordered[:-1]).any()):
+            raise ValueError("steps must be distinct within each order (each step is scored once)")

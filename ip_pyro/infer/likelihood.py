@@ -68,7 +68,7 @@ def subset_messages(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
         raise ValueError(f"exact computation enumerates 2^L canvases per sequence and refuses length "
                          f"{longest} > {max_length}; use importance_log_likelihood for long sequences")
     width = batch.max_length
-    count = 2 ** width
+    count = 2 ** longest  # sets over the real positions only: padding is never inserted, whatever the padded width
     dtype = torch.get_default_dtype()
     tables = {name: torch.full(shape, -math.inf, dtype=dtype, device=batch.device) for name, shape in (
         ("go", (batch.batch_size, count)), ("insert", (batch.batch_size, count, width)),

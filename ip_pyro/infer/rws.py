@@ -31,7 +31,7 @@ import torch
 from pyro.infer import ELBO
 
 from ip_pyro.batch import Batch
-from ip_pyro.infer.elbo import InsertionELBO, draw_steps
+from ip_pyro.infer.elbo import InsertionELBO, check_steps, draw_steps
 from ip_pyro.orders import inserted_before
 
 __all__ = ["InsertionRWS", "RWSEstimate", "GUIDE_UPDATES", "MODEL_GRADIENTS"]
@@ -154,7 +154,7 @@ class InsertionRWS(ELBO):
             steps = steps.reshape(steps.shape[0], count) if steps.dim() > 1 else steps.reshape(1, count)
         counted = (lengths + 1).clamp(max=steps.shape[0])
         live = torch.arange(steps.shape[0], device=rows.device).unsqueeze(-1) < counted
-        _check_steps(steps, live, lengths)
+        check_steps(steps, live, lengths)
         horizon = steps.shape[0]
         safe_steps = torch.where(live, steps, torch.zeros_like(steps))
         stacked = rows.repeat(horizon, 1)
@@ -189,18 +189,3 @@ class InsertionRWS(ELBO):
         if surrogate_loss.requires_grad:
             surrogate_loss.backward(retain_graph=self.retain_graph)
         return float(surrogate_loss.detach())
-
-
-def _check_steps(steps: torch.Tensor, live: torch.Tensor, lengths: torch.Tensor) -> None:
-    """Given steps must be distinct values in ``0..L`` on their live entries: a one-line error otherwise."""
-    if steps.dtype.is_floating_point:
-        raise ValueError(f"steps must be integers, got {steps.dtype}")
-    outside = live & ((steps < 0) | (steps > lengths))
-    if bool(outside.any()):
-        raise ValueError("steps must lie in 0..L for each sequence (L + 1 is the number of steps); got "
-                         f"{int(steps[outside][0])} for a sequence of length {int(lengths.expand_as(steps)[outside][0])}")
-    if steps.shape[0] > 1:
-        keyed = torch.where(live, steps, -1 - torch.arange(steps.shape[0], device=steps.device).unsqueeze(-1))
-        ordered = keyed.sort(0).values
-        if bool((ordered[1:] == ordered[:-1]).any()):
-            raise ValueError("steps must be distinct within each order (each step is scored once)")
