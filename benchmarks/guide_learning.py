@@ -28,6 +28,7 @@ from ip_pyro.guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuid
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.diagnostics import order_draws, relative_order_entropy
+from ip_pyro.plots import describe_order
 from ip_pyro.infer import InsertionELBO, InsertionRWS, exact_log_likelihood
 from ip_pyro.models import InsertionProcess
 
@@ -98,7 +99,8 @@ def train(name: str, train_data, test_batch, args, seed: int) -> dict:
         draws = order_draws(model, guide, test_batch, num_chains=1, num_draws=200)
     entropy = relative_order_entropy(draws["log_q"], test_batch.lengths.numpy())
     return {"exact_nll": nll, "relative_order_entropy": float(torch.tensor(entropy).nanmean()),
-            "seconds": seconds, "steps": step, "seed": seed}
+            "preferred_order": describe_order(draws["insertion_step"]), "seconds": seconds, "steps": step,
+            "seed": seed}
 
 
 def summarise(runs: list) -> dict:
@@ -126,7 +128,8 @@ def main(args):
             runs.append(train(name, train_data, test_batch, args, seed))
             run = runs[-1]
             print(f"{name:34s} seed {seed}: exact test NLL {run['exact_nll']:.3f}  guide entropy / log L! "
-                  f"{run['relative_order_entropy']:.2f}  ({run['steps']} steps, {run['seconds']:.0f} s)", flush=True)
+                  f"{run['relative_order_entropy']:.2f}  ({run['steps']} steps, {run['seconds']:.0f} s); the guide's "
+                  f"order: {run['preferred_order']}", flush=True)
         results[name] = {"runs": runs, **summarise(runs)}
     print(f"\n{'setting':34s} {'exact NLL mean [min, max]':>27s} {'entropy mean [min, max]':>25s} {'steps':>6s}")
     for name, entry in results.items():

@@ -29,6 +29,7 @@ def test_edge_lookup_runs_every_variant(variant, tmp_path):
 
 
 def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
+    import itertools
     import json
 
     import torch
@@ -49,12 +50,24 @@ def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
                                                    str(tmp_path / "data.jsonl"), "--samples", "3"]))
     assert set(results) == {"left to right", "right to left", "outside in", "middle out (tree)", "uniform random",
                             "the checkpoint's guide (PlackettLuceGuide)"}
-    assert results["uniform random"]["beats_uniform"] == 0.0
+    assert results["uniform random"]["beats_uniform"] == 0.0  # strictly better than itself: never
     batch = collate([r["target"] for r in records], [r["prompt"] for r in records])
     orders = RightToLeftGuide().order_distribution(batch).sample()
     with torch.no_grad():
-        expected = model.eval().log_joint(batch, orders).mean().item()
+        per_sequence = model.eval().log_joint(batch, orders)
+        expected = per_sequence.mean().item()
+        # the uniform reference by brute force: the mean of log p(x, sigma) over every order of each sequence
+        uniform = []
+        for record, row in zip(records, range(batch.batch_size)):
+            length = len(record["target"])
+            perms = torch.tensor(list(itertools.permutations(range(length))))
+            perms = torch.cat([perms, torch.arange(length, batch.max_length).expand(len(perms), -1)], 1)
+            single = batch[torch.tensor([row])].repeat(len(perms))
+            uniform.append(model.log_joint(single, perms).mean().item())
     assert abs(results["right to left"]["mean"] - expected) < 1e-4
+    assert abs(results["uniform random"]["mean"] - sum(uniform) / len(uniform)) < 0.6  # 3 draws of up to 24 orders
+    beats = sum(float(a > b) for a, b in zip(per_sequence.tolist(), uniform)) / len(uniform)
+    assert abs(results["right to left"]["beats_uniform"] - beats) <= 0.5  # sampled reference: one row may flip
 
 
 def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_path):

@@ -138,18 +138,29 @@ def test_step_log_probs_are_normalised_over_stop_and_insertions(float64):
     assert abs(float(insert[0, 2]) - float(joint[0, 1, 2])) < 1e-12
 
 
+def _bucket(sample):
+    """Every sequence of length <= 3 is its own bucket; longer ones are bucketed by their length (4 .. max_length,
+    where the forced stop acts), so each length is checked on its own."""
+    return tuple(sample) if len(sample) <= 3 else ("length", len(sample))
+
+
 def empirical_tv(samples, exact_probabilities, keys):
-    counts = collections.Counter(tuple(sample) if len(sample) <= 3 else "longer" for sample in samples)
+    counts = collections.Counter(_bucket(sample) for sample in samples)
+    assert set(counts) <= set(keys), set(counts) - set(keys)  # nothing longer than max_length
     empirical = torch.tensor([counts[key] / len(samples) for key in keys])
     return 0.5 * float((empirical - exact_probabilities).abs().sum())
 
 
 def exact_distribution(model, prompt=None):
-    short = all_sequences(model.vocab_size, 3)
-    prompts = None if prompt is None else [prompt] * len(short)
-    probabilities = exact_log_likelihood(model, collate(short, prompts)).exp().detach()
-    keys = [tuple(sequence) for sequence in short] + ["longer"]
-    return torch.cat([probabilities, (1 - probabilities.sum()).unsqueeze(0)]), keys
+    sequences = all_sequences(model.vocab_size, model.max_length)
+    prompts = None if prompt is None else [prompt] * len(sequences)
+    probabilities = exact_log_likelihood(model, collate(sequences, prompts)).exp().detach()
+    assert abs(float(probabilities.sum()) - 1.0) < 1e-4
+    buckets = collections.defaultdict(float)
+    for sequence, probability in zip(sequences, probabilities.tolist()):
+        buckets[_bucket(sequence)] += probability
+    keys = list(buckets)
+    return torch.tensor([buckets[key] for key in keys]), keys
 
 
 def test_sampler_matches_exact_likelihood():

@@ -89,7 +89,20 @@ def test_next_index_log_probs_chain_to_log_prob(float64):
         total = total + torch.where(live, picked, torch.zeros_like(picked))
         assert torch.allclose(next_log_probs[live].logsumexp(-1), torch.zeros(int(live.sum())), atol=1e-12)
     assert torch.allclose(total, distribution.log_prob(orders), atol=1e-12)
-    assert torch.allclose(distribution.log_prob_steps(orders).sum(-1), distribution.log_prob(orders))
+    # each step's probability from an explicit product: exp(w_chosen) / sum of exp(w) over the positions left
+    steps = distribution.log_prob_steps(orders)
+    for sequence in range(orders.shape[0]):
+        length = int(lengths[sequence])
+        scores = logits[sequence, :length].double()
+        left = list(range(length))
+        for step in range(orders.shape[-1]):
+            if step >= length:
+                assert steps[sequence, step] == 0
+                continue
+            chosen = int(orders[sequence, step])
+            expected = scores[chosen].exp() / scores[left].exp().sum()
+            assert abs(steps[sequence, step].exp().item() - expected.item()) < 1e-10
+            left.remove(chosen)
 
 
 def test_next_index_accepts_particle_major_rows():
