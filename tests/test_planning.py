@@ -348,3 +348,13 @@ def test_fixed_guides_log_their_exact_order_entropy(tmp_path):
     batch = collate([[0, 1, 2, 3], [1, 2], [3]])
     assert guide_order_entropy(LeftToRightGuide(), batch) == 0.0
     assert guide_order_entropy(UniformOrderGuide(), batch) == pytest.approx(1.0)
+
+
+def test_star_easy_v0_draws_the_graphs_the_earlier_star_easy_drew():
+    """star-easy-v0 keeps the old tier's random stream: the first graph of its test split, recomputed here from the
+    old definition (arms of 5 beyond the centre, random edge directions, seeded "star-easy:0")."""
+    old = StarConfig(degree=3, arm_min=5, arm_max=5, num_nodes=20, plan=5, centre_is_source=True)
+    assert task_config("star-easy-v0") == old
+    rng = random.Random("star-easy:0")
+    first_valid = star_graph(rng, old)
+    assert make_dataset("star-easy-v0", seed=0, sizes={"train": 0, "valid": 1, "test": 0})["valid"][0] == first_valid
