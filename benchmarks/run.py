@@ -6,6 +6,10 @@ and summarised by medians). Sections:
 * training (``benchmarks/train_step.py``): seconds per step and tokens/s of the IP (PL guide, 2 particles, one
   uniform step) and of FO-ARM; ``InsertionELBO`` vs Pyro's ``TraceGraph_ELBO``; activation memory (bytes saved for
   backward, and the CUDA peak on a GPU);
+* prompt cache: prefix attention with the shared prompt cache against full attention (same weights) and the IP
+  against FO-ARM with its KV cache, star-easy- and star-hard-shaped: sampling throughput and the ``InsertionRWS(4)``
+  step (``sampling.star-hard.ip_over_arm``, ``sampling.star-hard.prefix_speedup``,
+  ``training.star-hard.prefix_speedup``);
 * objectives: the ``InsertionRWS`` training step (K = 2, 4; full and sampled-step model gradient) beside the
   ELBO's on the same network and star-easy batch, with canvases scored per second (``training.rws_over_elbo``);
 * sampling: sequences/s for 1,000 sequences of star-medium length (prompted) and of QM9 length (unconditional):
@@ -118,6 +122,64 @@ def objective_section(args) -> dict:
             "canvases_per_s": {name: canvases[name] / median[name] for name in median},
             "rws_over_elbo": median["rws_k4_full"] / median["elbo"],
             "rws_over_elbo_by_arm": {name: median[name] / median["elbo"] for name in median if name != "elbo"}}
+
+
+def prompt_cache_section(args) -> dict:
+    """Prefix attention with the shared prompt cache against full attention (same weights), and the IP against
+    FO-ARM with its KV cache, on star-easy- and star-hard-shaped batches: sampling throughput (exact, one insertion
+    per pass) and the training step of ``InsertionRWS(4)`` (both model-gradient modes)."""
+    from ip_pyro.data.planning import make_dataset, task_config
+
+    result = {}
+    for task in ("star-easy", "star-hard"):
+        config = task_config(task)
+        count = args.cache_samples
+        examples = make_dataset(task, seed=0, sizes={"train": 0, "valid": 0, "test": count})["test"]
+        prompts = [e["prompt"] for e in examples]
+        sizes = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
+                     max_length=config.max_target_length + 2)
+        torch.manual_seed(0)
+        full = InsertionProcess(config.vocab_size, **sizes).to(args.device)
+        prefix = InsertionProcess(config.vocab_size, prompt_attention="prefix", **sizes).to(args.device)
+        prefix.load_state_dict(full.state_dict())
+        arm = LeftToRightLM(config.vocab_size, **sizes).to(args.device)
+        with torch.no_grad():  # write every path to the task's longest length in every model
+            for model in (full, prefix):
+                model.network.stop_head.bias.fill_(-30.0)
+            arm.network.head.bias[arm.eos] = -30.0
+        length = config.max_target_length
+        runs = {"ip_full": lambda: full.sample(prompt=prompts, max_length=length),
+                "ip_prefix": lambda: prefix.sample(prompt=prompts, max_length=length),
+                "fo-arm_kv_cache": lambda: arm.sample(prompt=prompts, max_length=length)}
+        seconds = {key: [] for key in runs}
+        for _ in range(args.sampling_rounds):
+            for key, run in runs.items():
+                seconds[key].append(_median_seconds(run, args.device, 1))
+        rates = {key: count / statistics.median(values) for key, values in seconds.items()}
+        batch_examples = examples[: args.cache_batch]
+        batch = collate([e["target"] for e in batch_examples], [e["prompt"] for e in batch_examples],
+                        vocab_size=config.vocab_size).to(args.device)
+        guide = PlackettLuceGuide(config.vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers,
+                                  max_length=sizes["max_length"]).to(args.device)
+        steps = {}
+        for gradient in ("full", "steps"):
+            objective = InsertionRWS(4, model_gradient=gradient)
+            for name, model in (("full", full), ("prefix", prefix)):
+                def run(model=model, objective=objective):
+                    model.zero_grad()
+                    torch.manual_seed(0)
+                    (objective.differentiable_loss(model, guide, batch) / batch.batch_size).backward()
+                run()
+                steps[f"rws4_{gradient}_{name}"] = _median_seconds(run, args.device, args.cache_repeats)
+        result[task] = {
+            "prompt_tokens_mean": sum(map(len, prompts)) / count, "target_tokens": length,
+            "sampling": {"sequences_per_s": rates, "ip_over_arm": rates["ip_prefix"] / rates["fo-arm_kv_cache"],
+                         "ip_full_over_arm": rates["ip_full"] / rates["fo-arm_kv_cache"],
+                         "prefix_speedup": rates["ip_prefix"] / rates["ip_full"]},
+            "training": {"batch_size": batch.batch_size, "seconds_per_step": steps,
+                         "prefix_speedup": steps["rws4_full_full"] / steps["rws4_full_prefix"],
+                         "prefix_speedup_steps_gradient": steps["rws4_steps_full"] / steps["rws4_steps_prefix"]}}
+    return result
 
 
 def saved_activation_bytes(loss_fn) -> int:
@@ -240,6 +302,14 @@ def main(args) -> dict:
         print(f"  {name}: {1000 * value:.0f} ms/step, {objectives['canvases_per_step'][name]} canvases/step, "
               f"{objectives['canvases_per_s'][name]:.0f} canvases/s")
     print(f"  rws_over_elbo (K = 4, full gradient) {objectives['rws_over_elbo']:.1f}x")
+    print("== prompt cache (prefix attention) vs full attention")
+    cache = prompt_cache_section(args)
+    for task, entry in cache.items():
+        rates = ", ".join(f"{k} {v:.0f}/s" for k, v in entry["sampling"]["sequences_per_s"].items())
+        print(f"  {task}: sampling {rates}; prefix speedup {entry['sampling']['prefix_speedup']:.2f}x, IP(prefix) / "
+              f"FO-ARM(KV) {entry['sampling']['ip_over_arm']:.2f}x; RWS K=4 step prefix speedup "
+              f"{entry['training']['prefix_speedup']:.2f}x (full gradient), "
+              f"{entry['training']['prefix_speedup_steps_gradient']:.2f}x (sampled steps)")
     print("== activation memory")
     memory = memory_section(args)
     print(json.dumps(memory, indent=1))
@@ -266,7 +336,9 @@ def main(args) -> dict:
         "train_step_ratio_ip_over_arm": training["train_step_ratio_ip_over_arm"],
         "sampling_ratio_ip_over_arm": statistics.mean(entry["ip_over_arm"] for entry in sampling.values()),
         "elbo_speedup_over_tracegraph": training["elbo_speedup_over_tracegraph"],
-        "training": training, "memory": memory, "sampling": sampling, "scaling": scaling, "flops": flops,
+        "training": {**training, **{task: entry["training"] for task, entry in cache.items()}},
+        "memory": memory, "sampling": {**sampling, **{task: entry["sampling"] for task, entry in cache.items()}},
+        "scaling": scaling, "flops": flops,
         "seconds": time.perf_counter() - started,
     }
     print(f"train_step_ratio_ip_over_arm {report['train_step_ratio_ip_over_arm']:.2f} (target <= 1.5), "
@@ -292,9 +364,11 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.quick:
+        args.cache_samples, args.cache_batch, args.cache_repeats = 200, 8, 1
         args.rounds, args.repeats, args.samples, args.sampling_rounds = 2, 4, 1000, 1
         args.lengths, args.batch_sizes, args.scaling_repeats = [16, 64, 256], [8, 64], 2
     else:
+        args.cache_samples, args.cache_batch, args.cache_repeats = 1000, 16, 3
         args.rounds, args.repeats, args.samples, args.sampling_rounds = 3, 8, 1000, 3
         args.lengths, args.batch_sizes, args.scaling_repeats = [16, 32, 64, 128, 256], [8, 32, 128], 4
     args.scaling_batch, args.scaling_length = 8, 32

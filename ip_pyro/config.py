@@ -7,6 +7,7 @@ from typing import Optional
 from ip_pyro.guides.registry import FAMILIES as GUIDE_FAMILIES
 from ip_pyro.infer.rws import GUIDE_UPDATES, MODEL_GRADIENTS
 from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
+from ip_pyro.networks.decoder import PROMPT_ATTENTION
 
 __all__ = ["TrainConfig", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS", "OBJECTIVES",
            "RUNTIME_KEYS"]
@@ -37,6 +38,7 @@ class TrainConfig:
     absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
     prompt_group: int = 1  # read the prompt as groups of this many tokens (2: an edge list u v u v ...)
     embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
+    prompt_attention: str = "full"  # IP: "prefix" encodes the prompt once per sequence (FO-ARM: always causal)
     guide_d_model: int = 64
     guide_layers: int = 3
     guide_heads: int = 4
@@ -108,6 +110,9 @@ class TrainConfig:
             raise ValueError(f"--objective-switch={self.objective_switch!r} must be a step count >= 0")
         if self.objective_switch and self.objective != "rws":
             raise ValueError("--objective-switch STEP switches from the ELBO to --objective rws; add --objective rws")
+        if self.prompt_attention not in PROMPT_ATTENTION:
+            raise ValueError(f"unknown --prompt-attention {self.prompt_attention!r}; choose from "
+                             f"{', '.join(PROMPT_ATTENTION)}")
         if self.step_sampling not in ("uniform", "all"):
             raise ValueError(f"unknown step sampling {self.step_sampling!r}; choose from uniform, all")
         if self.precision not in PRECISIONS:

@@ -46,7 +46,8 @@ def build_model(config: TrainConfig):
         return models.build_model("fo-arm", config.vocab_size, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
                        **shared)
-    model = models.build_model("ip", config.vocab_size, termination=config.termination, **sizes)
+    model = models.build_model("ip", config.vocab_size, termination=config.termination,
+                               prompt_attention=config.prompt_attention, **sizes)
     return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
 
 

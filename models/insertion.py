@@ -92,6 +92,9 @@ class InsertionProcess(PyroModule):
     :param prompt_group: read the prompt as groups of this many tokens (``2`` for an edge list ``u v u v ...``):
         each prompt token also embeds the other members of its group (``1``: off).
     :param embed_std: standard deviation of the initial token embeddings (0.02; 1.0 learns prompt lookups sooner).
+    :param prompt_attention: ``"full"`` (default) or ``"prefix"``: the prompt attends to itself only, so its
+        encoding is computed once per sequence and shared by every canvas scored or sampled for it (a different
+        model from ``"full"``, not an approximation of it; a task without a prompt gives the same model either way).
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -100,7 +103,7 @@ class InsertionProcess(PyroModule):
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
                  max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0,
-                 prompt_group: int = 1, embed_std: float = 0.02):
+                 prompt_group: int = 1, embed_std: float = 0.02, prompt_attention: str = "full"):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
@@ -112,24 +115,37 @@ class InsertionProcess(PyroModule):
         self.termination = termination
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                            max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions,
-                           prompt_group=prompt_group, embed_std=embed_std)
+                           prompt_group=prompt_group, embed_std=embed_std, prompt_attention=prompt_attention)
+        self.prompt_attention = prompt_attention
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
         self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout, token_classes=token_classes,
-                                        max_positions=max_positions, prompt_group=prompt_group, embed_std=embed_std)
+                                        max_positions=max_positions, prompt_group=prompt_group, embed_std=embed_std,
+                                        prompt_attention=prompt_attention)
 
     # ----------------------------------------------------------------------------------------------- scoring
-    def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths) -> DecoderOutput:
-        output = network(canvas, canvas_lengths, prompt, prompt_lengths)
+    def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths, prompt_cache=None,
+                prompt_index=None) -> DecoderOutput:
+        if prompt_cache is None:
+            output = network(canvas, canvas_lengths, prompt, prompt_lengths)
+        else:
+            output = network(canvas, canvas_lengths, prompt_cache=prompt_cache, prompt_index=prompt_index)
         if self.termination == "eos":
             output = _eos_as_stop(output, canvas_lengths, self.vocab_size)
         forced = canvas_lengths >= self.max_length  # stopping is certain: an exact 0 / -inf via a finite logit
         stop_logits = output.stop_logits.masked_fill(forced, torch.finfo(output.stop_logits.dtype).max)
         return DecoderOutput(stop_logits, output.slot_logits, output.token_logits)
 
-    def _score_canvases(self, network, tokens, lengths, prompt, prompt_lengths, inserted) -> StepLogProbs:
+    def _prompt_cache(self, network, batch: Batch):
+        """The batch's prompt encoded once (prefix attention with a prompt), else ``None``."""
+        if self.prompt_attention != "prefix" or batch.prompt is None:
+            return None
+        return network.encode_prompt(batch.prompt, batch.prompt_lengths)
+
+    def _score_canvases(self, network, tokens, lengths, prompt, prompt_lengths, inserted, prompt_cache=None,
+                        prompt_index=None) -> StepLogProbs:
         rows, size = tokens.shape
         canvas, canvas_lengths = gather_canvas(tokens, inserted)
-        output = self._decode(network, canvas, canvas_lengths, prompt, prompt_lengths)
+        output = self._decode(network, canvas, canvas_lengths, prompt, prompt_lengths, prompt_cache, prompt_index)
         slots_count = output.slot_logits.shape[1]
         slot_log_probs = output.slot_logits.log_softmax(-1)  # [N, T+1]
         token_log_probs = output.token_logits.log_softmax(-1).reshape(rows, slots_count * self.vocab_size)
@@ -159,8 +175,10 @@ class InsertionProcess(PyroModule):
             raise ValueError(f"inserted has {inserted.shape[0]} rows, not a multiple of the batch size "
                              f"{batch.batch_size}; rows must align with batch.repeat(k)")
         rows = batch.repeat(inserted.shape[0] // batch.batch_size)
+        cache = self._prompt_cache(self.network, batch)  # prefix attention: once for all k * B canvases
+        index = None if cache is None else torch.arange(inserted.shape[0], device=batch.device) % batch.batch_size
         return self._score_canvases(self.network, rows.tokens, rows.lengths, rows.prompt, rows.prompt_lengths,
-                                    inserted)
+                                    inserted, cache, index)
 
     @pyro_method
     def log_joint(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192) -> torch.Tensor:
@@ -180,13 +198,14 @@ class InsertionProcess(PyroModule):
         starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         steps = torch.arange(len(row_index), device=counts.device) - starts
         ranks = orders_to_ranks(orders)
+        cache = self._prompt_cache(network, batch)  # prefix attention: the prompts are encoded once for all chunks
         total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
         for begin in range(0, len(row_index), chunk_size):
             index, step = row_index[begin:begin + chunk_size], steps[begin:begin + chunk_size]
             part = rows[index]
             inserted = (ranks[index] < step.unsqueeze(-1)) & part.mask
             scores = self._score_canvases(network, part.tokens, part.lengths, part.prompt, part.prompt_lengths,
-                                          inserted)
+                                          inserted, cache, None if cache is None else index % batch.batch_size)
             term = scores.stop
             if batch.max_length:  # otherwise every sequence is empty and only stops
                 next_position = orders[index].gather(1, step.clamp(max=batch.max_length - 1).unsqueeze(-1))
@@ -206,9 +225,10 @@ class InsertionProcess(PyroModule):
         canvas = torch.zeros(size, 0, dtype=torch.long, device=device)
         canvas_lengths = torch.zeros(size, dtype=torch.long, device=device)
         active = torch.ones(size, dtype=torch.bool, device=device)
+        cache = self._prompt_cache(network, batch)
         with pyro.plate("data", size):
             for t in pyro.markov(range(horizon + 1)):
-                output = self._decode(network, canvas, canvas_lengths, batch.prompt, batch.prompt_lengths)
+                output = self._decode(network, canvas, canvas_lengths, batch.prompt, batch.prompt_lengths, cache)
                 stop_obs = (batch.lengths == t).to(output.stop_logits.dtype) if observed else None
                 with poutine.mask(mask=active):
                     stop = pyro.sample(f"stop_{t}", dist.Bernoulli(logits=output.stop_logits), obs=stop_obs)
@@ -262,12 +282,14 @@ class InsertionProcess(PyroModule):
         alive = torch.arange(total, device=device)
         canvas = torch.zeros(total, 0, dtype=torch.long, device=device)
         with evaluating(self):
+            cache = (network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
+                     if self.prompt_attention == "prefix" else None)  # once for the whole decoding
             while True:
                 rows, length = canvas.shape
                 lengths = torch.full((rows,), length, dtype=torch.long, device=device)
                 row_prompt = None if prompt_ids is None else prompt_ids[alive]
                 row_prompt_lengths = None if prompt_lengths is None else prompt_lengths[alive]
-                output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths)
+                output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths, cache, alive)
                 if length >= limit:
                     stop = torch.ones(rows, dtype=torch.bool, device=device)
                 elif greedy:

@@ -358,3 +358,16 @@ def test_star_easy_v0_draws_the_graphs_the_earlier_star_easy_drew():
     rng = random.Random("star-easy:0")
     first_valid = star_graph(rng, old)
     assert make_dataset("star-easy-v0", seed=0, sizes={"train": 0, "valid": 1, "test": 0})["valid"][0] == first_valid
+
+
+def test_prefix_attention_reaches_the_model_its_checkpoint_and_the_cli_on_a_prompted_task(tmp_path):
+    from ip_pyro.checkpoint import load_checkpoint
+
+    assert main(["train", "--task", "star-easy", "--steps", "2", "--batch-size", "4", "--d-model", "16", "--layers",
+                 "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers", "1", "--eval-every", "2",
+                 "--eval-size", "4", "--prompt-attention", "prefix", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    model, _, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert model.prompt_attention == "prefix"
+    config = tiny_config(tmp_path, model="fo-arm", prompt_attention="prefix")  # accepted: FO-ARM is causal anyway
+    assert build_model(config)[1] is None

@@ -117,6 +117,8 @@ CLI_CORPUS = [
      "unknown --rws-gradient 'half'"),
     ("unknown RWS guide update", ["train", "--objective", "rws", "--rws-guide-update", "sleep", "--out", "WORK/r"],
      "unknown --rws-guide-update 'sleep'"),
+    ("unknown prompt attention", ["train", "--prompt-attention", "both", "--out", "WORK/r"],
+     "unknown --prompt-attention 'both'"),
     ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
                                      "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
 ]

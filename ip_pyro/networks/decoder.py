@@ -14,7 +14,28 @@ from torch import nn
 
 from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights, _layout_prompt
 
-__all__ = ["InsertionDecoder", "DecoderOutput"]
+__all__ = ["InsertionDecoder", "DecoderOutput", "PromptCache", "PROMPT_ATTENTION"]
+
+PROMPT_ATTENTION = ("full", "prefix")
+
+
+@dataclass
+class PromptCache:
+    """The prompt's per-layer keys and values under prefix attention, computed once per sequence and shared by all
+    its canvases: ``keys[l]``, ``values[l]`` ``[B, H, P, hd]`` (rotary positions applied), ``valid`` ``[B, P]``
+    and ``lengths`` ``[B]``."""
+
+    keys: list
+    values: list
+    valid: torch.Tensor
+    lengths: torch.Tensor
+
+    def rows(self, index: Optional[torch.Tensor]) -> "PromptCache":
+        """The cache of the rows ``index`` ``[N]`` (each canvas's sequence); all rows when ``None``."""
+        if index is None:
+            return self
+        return PromptCache([k[index] for k in self.keys], [v[index] for v in self.values], self.valid[index],
+                           self.lengths[index])
 
 
 @dataclass
@@ -53,14 +74,24 @@ class InsertionDecoder(nn.Module):
     ``0..P-1`` for the prompt, ``P`` for BOS, ``P + 1 + i`` for canvas token ``i`` (its rank on the canvas, never
     its final position in the sequence) and ``P + 1 + t`` for END. Slot ``k`` is represented from the states of its
     left and right neighbours (BOS/END at the edges). ``token_classes`` (default ``vocab_size``) sizes the token head
-    (``vocab_size + 1`` for an end-of-sequence token that is never on a canvas). When it saves work, pairs of canvases (a short one with a
-    long one) share one row under a block-diagonal attention mask (``pack=True``); the outputs are the same.
+    (``vocab_size + 1`` for an end-of-sequence token that is never on a canvas). When it saves work, pairs of
+    canvases (a short one with a long one) share one row under a block-diagonal attention mask (``pack=True``); the
+    outputs are the same.
+
+    ``prompt_attention="prefix"``: prompt positions attend to the prompt only (a prefix-LM mask) and canvas
+    positions to the prompt and the canvas, so the prompt's keys and values are the same for every canvas of a
+    sequence: :meth:`encode_prompt` computes them once (:class:`PromptCache`) and ``forward`` reuses them. The
+    default ``"full"`` lets the prompt read the canvas too (the behaviour of every earlier checkpoint).
     """
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
                  pack: bool = True, token_classes: Optional[int] = None, max_positions: int = 0,
-                 prompt_group: int = 1, embed_std: float = 0.02):
+                 prompt_group: int = 1, embed_std: float = 0.02, prompt_attention: str = "full"):
         super().__init__()
+        if prompt_attention not in PROMPT_ATTENTION:
+            raise ValueError(f"prompt_attention={prompt_attention!r}; choose from {', '.join(PROMPT_ATTENTION)}")
+        self.prompt_attention = prompt_attention
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
         self.pack = pack
@@ -117,14 +148,88 @@ class InsertionDecoder(nn.Module):
                 return gathered[flat.clamp(max=packed_rows * width - 1)]
         return self.stack(ids, index.expand(rows, span), segments, valid)
 
-    def forward(self, canvas, canvas_lengths, prompt=None, prompt_lengths=None) -> DecoderOutput:
-        """``canvas`` ``[N, T]`` long (right-padded), ``canvas_lengths`` ``[N]``; optional prompt ``[N, P]``."""
+    # ---------------------------------------------------------------------------------- prefix attention
+    def encode_prompt(self, prompt, prompt_lengths, rows: Optional[int] = None) -> PromptCache:
+        """The :class:`PromptCache` of ``B`` prompts ``[B, P]`` (``prompt=None``: ``rows`` empty prompts). Only for
+        ``prompt_attention="prefix"``, where prompt positions attend to the prompt alone."""
+        if self.prompt_attention != "prefix":
+            raise ValueError("encode_prompt needs prompt_attention='prefix' (with full attention the prompt also "
+                             "reads the canvas, so it cannot be encoded once)")
+        weight = self.stack.embed.weight
+        if prompt is None or prompt.shape[1] == 0:
+            count = rows if prompt is None else prompt.shape[0]
+            empty = weight.new_zeros(count, self.n_heads, 0, self.head_dim)
+            lengths = torch.zeros(count, dtype=torch.long, device=weight.device)
+            return PromptCache([empty] * len(self.stack.blocks), [empty] * len(self.stack.blocks),
+                               torch.zeros(count, 0, dtype=torch.bool, device=weight.device), lengths)
+        count, width = prompt.shape
+        index = torch.arange(width, device=prompt.device)
+        valid = index < prompt_lengths.unsqueeze(-1)
+        # every prompt position sees the valid prompt and itself (a padded one then stays finite: its keys and
+        # values are masked later, but a NaN there would still leak through 0 * NaN)
+        attn_mask = (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=prompt.device))[:, None]
+        caches = [{} for _ in self.stack.blocks]
+        self.stack.forward_masked(prompt, index.expand(count, width), torch.zeros_like(prompt), attn_mask,
+                                  caches=caches, valid=valid)
+        return PromptCache([c["k"] for c in caches], [c["v"] for c in caches], valid, prompt_lengths)
+
+    def _encode_body(self, canvas, canvas_lengths, cache: PromptCache):
+        """States ``[N, T + 2, D]`` of ``[BOS ; canvas ; END]`` attending to the cached prompt and the canvas."""
+        rows, width = canvas.shape
+        device = canvas.device
+        body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=device), canvas,
+                          torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
+        body = body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+        index = torch.arange(width + 2, device=device)
+        body_valid = index < (canvas_lengths + 2).unsqueeze(-1)
+        positions = cache.lengths.unsqueeze(-1) + index  # the canvas follows its own prompt, as in the full layout
+        keys_valid = torch.cat([cache.valid, body_valid], dim=1)  # [N, P + T + 2]
+        attn_mask = keys_valid[:, None, None, :]
+        caches = [{"k": k, "v": v} for k, v in zip(cache.keys, cache.values)]
+        return self.stack.forward_masked(body, positions, torch.ones_like(body), attn_mask, caches=caches,
+                                         valid=body_valid)
+
+    def _encode_prefix_reference(self, ids, sizes, prompt_lengths):
+        """Prefix attention without a cache (the reference the cache is tested against): one pass over the compact
+        rows, prompt queries masked to the prompt keys."""
+        rows, span = ids.shape
+        index = torch.arange(span, device=ids.device)
+        segments = (index >= prompt_lengths.unsqueeze(-1)).long()
+        valid = index < sizes.unsqueeze(-1)
+        query_in_prompt = index[None, :, None] < prompt_lengths[:, None, None]
+        key_in_prompt = index[None, None, :] < prompt_lengths[:, None, None]
+        attn_mask = (valid[:, None, :] & (key_in_prompt | ~query_in_prompt))[:, None]
+        return self.stack.forward_masked(ids, index.expand(rows, span), segments, attn_mask, valid=valid)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, canvas, canvas_lengths, prompt=None, prompt_lengths=None, *,
+                prompt_cache: Optional[PromptCache] = None, prompt_index: Optional[torch.Tensor] = None,
+                use_cache: bool = True) -> DecoderOutput:
+        """``canvas`` ``[N, T]`` long (right-padded), ``canvas_lengths`` ``[N]``; optional prompt ``[N, P]``.
+
+        With ``prompt_attention="prefix"``: ``prompt_cache`` (from :meth:`encode_prompt` on ``B`` prompts) and
+        ``prompt_index`` ``[N]`` (each canvas's prompt row) reuse one prompt encoding for many canvases; without a
+        cache the prompt rows given are encoded here; ``use_cache=False`` runs the uncached reference pass."""
         width = canvas.shape[1]
-        ids, sizes, prompt_lengths = self._compact(canvas, canvas_lengths, prompt, prompt_lengths)
-        states = self._encode(ids, sizes, prompt_lengths)  # [N, S, D]
-        slots = torch.arange(width + 1, device=canvas.device)
+        if self.prompt_attention == "full":
+            if prompt_cache is not None:
+                raise ValueError("a prompt cache needs prompt_attention='prefix'")
+            ids, sizes, prompt_lengths = self._compact(canvas, canvas_lengths, prompt, prompt_lengths)
+            return self._heads(self._encode(ids, sizes, prompt_lengths), prompt_lengths, canvas_lengths, width)
+        if not use_cache:
+            ids, sizes, prompt_lengths = self._compact(canvas, canvas_lengths, prompt, prompt_lengths)
+            states = self._encode_prefix_reference(ids, sizes, prompt_lengths)
+            return self._heads(states, prompt_lengths, canvas_lengths, width)
+        if prompt_cache is None:
+            prompt_cache, prompt_index = self.encode_prompt(prompt, prompt_lengths, rows=canvas.shape[0]), None
+        states = self._encode_body(canvas, canvas_lengths, prompt_cache.rows(prompt_index))
+        return self._heads(states, torch.zeros_like(canvas_lengths), canvas_lengths, width)
+
+    def _heads(self, states, offset, canvas_lengths, width) -> DecoderOutput:
+        """Stop, slot and token logits from the states; BOS sits at index ``offset`` ``[N]`` of each row."""
+        slots = torch.arange(width + 1, device=states.device)
         last = states.shape[1] - 1
-        left = (prompt_lengths.unsqueeze(-1) + slots).clamp(max=last)  # BOS, then canvas tokens
+        left = (offset.unsqueeze(-1) + slots).clamp(max=last)  # BOS, then canvas tokens
         right = (left + 1).clamp(max=last)  # canvas tokens, then END
         depth = states.shape[-1]
 
@@ -134,5 +239,5 @@ class InsertionDecoder(nn.Module):
         gaps = self.gap(torch.cat([take(left), take(right)], dim=-1))  # [N, T+1, D]
         slot_valid = slots <= canvas_lengths.unsqueeze(-1)
         slot_logits = self.slot_head(gaps).squeeze(-1).masked_fill(~slot_valid, -math.inf)
-        stop_logits = self.stop_head(take(prompt_lengths.unsqueeze(-1)).squeeze(1)).squeeze(-1)
+        stop_logits = self.stop_head(take(offset.unsqueeze(-1)).squeeze(1)).squeeze(-1)
         return DecoderOutput(stop_logits, slot_logits, self.token_head(gaps))
