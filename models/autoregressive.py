@@ -94,7 +94,7 @@ class LeftToRightLM(PyroModule):
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
                greedy: bool = False, max_length: Optional[int] = None, use_cache: bool = True) -> list[list[int]]:
-        """Draw sequences left to right (same arguments as :meth:`models.InsertionProcess.sample`).
+        """Draw sequences left to right (same arguments as :meth:`ip_pyro.models.InsertionProcess.sample`).
 
         :param use_cache: reuse keys and values of earlier tokens (one new token per row per step); ``False``
             re-encodes the whole prefix at every step (same distribution, for checking and benchmarking).

@@ -36,7 +36,9 @@ def test_smiles_example(guide, termination):
 
 @pytest.mark.parametrize("extra", [[], ["--absolute-positions", "--task", "star-medium"],
                                    ["--prompt-group", "2", "--embed-std", "1", "--guide", "uniform"],
-                                   ["--guide", "r2l"], ["--guide", "ends"]])
+                                   ["--guide", "r2l"], ["--guide", "ends"],
+                                   ["--objective", "rws", "--objective-switch", "2", "--particles", "2",
+                                    "--prompt-attention", "prefix"]])
 def test_star_graph_example(extra):
     example = load("star_graph")
     args = example.parse_args(TOY + ["--num-train", "64", "--num-valid", "8"] + extra)
