@@ -1,15 +1,21 @@
-"""Molecule-generation metrics with the MOSES definitions (RDKit).
+"""Molecule-generation metrics as MOSES's and GuacaMol's reference code computes them (RDKit).
 
 ``evaluate(samples, train=None, test=None)`` returns ``validity`` (share of samples RDKit parses and sanitises),
 ``unique@1k`` / ``unique@10k`` (share of distinct canonical SMILES among the first 1,000 / 10,000 valid samples),
-``intdiv1`` / ``intdiv2`` (internal diversity, ``1 - (mean_{pairs} T^p)^(1/p)`` over Morgan fingerprints of radius 2,
-1024 bits, Tanimoto ``T``), with ``train``: ``novelty`` (share of unique valid samples not in the training set),
-and with ``test``: ``snn`` (mean Tanimoto of each sample to its nearest test molecule), ``frag`` (cosine similarity
-of BRICS-fragment counts) and ``scaf`` (cosine similarity of Bemis–Murcko scaffold counts). ``fcd_test`` is the
+``intdiv1`` / ``intdiv2`` (internal diversity as MOSES's code computes it: ``1 - mean_i (mean_j T_ij^p)^(1/p)`` over
+Morgan fingerprints of radius 2, 1024 bits, Tanimoto ``T``), with ``train``: ``novelty`` (share of unique valid
+samples not in the training set; both sides canonicalised — MOSES canonicalises the samples and takes its training
+SMILES as given, which is the same thing on MOSES's canonical training set, tested, and avoids counting a training
+molecule written differently in a user's file as novel), and with ``test``: ``snn`` (mean Tanimoto of each sample to its nearest test
+molecule), ``frag`` (cosine similarity of the counts of every BRICS fragment, ``FragmentOnBRICSBonds`` as in MOSES)
+and ``scaf`` (cosine similarity of the counts of Bemis–Murcko scaffolds with at least two rings, as MOSES's
+``compute_scaffolds``; absent, with a warning, when no molecule of one side has such a scaffold). Every one of these
+equals MOSES 0.3.1's own code on ``tests/fixtures/reference_metrics.json`` (``benchmarks/reference_metrics.py``). ``fcd_test`` is the
 Fréchet ChemNet Distance of the valid samples to ``test_stats`` (MOSES's precomputed ``test_stats.npz``) or, without
 it, to ``test``; ``fcd_testsf`` to ``test_scaffolds``; ``fcd_score`` is GuacaMol's ``exp(-0.2 FCD)`` (needs
 ``fcd-torch``, whose ChemNet weights ship in its wheel). ``kl_score`` (with ``train``) is GuacaMol's KL-divergence
-score (:func:`kl_divergence_score`). Keys whose reference is not given are absent.
+score with GuacaMol's protocol (:func:`kl_divergence_score`: the samples against a random subset of the training
+set of the same size; ``kl_reference_molecules`` says how many). Keys whose reference is not given are absent.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 __all__ = ["evaluate", "canonical", "validity", "internal_diversity", "nearest_neighbour_similarity",
-           "fragment_similarity", "scaffold_similarity", "frechet_chemnet_distance", "load_test_stats", "kl_divergence_score"]
+           "fragment_similarity", "fragment_counts", "scaffold_similarity", "scaffold_counts", "frechet_chemnet_distance",
+           "load_test_stats", "kl_divergence_score"]
 
 # GuacaMol's physico-chemical descriptors for the KL-divergence benchmark: the first four are continuous (compared
 # through Gaussian KDEs), the rest are counts (compared through 10-bin histograms)
@@ -64,14 +71,15 @@ def _fingerprints(molecules: list) -> list:
 
 
 def internal_diversity(molecules: list, p: int = 1) -> float:
-    """``1 - (mean over all ordered pairs of T^p)^(1/p)`` (MOSES IntDiv_p)."""
+    """MOSES IntDiv_p as its code computes it: ``1 - mean_i (mean_j T_ij^p)^(1/p)`` (the root per molecule; for
+    ``p = 1`` this is the mean over all ordered pairs)."""
     DataStructs = _rdkit()[1]
     fingerprints = _fingerprints(molecules)
-    total = 0.0
+    per_molecule = []
     for fingerprint in fingerprints:
         similarities = np.asarray(DataStructs.BulkTanimotoSimilarity(fingerprint, fingerprints))
-        total += float((similarities ** p).sum())
-    return 1.0 - (total / len(fingerprints) ** 2) ** (1.0 / p)
+        per_molecule.append(float((similarities ** p).mean()) ** (1.0 / p))
+    return 1.0 - float(np.mean(per_molecule))
 
 
 def nearest_neighbour_similarity(molecules: list, reference: list) -> float:
@@ -90,22 +98,44 @@ def _cosine(first: collections.Counter, second: collections.Counter) -> float:
     return float(a @ b / norm) if norm > 0 else 0.0
 
 
+def fragment_counts(molecules: list) -> collections.Counter:
+    """Every BRICS fragment of every molecule, counted (MOSES's ``compute_fragments``: the pieces of
+    ``FragmentOnBRICSBonds``, attachment points included, repeated fragments counted each time)."""
+    Chem, _, AllChem = _rdkit()[:3]
+    counts = collections.Counter()
+    for molecule in molecules:
+        counts.update(Chem.MolToSmiles(AllChem.FragmentOnBRICSBonds(molecule)).split("."))
+    return counts
+
+
 def fragment_similarity(molecules: list, reference: list) -> float:
-    """Cosine similarity of BRICS-fragment count vectors (MOSES Frag)."""
-    BRICS = _rdkit()[3]
-
-    def counts(group):
-        return collections.Counter(fragment for m in group for fragment in BRICS.BRICSDecompose(m))
-    return _cosine(counts(molecules), counts(reference))
+    """MOSES Frag: cosine similarity of the BRICS-fragment counts of :func:`fragment_counts`."""
+    return _cosine(fragment_counts(molecules), fragment_counts(reference))
 
 
-def scaffold_similarity(molecules: list, reference: list) -> float:
-    """Cosine similarity of Bemis–Murcko scaffold count vectors (MOSES Scaf; acyclic molecules count as '')."""
-    MurckoScaffold = _rdkit()[4]
+def scaffold_counts(molecules: list, min_rings: int = 2) -> collections.Counter:
+    """Bemis–Murcko scaffolds (canonical SMILES) counted, keeping only scaffolds with at least ``min_rings`` rings and
+    never the empty one (MOSES's ``compute_scaffolds``, whose default is ``min_rings=2``)."""
+    Chem, MurckoScaffold = _rdkit()[0], _rdkit()[4]
+    counts = collections.Counter()
+    for molecule in molecules:
+        try:
+            scaffold = MurckoScaffold.GetScaffoldForMol(molecule)
+        except (ValueError, RuntimeError):
+            continue
+        smiles = Chem.MolToSmiles(scaffold)
+        if smiles and scaffold.GetRingInfo().NumRings() >= min_rings:
+            counts[smiles] += 1
+    return counts
 
-    def counts(group):
-        return collections.Counter(MurckoScaffold.MurckoScaffoldSmiles(mol=m) for m in group)
-    return _cosine(counts(molecules), counts(reference))
+
+def scaffold_similarity(molecules: list, reference: list, min_rings: int = 2) -> float:
+    """MOSES Scaf: cosine similarity of :func:`scaffold_counts`; ``nan`` when one side has no such scaffold (MOSES
+    gives ``nan`` there too)."""
+    first, second = scaffold_counts(molecules, min_rings), scaffold_counts(reference, min_rings)
+    if not first or not second:
+        return float("nan")
+    return _cosine(first, second)
 
 
 def load_test_stats(path) -> dict:
@@ -169,24 +199,49 @@ def _nearest_internal_similarity(molecules: list) -> np.ndarray:
     return nearest
 
 
-def kl_divergence_score(samples: list, reference: list, *, max_molecules: int = 10_000, seed: int = 0) -> float:
-    """GuacaMol's KL-divergence score in ``[0, 1]``: the mean over nine physico-chemical descriptors and the
-    nearest-neighbour internal similarity of ``exp(-KL(reference || samples))``.
+def _without_stereo(smiles_list) -> list:
+    """Distinct valid canonical SMILES without stereo information, first occurrence first (GuacaMol's
+    ``canonicalize_list(..., include_stereocenters=False)``)."""
+    Chem = _rdkit()[0]
+    seen, kept = set(), []
+    for smiles in smiles_list:
+        molecule = Chem.MolFromSmiles(smiles)
+        if molecule is None:
+            continue
+        text = Chem.MolToSmiles(molecule, isomericSmiles=False)
+        if text not in seen:
+            seen.add(text)
+            kept.append(text)
+    return kept
 
-    Both sets are reduced to distinct valid canonical molecules; at most ``max_molecules`` of each are used (a
-    seeded random subset, as GuacaMol does with 10,000 molecules of each).
+
+def kl_divergence_score(samples: list, reference: list, *, number_samples: Optional[int] = None,
+                        seed: int = 42) -> float:
+    """GuacaMol's KL-divergence score in ``[0, 1]`` with GuacaMol's protocol: the mean over nine physico-chemical
+    descriptors and the nearest-neighbour internal similarity of ``exp(-KL(reference || samples))``.
+
+    The reference is a random subset of ``reference`` (the training set) of ``number_samples`` molecules (default:
+    as many as ``samples``), drawn as GuacaMol draws it (``numpy.random`` seeded with 42); both sets are then
+    reduced to distinct valid canonical SMILES without stereo. Equal sizes make the score comparable across sample
+    counts: against a larger reference a perfect model's score would depend on how many molecules it was asked for.
     """
     Chem = _rdkit()[0]
+    number_samples = len(samples) if number_samples is None else number_samples
+    reference = list(reference)
+    if len(reference) < number_samples:
+        raise ValueError(f"the KL score compares {number_samples} samples with as many training molecules, but the "
+                         f"training set has {len(reference)}; sample fewer molecules")
+    state = np.random.get_state()  # GuacaMol's get_random_subset, which also restores numpy's global state
+    try:
+        np.random.seed(seed)
+        subset = list(np.random.choice(reference, number_samples, replace=False))
+    finally:
+        np.random.set_state(state)
     groups = []
-    for name, group in (("samples", samples), ("reference", reference)):
-        group = list(group)
-        if len(group) > 2 * max_molecules:  # subsample first: canonicalising a whole training set is slow
-            group = list(np.random.default_rng(seed + 1).choice(group, 2 * max_molecules, replace=False))
-        unique = sorted({c for c in (canonical(s) for s in group) if c is not None})
+    for name, group in (("samples", samples), ("reference", subset)):
+        unique = _without_stereo(group)
         if len(unique) < 2:
             raise ValueError(f"the KL score needs at least 2 distinct valid {name}, got {len(unique)}")
-        if len(unique) > max_molecules:
-            unique = list(np.random.default_rng(seed).choice(unique, max_molecules, replace=False))
         groups.append([Chem.MolFromSmiles(s) for s in unique])
     sampled, reference_molecules = groups
     sampled_values, reference_values = _descriptors(sampled), _descriptors(reference_molecules)
@@ -230,15 +285,24 @@ def evaluate(samples: list, train: Optional[list] = None, test: Optional[list] =
         known = {c for c in (canonical(s) for s in train) if c is not None}
         unique = set(canonical_valid)
         results["novelty"] = len(unique - known) / len(unique)
-        if len(unique) >= 2:
-            results["kl_score"] = kl_divergence_score(canonical_valid, train)
+        if len(unique) >= 2 and len(train) < len(samples):
+            warnings.warn(f"kl_score left out: GuacaMol's protocol compares the {len(samples)} samples with as many "
+                          f"training molecules, and the training set has {len(train)}", stacklevel=2)
+        elif len(unique) >= 2:
+            results["kl_score"] = kl_divergence_score(samples, train)
+            results["kl_reference_molecules"] = len(samples)
     if test is not None:
         reference = [m for m in (_molecule(s) for s in test) if m is not None]
         if not reference:
             raise ValueError("the test set holds no valid molecule")
         results["snn"] = nearest_neighbour_similarity(valid, reference)
         results["frag"] = fragment_similarity(valid, reference)
-        results["scaf"] = scaffold_similarity(valid, reference)
+        scaf = scaffold_similarity(valid, reference)
+        if math.isfinite(scaf):
+            results["scaf"] = scaf
+        else:
+            warnings.warn("no sample (or no test molecule) has a Bemis–Murcko scaffold with two or more rings; scaf "
+                          "(MOSES's definition) left out", stacklevel=2)
     if len(canonical_valid) < 2 and (test_stats is not None or test is not None or test_scaffolds is not None):
         warnings.warn(f"FCD needs at least 2 valid samples, got {len(canonical_valid)}; fcd keys left out",
                       stacklevel=2)
