@@ -27,7 +27,7 @@ from pyro.infer import ELBO
 from ip_pyro.batch import Batch
 from ip_pyro.orders import inserted_before
 
-__all__ = ["InsertionELBO", "ELBOEstimate", "draw_steps", "check_steps"]
+__all__ = ["InsertionELBO", "ELBOEstimate", "SurrogateObjective", "draw_steps", "check_steps"]
 
 
 def draw_steps(lengths: torch.Tensor, width: int, count: int) -> torch.Tensor:
@@ -48,7 +48,38 @@ class ELBOEstimate(NamedTuple):
     surrogate: torch.Tensor
 
 
-class InsertionELBO(ELBO):
+class SurrogateObjective(ELBO):
+    """Pyro's ``ELBO`` interface for an objective whose ``estimate(model, guide, batch, ...)`` returns per-sequence
+    values with a differentiable ``surrogate`` and the bound itself in the field named by ``bound``: ``loss`` and
+    ``loss_and_grads`` (hence ``svi.step``) return minus the bound summed over the batch, as one float."""
+
+    bound = "elbo"
+
+    def estimate(self, model, guide, batch, **kwargs):
+        raise NotImplementedError
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} scores the model through step_log_probs and log_joint, "
+                                  "not through traces")
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """``-sum_b surrogate_b``: differentiable; its value is minus the bound's estimate."""
+        return -self.estimate(model, guide, *args, **kwargs).surrogate.sum()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """Minus the bound's estimate, summed over the batch (no gradients)."""
+        with torch.no_grad():
+            return -float(getattr(self.estimate(model, guide, *args, **kwargs), self.bound).sum())
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate the surrogate into model and guide parameters; return minus the bound's estimate."""
+        surrogate_loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if surrogate_loss.requires_grad:
+            surrogate_loss.backward(retain_graph=self.retain_graph)
+        return float(surrogate_loss.detach())
+
+
+class InsertionELBO(SurrogateObjective):
     """ELBO for :class:`ip_pyro.models.InsertionProcess` with any guide of the :class:`ip_pyro.guides.base.OrderGuide` interface.
 
     :param num_particles: ``M`` posterior orders per sequence (RLOO needs ``M >= 2``; ``M = 1`` uses no baseline).
@@ -171,25 +202,6 @@ class InsertionELBO(ELBO):
             return torch.zeros_like(rewards)
         return (rewards.sum(0, keepdim=True) - rewards) / (particles - 1)
 
-    # ------------------------------------------------------------------------------------ Pyro's interface
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("InsertionELBO scores the model through step_log_probs, not through traces")
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """``-sum_b surrogate_b``: differentiable; its value is the ``-ELBO`` estimate."""
-        return -self.estimate(model, guide, *args, **kwargs).surrogate.sum()
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """``-ELBO`` estimate summed over the batch (no gradients)."""
-        with torch.no_grad():
-            return -float(self.estimate(model, guide, *args, **kwargs).elbo.sum())
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Backpropagate the surrogate into model and guide parameters; return the ``-ELBO`` estimate."""
-        surrogate_loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate_loss.requires_grad:
-            surrogate_loss.backward(retain_graph=self.retain_graph)
-        return float(surrogate_loss.detach())
 
 
 def check_steps(steps: torch.Tensor, live: torch.Tensor, lengths: torch.Tensor) -> None:

@@ -28,10 +28,9 @@ import math
 from typing import NamedTuple, Optional
 
 import torch
-from pyro.infer import ELBO
 
 from ip_pyro.batch import Batch
-from ip_pyro.infer.elbo import InsertionELBO, check_steps, draw_steps
+from ip_pyro.infer.elbo import InsertionELBO, SurrogateObjective, check_steps, draw_steps
 from ip_pyro.orders import inserted_before
 
 __all__ = ["InsertionRWS", "RWSEstimate", "GUIDE_UPDATES", "MODEL_GRADIENTS"]
@@ -67,7 +66,7 @@ def _has_trainable_parameters(module) -> bool:
     return parameters is not None and any(p.requires_grad for p in parameters())
 
 
-class InsertionRWS(ELBO):
+class InsertionRWS(SurrogateObjective):
     """IWAE for :class:`ip_pyro.models.InsertionProcess`, reweighted wake-sleep for any :class:`ip_pyro.guides.base.OrderGuide`.
 
     :param num_particles: ``K >= 2`` orders per sequence.
@@ -81,6 +80,8 @@ class InsertionRWS(ELBO):
     ``svi.step(batch)`` (via ``loss_and_grads``) and ``loss`` return one float, ``-IWAE_K`` summed over the batch.
     Parameter-free guides (uniform, l2r, ...) give model-only IWAE training with that proposal.
     """
+
+    bound = "iwae"
 
     def __init__(self, num_particles: int = 4, guide_update: str = "wake", model_gradient: str = "full",
                  num_steps: int = 1, chunk_size: int = 8192):
@@ -169,23 +170,3 @@ class InsertionRWS(ELBO):
             term = torch.where(flat_steps < flat_lengths, inserting, scores.stop)
         term = term.view(horizon, count).masked_fill(~live, 0.0)
         return term.sum(0) * (lengths + 1).to(term.dtype) / counted
-
-    # ------------------------------------------------------------------------------------ Pyro's interface
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("InsertionRWS scores the model through log_joint, not through traces")
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """``-sum_b surrogate_b``: differentiable; its value is the ``-IWAE_K`` estimate."""
-        return -self.estimate(model, guide, *args, **kwargs).surrogate.sum()
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """``-IWAE_K`` estimate summed over the batch (no gradients)."""
-        with torch.no_grad():
-            return -float(self.estimate(model, guide, *args, **kwargs).iwae.sum())
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Backpropagate the surrogate into model and guide parameters; return the ``-IWAE_K`` estimate."""
-        surrogate_loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate_loss.requires_grad:
-            surrogate_loss.backward(retain_graph=self.retain_graph)
-        return float(surrogate_loss.detach())
