@@ -54,6 +54,7 @@ def corpus_files(tmp_path, data_dir):
     (tmp_path / "unparseable.csv").write_text("SMILES\nC1CC\nC(C\nc1cccc1\n")
     (tmp_path / "no_column.csv").write_text("smiles_string\nCCO\n")
     (tmp_path / "empty.smi").write_text("")
+    (tmp_path / "two_columns.csv").write_text("SMILES,smiles\nCCO,CCO\n")
     return tmp_path
 
 
@@ -91,8 +92,12 @@ CLI_CORPUS = [
                                         "WORK/r"], "has no 'SMILES' column"),
     ("empty SMILES file", ["train", "--task", "smiles", "--data", "WORK/empty.smi", "--out", "WORK/r"], "is empty"),
     ("SMILES task without a file", ["train", "--task", "smiles", "--out", "WORK/r"], "--task smiles needs --data"),
-    ("split larger than the file", ["train", "--task", "smiles", "--data", "WORK/aromatic.smi", "--out", "WORK/r"],
-     "cannot hold 10000 test and 1000 validation molecules"),
+    ("split larger than the file", ["train", "--task", "smiles", "--data", "WORK/aromatic.smi", "--test-size", "10",
+                                    "--out", "WORK/r"], "cannot hold 10 test and 1 validation molecules"),
+    ("file too small for the default split", ["train", "--task", "smiles", "--data", "WORK/aromatic.smi", "--out",
+                                              "WORK/r"], "or leave both out to hold out 10 % / 5 % of the file"),
+    ("ambiguous SMILES column", ["train", "--task", "smiles", "--data", "WORK/two_columns.csv", "--out", "WORK/r"],
+     "has more than one 'SMILES' column"),
     ("EOS termination for FO-ARM", ["train", "--model", "fo-arm", "--termination", "eos", "--out", "WORK/r"],
      "--termination eos is an IP option"),
     ("unknown step sampling", ["train", "--step-sampling", "some", "--out", "WORK/r"], "unknown step sampling"),

@@ -94,3 +94,49 @@ def test_cli_trains_every_smiles_arm(model_flags, small_csv, tmp_path):
     assert main(["train", "--task", "smiles", "--data", str(small_csv), "--steps", "2", "--out", str(run)]
                 + model_flags + TINY) == 0
     assert (run / "checkpoint.pt").is_file()
+
+
+def test_user_files_as_they_come_header_case_column_and_split_sizes(tmp_path, nci_file):
+    from ip_pyro.data.molecules import split_sizes
+    from ip_pyro.data.smiles import read_smiles
+
+    lines = [line.split()[0] for line in open(nci_file) if line.strip()][:200]
+    (tmp_path / "lower.csv").write_text("id,smiles\n" + "".join(f"{i},{s}\n" for i, s in enumerate(lines)))
+    (tmp_path / "named.csv").write_text("mol,canonical_form\n" + "".join(f"{i},{s}\n" for i, s in enumerate(lines)))
+    (tmp_path / "header.smi").write_text("SMILES Name\n" + "".join(f"{s} m{i}\n" for i, s in enumerate(lines)))
+    (tmp_path / "plain.smi").write_text("".join(f"{s}\n" for s in lines))
+    assert read_smiles(tmp_path / "lower.csv") == lines
+    assert read_smiles(tmp_path / "named.csv", "Canonical_Form") == lines
+    assert read_smiles(tmp_path / "header.smi") == read_smiles(tmp_path / "plain.smi") == lines
+    assert read_smiles(tmp_path / "plain.smi")[0] == lines[0]  # stereo and charges kept as written
+    assert split_sizes(200, None, None) == (10, 20) and split_sizes(500_000, None, None) == (1000, 10_000)
+    assert split_sizes(200, 7, 3) == (7, 3)
+    with pytest.warns(UserWarning):  # tokens of held-out molecules outside the small training vocabulary
+        task = load_smiles_task("smiles", path=tmp_path / "lower.csv", valid_size=None, test_size=None)
+    assert len(task.smiles["train"]) + task.skipped["train_unparseable"] == 170
+
+
+def test_a_run_moves_with_its_data_and_eval_points_elsewhere_with_data(tmp_path, small_csv, capsys):
+    import shutil
+
+    data = tmp_path / "project" / "data"
+    data.mkdir(parents=True)
+    shutil.copy(small_csv, data / "molecules.csv")
+    out = tmp_path / "project" / "run"
+    assert main(["train", "--task", "smiles", "--data", str(data / "molecules.csv"), "--steps", "2",
+                 "--out", str(out)] + TINY) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err  # warnings are one line each
+    saved = json.loads(json.dumps(__import__("torch").load(out / "checkpoint.pt", weights_only=False)["extra"]))
+    assert saved["data"]["path"] == os.path.join("..", "data", "molecules.csv")
+    shutil.move(str(tmp_path / "project"), str(tmp_path / "moved"))
+    moved = tmp_path / "moved" / "run" / "checkpoint.pt"
+    arguments = ["eval", "--checkpoint", str(moved), "--num-samples", "12", "--nll-samples", "1", "--nll-limit", "3"]
+    assert main(arguments + ["--seed", "3", "--json", str(tmp_path / "a.json")]) == 0
+    assert main(arguments + ["--seed", "3", "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "a.smi").read_text() == (tmp_path / "b.smi").read_text()  # same seed, same samples
+    shutil.move(str(tmp_path / "moved" / "data"), str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    assert main(arguments) == 2
+    assert "pass --data FILE" in capsys.readouterr().err
+    assert main(arguments + ["--data", str(tmp_path / "elsewhere" / "molecules.csv")]) == 0

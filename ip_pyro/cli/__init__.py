@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from ip_pyro.cli import data, diagnose, eval, sample, train
 from ip_pyro.cli.common import CommandError
@@ -33,9 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each (``warning: ...``), without Python's source location."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         code = args.run(args)
         if getattr(args, "distributed", False):
@@ -50,3 +57,5 @@ def main(argv=None) -> int:
             raise
         print(f"ip-pyro {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown

@@ -10,8 +10,12 @@ __all__ = ["run", "add_parser"]
 
 
 def run(args) -> int:
+    import torch
+
     from ip_pyro.checkpoint import load_checkpoint
     from ip_pyro.evaluation import planning_metrics, sequence_nll
+
+    torch.manual_seed(args.seed)  # sampled decoding, SMILES samples and the NLL's orders: same seed, same numbers
 
     model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device, use_ema=args.weights == "ema")
     task = extra.get("task")
@@ -48,11 +52,14 @@ def add_parser(commands) -> None:
     evaluate.add_argument("--nll-samples", type=int, default=100)
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only")
-    evaluate.add_argument("--data", default=None)
+    evaluate.add_argument("--data", default=None, help="planning: the data folder; SMILES: the data file, if it "
+                          "moved since training (the checkpoint keeps its path relative to the run folder)")
     evaluate.add_argument("--data-seed", type=int, default=0)
     evaluate.add_argument("--json", default=None)
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="SMILES tasks: molecules to sample")
     evaluate.add_argument("--insertions-per-step", type=int, default=1, help="IP: parallel decoding, up to K "
                           "insertions per decoder pass (1 = exact sampling)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seeds every draw of the evaluation (samples, "
+                          "orders of the NLL): the same seed gives the same numbers")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=run)

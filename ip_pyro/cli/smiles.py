@@ -6,8 +6,11 @@ rebuilds the same splits; validation samples molecules (validity, uniqueness) an
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Optional
+
 
 from ip_pyro.cli.common import CommandError, print_table
 from ip_pyro.cli.train import config_from_args, run_training
@@ -17,15 +20,30 @@ __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
 MOSES_DEFAULT_TRAIN = 200_000
 
 
-def smiles_task_for(data: dict, vocabulary=None):
+def data_path(data: dict, base: Optional[Path] = None, override: Optional[str] = None) -> Optional[Path]:
+    """The SMILES file of a run: ``override`` (``eval --data``) if given, else the saved path, which is relative
+    to the run folder ``base`` (absolute in checkpoints written before that rule)."""
+    if override:
+        return Path(override)
+    saved = data.get("path")
+    if saved is None:
+        return None
+    saved = Path(saved)
+    return saved if saved.is_absolute() or base is None else (base / saved)
+
+
+def smiles_task_for(data: dict, vocabulary=None, *, base: Optional[Path] = None, override: Optional[str] = None):
     """Load the task described by ``data`` (the settings saved with a checkpoint), warnings shown as lines."""
     from ip_pyro.data.molecules import load_smiles_task
 
+    path = data_path(data, base, override)
+    if path is not None and not path.is_file():
+        raise CommandError(f"the run's SMILES file {path} is not there (moved?); pass --data FILE to point at it")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         task = load_smiles_task(data["task"], seed=data["seed"], train_size=data["train_size"],
-                                valid_size=data["valid_size"], test_size=data["test_size"], path=data.get("path"),
-                                vocabulary=vocabulary)
+                                valid_size=data["valid_size"], test_size=data["test_size"], path=path,
+                                vocabulary=vocabulary, smiles_column=data.get("smiles_column"))
     for warning in caught:
         print(f"warning: {warning.message}")
     return task
@@ -39,9 +57,11 @@ def train_smiles(args) -> int:
     train_size = args.train_size
     if train_size is None and args.task == "moses":
         train_size = MOSES_DEFAULT_TRAIN
+    # the data file is saved relative to the run folder, so a run and its data can move together
+    relative = os.path.relpath(Path(args.data).resolve(), Path(args.out).resolve()) if args.data else None
     data = {"task": args.task, "seed": args.data_seed, "train_size": train_size, "valid_size": args.valid_size,
-            "test_size": args.test_size, "path": str(Path(args.data).resolve()) if args.data else None}
-    task = smiles_task_for(data)
+            "test_size": args.test_size, "path": relative, "smiles_column": args.smiles_column}
+    task = smiles_task_for(data, override=args.data)  # the run folder may not exist yet
     print(f"{args.task}: {len(task.splits['train'])} train / {len(task.splits['valid'])} valid / "
           f"{len(task.splits['test'])} test molecules, {len(task.vocabulary)} tokens, max length {task.max_length}")
     extra = {"vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
@@ -68,7 +88,8 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
 
     if args.split not in ("valid", "test"):
         raise CommandError(f"no split {args.split!r} for a SMILES task; choose valid or test")
-    task = smiles_task_for(extra["data"], vocabulary=SmilesVocabulary(extra["vocabulary"]))
+    task = smiles_task_for(extra["data"], vocabulary=SmilesVocabulary(extra["vocabulary"]),
+                           base=Path(args.checkpoint).resolve().parent, override=args.data)
     results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
                                       nll_samples=args.nll_samples if guide is not None else 1,
                                       nll_limit=args.nll_limit or 1000, split=args.split,

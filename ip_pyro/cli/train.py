@@ -161,8 +161,12 @@ def add_parser(commands) -> None:
     train.add_argument("--data-seed", type=int, default=0)
     train.add_argument("--train-size", type=int, default=None, help="SMILES tasks: training molecules (default: all;"
                        " moses: 200,000)")
-    train.add_argument("--valid-size", type=int, default=1000, help="SMILES tasks: validation molecules")
-    train.add_argument("--test-size", type=int, default=10_000, help="SMILES tasks: test molecules held out")
+    train.add_argument("--valid-size", type=int, default=None, help="SMILES tasks: validation molecules (default: "
+                       "5 %% of a --data file, at most 1,000; 1,000 for qm9 and moses)")
+    train.add_argument("--test-size", type=int, default=None, help="SMILES tasks: test molecules held out (default: "
+                       "10 %% of a --data file, at most 10,000; 10,000 for qm9 and moses)")
+    train.add_argument("--smiles-column", default=None, help="SMILES tasks: the CSV column holding the SMILES "
+                       "(case-insensitive; default SMILES)")
     train.add_argument("--valid-samples", type=int, default=500, help="SMILES tasks: molecules sampled at each "
                        "validation")
     train.add_argument("--out", required=True)

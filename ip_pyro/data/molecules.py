@@ -25,7 +25,7 @@ from typing import Optional
 
 from ip_pyro.data.smiles import SmilesVocabulary, fetch_moses, fetch_qm9, read_smiles, tokenize
 
-__all__ = ["SMILES_TASKS", "SmilesTask", "load_smiles_task", "parseable_smiles", "is_smiles_task"]
+__all__ = ["split_sizes", "SMILES_TASKS", "SmilesTask", "load_smiles_task", "parseable_smiles", "is_smiles_task"]
 
 SMILES_TASKS = ("qm9", "moses", "smiles")
 # tokens beyond the longest training molecule, so that stopping is the model's choice (as for the planning tasks)
@@ -88,10 +88,21 @@ def _encode_split(vocabulary: SmilesVocabulary, smiles: list, name: str) -> tupl
     return records, unknown
 
 
-def _split_one_file(molecules: list, seed: int, valid_size: int, test_size: int, train_size: Optional[int]):
+def split_sizes(count: int, valid_size: Optional[int], test_size: Optional[int]) -> tuple:
+    """Validation and test sizes for a file of ``count`` molecules: as given, or (``None``) 5 % and 10 % of the
+    file, capped at 1,000 and 10,000 (at least 1 each when the file has 20 or more molecules)."""
+    valid = min(1000, max(1, count // 20)) if valid_size is None else valid_size
+    test = min(10_000, max(1, count // 10)) if test_size is None else test_size
+    return valid, test
+
+
+def _split_one_file(molecules: list, seed: int, valid_size: Optional[int], test_size: Optional[int],
+                    train_size: Optional[int]):
+    valid_size, test_size = split_sizes(len(molecules), valid_size, test_size)
     if valid_size + test_size >= len(molecules):
         raise ValueError(f"{len(molecules)} molecules cannot hold {test_size} test and {valid_size} validation "
-                         "molecules plus a training split; lower --test-size/--valid-size")
+                         "molecules plus a training split; lower --test-size/--valid-size, or leave both out to "
+                         "hold out 10 % / 5 % of the file")
     shuffled = list(molecules)
     random.Random(seed).shuffle(shuffled)
     test, valid = shuffled[:test_size], shuffled[test_size:test_size + valid_size]
@@ -99,11 +110,16 @@ def _split_one_file(molecules: list, seed: int, valid_size: int, test_size: int,
     return (train[:train_size] if train_size else train), valid, test
 
 
-def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = None, valid_size: int = 1000,
-                     test_size: int = 10_000, path: Optional[Path] = None, folder: Optional[Path] = None,
-                     vocabulary: Optional[SmilesVocabulary] = None) -> SmilesTask:
+def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = None,
+                     valid_size: Optional[int] = 1000, test_size: Optional[int] = 10_000,
+                     path: Optional[Path] = None, folder: Optional[Path] = None,
+                     vocabulary: Optional[SmilesVocabulary] = None, smiles_column: Optional[str] = None) -> SmilesTask:
     """Load, split, clean and encode a SMILES task (see the module docstring).
 
+    :param valid_size, test_size: held-out molecules; ``None`` for a user's file: 5 % / 10 % of it (capped at
+        1,000 / 10,000, :func:`split_sizes`, which also gives QM9's 1,000 / 10,000); for MOSES, ``None`` is 1,000
+        validation molecules and the first 10,000 of its test set.
+    :param smiles_column: the CSV column holding the SMILES (case-insensitive; default ``SMILES``).
     :param vocabulary: reuse a saved vocabulary (evaluating a checkpoint) instead of building one from train.
     """
     if task not in SMILES_TASKS:
@@ -117,6 +133,8 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
 
         cache = fetch_moses(folder)
         pool = read_smiles(cache / "train.csv.gz")
+        valid_size = 1000 if valid_size is None else valid_size
+        test_size = 10_000 if test_size is None else test_size
         wanted = (train_size or len(pool) - valid_size) + valid_size
         chosen = random.Random(seed).sample(pool, min(wanted, len(pool)))
         valid, train = chosen[:valid_size], chosen[valid_size:]
@@ -129,7 +147,7 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
         elif path is None:
             raise ValueError("task 'smiles' needs a file: pass --data PATH (a CSV with a SMILES column, or .smi)")
         else:
-            molecules = read_smiles(Path(path))
+            molecules = read_smiles(Path(path), smiles_column)
         train, valid, test = _split_one_file(molecules, seed, valid_size, test_size, train_size)
     train, skipped_train = parseable_smiles(train, what="training")
     if not train:

@@ -210,8 +210,13 @@ def fetch_qm9(folder: Optional[Path] = None) -> Path:
     return _fetch(folder, _QM9, {"qm9.csv"}, extract_qm9)
 
 
-def read_smiles(path: Path, column: str = "SMILES") -> list:
-    """SMILES strings from a CSV (plain or ``.gz``) with a ``column`` header, or a ``.smi`` file (first field)."""
+def read_smiles(path: Path, column: Optional[str] = None) -> list:
+    """SMILES strings from a CSV (plain or ``.gz``) or a ``.smi`` file.
+
+    CSV: the column named ``column``, matched case-insensitively (default ``SMILES``, so ``smiles`` and ``Smiles``
+    headers work too). ``.smi``: the first field of each line, with or without a header line (a first line whose
+    first field is ``smiles`` in any case is taken as a header). Stereo and charges are kept as written.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no SMILES file at {path}")
@@ -219,10 +224,15 @@ def read_smiles(path: Path, column: str = "SMILES") -> list:
     text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode()
     if not text.strip():
         raise ValueError(f"{path} is empty; it needs one molecule per line")
+    wanted = column or "SMILES"
     if path.suffix == ".smi":
-        return [line.split()[0] for line in text.splitlines() if line.strip()]
+        rows = [line.split()[0] for line in text.splitlines() if line.strip()]
+        return rows[1:] if rows and rows[0].lower() == wanted.lower() else rows
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or column not in reader.fieldnames:
-        raise ValueError(f"{path} has no {column!r} column (columns: {reader.fieldnames}); pass a CSV with a "
-                         f"{column!r} header")
-    return [row[column] for row in reader if row[column]]
+    names = reader.fieldnames or []
+    matches = [name for name in names if name.strip().lower() == wanted.lower()]
+    if len(matches) != 1:
+        found = "no" if not matches else "more than one"
+        raise ValueError(f"{path} has {found} {wanted!r} column (case-insensitive; columns: {names}); name the "
+                         "column with --smiles-column")
+    return [row[matches[0]] for row in reader if row[matches[0]]]
