@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ip_pyro.batch import collate
 from ip_pyro.data.planning import example_metrics
@@ -59,13 +60,15 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
 
 
 def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_size: int = 256,
-                 device=None) -> dict:
+                 device=None, progress: bool = False) -> dict:
     """Test NLL of the targets given their prompts: ``nll`` (nats per sequence) and ``nll_per_token`` (tokens plus
-    the stop); an IWAE bound with ``nll_samples`` orders for the IP, exact for the left-to-right model."""
+    the stop); an IWAE bound with ``nll_samples`` orders for the IP, exact for the left-to-right model.
+    ``progress``: a progress bar over the molecules (stderr)."""
     if not examples:
         raise ValueError("no examples to evaluate; check the split name and the data folder")
     device = device or next(model.parameters()).device
     totals = []
+    bar = tqdm(total=len(examples), desc="NLL", unit="seq", disable=not progress, leave=False)
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
         prompts = [e.get("prompt", []) for e in chunk]
@@ -75,6 +78,8 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
                 totals.append(-model.log_prob(batch))
             else:
                 totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples))
+        bar.update(len(chunk))
+    bar.close()
     nll = torch.cat(totals)
     result = {"nll": float(nll.mean()),
               "nll_per_token": float(nll.sum() / sum(len(e["target"]) + 1 for e in examples))}
@@ -85,20 +90,24 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
 
 
 def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0,
-                  insertions_per_step: int = 1) -> list:
-    """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``)."""
+                  insertions_per_step: int = 1, progress: bool = False) -> list:
+    """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``);
+    ``progress``: a progress bar (stderr)."""
     options = _sample_options(model, insertions_per_step)
     samples = []
-    with evaluating(model):
+    with evaluating(model), tqdm(total=num_samples, desc="sampling", unit="mol", disable=not progress,
+                                 leave=False) as bar:
         for begin in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - begin)
             samples += [vocabulary.decode(ids) for ids in model.sample(count, temperature=temperature, **options)]
+            bar.update(count)
     return samples
 
 
 def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples: int = 0,
                    nll_limit: Optional[int] = 1000, split: str = "test", full: bool = True,
-                   batch_size: int = 1000, insertions_per_step: int = 1, reference_limit: int = 10_000) -> tuple:
+                   batch_size: int = 1000, insertions_per_step: int = 1, reference_limit: int = 10_000,
+                   progress: bool = False) -> tuple:
     """``(metrics, samples)`` for an unconditional SMILES model on a :class:`ip_pyro.data.molecules.SmilesTask`.
 
     ``full=False`` gives only validity and uniqueness (cheap enough for periodic validation); ``full=True`` adds
@@ -110,7 +119,7 @@ def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples
     from ip_pyro.metrics.molecules import evaluate
 
     samples = sample_smiles(model, task.vocabulary, num_samples, batch_size=batch_size,
-                            insertions_per_step=insertions_per_step)
+                            insertions_per_step=insertions_per_step, progress=progress)
     if full:
         reference = task.smiles[split]
         scaffolds = task.test_scaffolds if split == "test" else None
@@ -130,6 +139,7 @@ def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples
     results["mean_smiles_chars"] = float(np.mean([len(s) for s in samples]))
     if nll_samples:
         examples = task.splits[split][:nll_limit] if nll_limit else task.splits[split]
-        results.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=256))
+        results.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=256,
+                                    progress=progress))
         results["nll_molecules"] = len(examples)
     return results, samples

@@ -140,3 +140,16 @@ def test_a_run_moves_with_its_data_and_eval_points_elsewhere_with_data(tmp_path,
     assert main(arguments) == 2
     assert "pass --data FILE" in capsys.readouterr().err
     assert main(arguments + ["--data", str(tmp_path / "elsewhere" / "molecules.csv")]) == 0
+
+
+def test_max_smiles_tokens_drops_long_training_molecules_and_says_how_many(nci_file):
+    task = load_smiles_task("smiles", path=nci_file, train_size=400, valid_size=20, test_size=20)
+    longest = max(len(r["target"]) for r in task.splits["train"])
+    with pytest.warns(UserWarning, match=r"dropped \d+ of \d+ training SMILES longer than 40 tokens"):
+        short = load_smiles_task("smiles", path=nci_file, train_size=400, valid_size=20, test_size=20, max_tokens=40)
+    assert longest > 40 >= max(len(r["target"]) for r in short.splits["train"])
+    assert short.skipped["train_too_long"] == sum(len(r["target"]) > 40 for r in task.splits["train"])
+    # the model, and so each step, is sized by what is left
+    assert short.max_length == max(len(r["target"]) for r in short.splits["train"]) + 2 <= 42
+    with pytest.raises(ValueError, match="--max-smiles-tokens=0 must be a positive integer"):
+        load_smiles_task("smiles", path=nci_file, train_size=50, valid_size=5, test_size=5, max_tokens=0)

@@ -51,7 +51,8 @@ def add_parser(commands) -> None:
                           help="the EMA of the model weights (default) or the last weights")
     evaluate.add_argument("--nll-samples", type=int, default=100)
     evaluate.add_argument("--limit", type=int, default=None)
-    evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only")
+    evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only (SMILES "
+                          "default: 200 molecules, so eval stays bounded on a CPU; planning default: all)")
     evaluate.add_argument("--data", default=None, help="planning: the data folder; SMILES: the data file, if it "
                           "moved since training (the checkpoint keeps its path relative to the run folder)")
     evaluate.add_argument("--data-seed", type=int, default=0)

@@ -18,6 +18,8 @@ from ip_pyro.cli.train import config_from_args, run_training
 __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
 
 MOSES_DEFAULT_TRAIN = 200_000
+SMILES_EVAL_NLL_LIMIT = 200  # molecules whose NLL eval scores unless --nll-limit says otherwise (bounded on a CPU)
+VALID_NLL_LIMIT = 100  # molecules whose NLL (8 orders) each periodic validation scores
 
 
 def data_path(data: dict, base: Optional[Path] = None, override: Optional[str] = None) -> Optional[Path]:
@@ -43,7 +45,8 @@ def smiles_task_for(data: dict, vocabulary=None, *, base: Optional[Path] = None,
         warnings.simplefilter("always")
         task = load_smiles_task(data["task"], seed=data["seed"], train_size=data["train_size"],
                                 valid_size=data["valid_size"], test_size=data["test_size"], path=path,
-                                vocabulary=vocabulary, smiles_column=data.get("smiles_column"))
+                                vocabulary=vocabulary, smiles_column=data.get("smiles_column"),
+                                max_tokens=data.get("max_tokens"))
     for warning in caught:
         print(f"warning: {warning.message}")
     return task
@@ -60,14 +63,15 @@ def train_smiles(args) -> int:
     # the data file is saved relative to the run folder, so a run and its data can move together
     relative = os.path.relpath(Path(args.data).resolve(), Path(args.out).resolve()) if args.data else None
     data = {"task": args.task, "seed": args.data_seed, "train_size": train_size, "valid_size": args.valid_size,
-            "test_size": args.test_size, "path": relative, "smiles_column": args.smiles_column}
+            "test_size": args.test_size, "path": relative, "smiles_column": args.smiles_column,
+            "max_tokens": args.max_smiles_tokens}
     task = smiles_task_for(data, override=args.data)  # the run folder may not exist yet
     print(f"{args.task}: {len(task.splits['train'])} train / {len(task.splits['valid'])} valid / "
           f"{len(task.splits['test'])} test molecules, {len(task.vocabulary)} tokens, max length {task.max_length}")
     extra = {"vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
              "data": data, "skipped": task.skipped}
     config = config_from_args(args, vocab_size=len(task.vocabulary), max_length=task.max_length, extra=extra)
-    valid = task.splits["valid"][: config.eval_size]
+    valid = task.splits["valid"][: min(config.eval_size, VALID_NLL_LIMIT)]
     nll_samples = 8 if config.model == "ip" else 1
 
     def evaluate(model, guide, trainer):
@@ -92,8 +96,8 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
                            base=Path(args.checkpoint).resolve().parent, override=args.data)
     results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
                                       nll_samples=args.nll_samples if guide is not None else 1,
-                                      nll_limit=args.nll_limit or 1000, split=args.split,
-                                      insertions_per_step=args.insertions_per_step)
+                                      nll_limit=args.nll_limit or SMILES_EVAL_NLL_LIMIT, split=args.split,
+                                      insertions_per_step=args.insertions_per_step, progress=True)
     results = {"task": extra["task"], "split": args.split, "weights": args.weights,
                "insertions_per_step": args.insertions_per_step, **results}
     print_table(results)

@@ -165,6 +165,9 @@ def add_parser(commands) -> None:
                        "5 %% of a --data file, at most 1,000; 1,000 for qm9 and moses)")
     train.add_argument("--test-size", type=int, default=None, help="SMILES tasks: test molecules held out (default: "
                        "10 %% of a --data file, at most 10,000; 10,000 for qm9 and moses)")
+    train.add_argument("--max-smiles-tokens", type=int, default=None, metavar="N", help="SMILES tasks: drop training "
+                       "molecules longer than N tokens (the count dropped is reported); the step cost grows with the "
+                       "longest molecule, so this keeps long-molecule files practical on a CPU")
     train.add_argument("--smiles-column", default=None, help="SMILES tasks: the CSV column holding the SMILES "
                        "(case-insensitive; default SMILES)")
     train.add_argument("--valid-samples", type=int, default=500, help="SMILES tasks: molecules sampled at each "

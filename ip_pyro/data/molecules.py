@@ -113,13 +113,16 @@ def _split_one_file(molecules: list, seed: int, valid_size: Optional[int], test_
 def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = None,
                      valid_size: Optional[int] = 1000, test_size: Optional[int] = 10_000,
                      path: Optional[Path] = None, folder: Optional[Path] = None,
-                     vocabulary: Optional[SmilesVocabulary] = None, smiles_column: Optional[str] = None) -> SmilesTask:
+                     vocabulary: Optional[SmilesVocabulary] = None, smiles_column: Optional[str] = None,
+                     max_tokens: Optional[int] = None) -> SmilesTask:
     """Load, split, clean and encode a SMILES task (see the module docstring).
 
     :param valid_size, test_size: held-out molecules; ``None`` for a user's file: 5 % / 10 % of it (capped at
         1,000 / 10,000, :func:`split_sizes`, which also gives QM9's 1,000 / 10,000); for MOSES, ``None`` is 1,000
         validation molecules and the first 10,000 of its test set.
     :param smiles_column: the CSV column holding the SMILES (case-insensitive; default ``SMILES``).
+    :param max_tokens: drop training molecules longer than this many tokens (counted in ``skipped`` and warned
+        about); the model's length, and so the step cost, follows the longest training molecule.
     :param vocabulary: reuse a saved vocabulary (evaluating a checkpoint) instead of building one from train.
     """
     if task not in SMILES_TASKS:
@@ -156,8 +159,18 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
     splits, skipped = {}, {"train_unparseable": skipped_train}
     for name, group in (("train", train), ("valid", valid), ("test", test)):
         splits[name], skipped[f"{name}_unknown_tokens"] = _encode_split(vocabulary, group, name)
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"--max-smiles-tokens={max_tokens!r} must be a positive integer")
+        kept = [record for record in splits["train"] if len(record["target"]) <= max_tokens]
+        skipped["train_too_long"] = len(splits["train"]) - len(kept)
+        if skipped["train_too_long"]:
+            warnings.warn(f"dropped {skipped['train_too_long']} of {len(splits['train'])} training SMILES longer than "
+                          f"{max_tokens} tokens (--max-smiles-tokens)", stacklevel=2)
+        splits["train"] = kept
     if not splits["train"]:
-        raise ValueError(f"no training molecule of the {task} data fits the vocabulary; rebuild the vocabulary")
+        raise ValueError(f"no training molecule of the {task} data fits the vocabulary (and the length limit); "
+                         "rebuild the vocabulary or raise --max-smiles-tokens")
     limit = max(len(record["target"]) for record in splits["train"]) + SMILES_LENGTH_SLACK
     for name in ("valid", "test"):  # the model cannot hold them, so they cannot be scored
         fitting = [record for record in splits[name] if len(record["target"]) <= limit]
