@@ -24,7 +24,7 @@ import time
 import pyro
 import torch
 
-from ip_pyro.guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
+from ip_pyro.guides import build_guide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
 from ip_pyro.diagnostics import order_draws, relative_order_entropy
@@ -63,12 +63,9 @@ def train(name: str, train_data, test_batch, args, seed: int) -> dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model = InsertionProcess(args.vocab_size, d_model=64, n_layers=2, n_heads=4, max_length=2 * args.half)
-    if guide_name == "pl":
-        guide = PlackettLuceGuide(args.vocab_size, d_model=32, n_layers=2, n_heads=2, max_length=2 * args.half)
-        if init_scale:
-            torch.nn.init.normal_(guide.scorer.score.weight, std=init_scale)
-    else:
-        guide = UniformOrderGuide() if guide_name == "uniform" else LeftToRightGuide()
+    guide = build_guide(guide_name, args.vocab_size, d_model=32, n_layers=2, n_heads=2, max_length=2 * args.half)
+    if init_scale:
+        torch.nn.init.normal_(guide.scorer.score.weight, std=init_scale)
     groups = [{"params": list(model.parameters()), "lr": args.lr}]
     if list(guide.parameters()):
         groups.append({"params": list(guide.parameters()), "lr": args.lr * lr_scale})
