@@ -59,7 +59,8 @@ def train_one(guide_name: str, train, args):
             recent.append(svi.step(batch) / batch.batch_size)
             step += 1
             if step % args.log_every == 0:
-                print(f"  [{guide_name}] step {step:5d}  -ELBO/string {sum(recent) / len(recent):7.3f}")
+                bound = "-IWAE" if guide_name == "pl-rws" else "-ELBO"
+                print(f"  [{guide_name}] step {step:5d}  {bound}/string {sum(recent) / len(recent):7.3f}")
                 recent = []
             if step >= args.steps:
                 break
