@@ -7,7 +7,7 @@
 Each mutant is one deliberate bug in ``ip_pyro/infer/``, ``ip_pyro/distributions.py`` or ``ip_pyro/orders.py``. The
 script copies the tracked files of the repository to a temporary folder, applies one mutant there, runs the test
 files that should catch it, and reports the mutant as *killed* (some test failed) or *survived*. Survivors are
-listed with their reason in ``docs/testing.md``.
+listed with their reason in ``docs/testing.md`` (the one survivor is an equivalent mutant, marked as such).
 """
 from __future__ import annotations
 
@@ -60,8 +60,10 @@ MUTANTS = [
      "return term.sum(0) * (lengths + 1).to(term.dtype) / counted", "return term.sum(0)", RWS_TESTS),
     ("weights not detached from the guide", "ip_pyro/infer/rws.py", "log_weights = log_p - log_q.detach()",
      "log_weights = log_p - log_q", RWS_TESTS),
-    ("slot of a position counts itself", "ip_pyro/orders.py", "return counts - inserted.long()", "return counts",
-     ORDER_TESTS),
+    ("slot of a position counts itself (equivalent: differs only at inserted positions, which are masked)",
+     "ip_pyro/orders.py", "return counts - inserted.long()", "return counts", ORDER_TESTS),
+    ("canvas after t insertions holds t + 1 positions", "ip_pyro/orders.py", "(ranks < steps.unsqueeze(-1))",
+     "(ranks <= steps.unsqueeze(-1))", ESTIMATOR_TESTS + ORDER_TESTS),
     ("Plackett-Luce normaliser over the prefix instead of the rest", "ip_pyro/distributions.py",
      "remaining = chosen.flip(-1).logcumsumexp(-1).flip(-1)", "remaining = chosen.logcumsumexp(-1)", ORDER_TESTS),
     ("Gumbel noise at half scale", "ip_pyro/distributions.py", "self.logits.detach() + gumbel",
