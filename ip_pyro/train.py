@@ -118,6 +118,12 @@ class Trainer:
             self._order_cache = (self.epoch, order)
         return self._order_cache[1]
 
+    def _collate(self, chosen: list):
+        """A :class:`ip_pyro.Batch` of examples (with their prompts when any has one), on the CPU."""
+        prompts = [example.get("prompt", []) for example in chosen]
+        return collate([example["target"] for example in chosen], prompts if any(prompts) else None,
+                       vocab_size=self.config.vocab_size)
+
     def next_batch(self):
         """The next batch of the epoch-wise shuffled data (the position is part of the checkpoint)."""
         order = self._epoch_order()
@@ -128,9 +134,7 @@ class Trainer:
         self.position += self.config.batch_size
         if self.config.distributed:
             chosen = distributed.shard(chosen)
-        prompts = [example.get("prompt", []) for example in chosen]
-        batch = collate([example["target"] for example in chosen], prompts if any(prompts) else None,
-                        vocab_size=self.config.vocab_size)
+        batch = self._collate(chosen)
         if self.device.type == "cuda":
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch.to(self.device)
@@ -269,10 +273,7 @@ class Trainer:
 
         if getattr(self, "_entropy_batch", None) is None:
             chosen = self.examples[:num_sequences]
-            prompts = [example.get("prompt", []) for example in chosen]
-            self._entropy_batch = collate([example["target"] for example in chosen],
-                                          prompts if any(prompts) else None,
-                                          vocab_size=self.config.vocab_size).to(self.device)
+            self._entropy_batch = self._collate(chosen).to(self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # the training stream must not depend on evaluation
             torch.manual_seed(self.config.seed)  # the same Gumbel draws at every validation

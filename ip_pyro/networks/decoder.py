@@ -105,15 +105,19 @@ class InsertionDecoder(nn.Module):
         for module in (self.gap, self.slot_head, self.token_head, self.stop_head):
             module.apply(_init_weights)
 
+    def _body(self, canvas, canvas_lengths):
+        """``[BOS ; canvas ; END]`` ``[N, T + 2]`` (END right after each canvas, padding after it)."""
+        rows = canvas.shape[0]
+        body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=canvas.device), canvas,
+                          torch.zeros(rows, 1, dtype=torch.long, device=canvas.device)], dim=1)
+        return body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+
     def _compact(self, canvas, canvas_lengths, prompt, prompt_lengths):
         """Ids ``[N, S]`` laid out as ``[prompt ; BOS ; canvas ; END]`` from index 0, and each row's size ``[N]``."""
-        rows, width = canvas.shape
-        device = canvas.device
+        rows, device = canvas.shape[0], canvas.device
         prompt, prompt_lengths, _ = _layout_prompt(prompt, prompt_lengths, rows, device)
         prompt_width = prompt.shape[1]
-        body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=device), canvas,
-                          torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
-        body = body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+        body = self._body(canvas, canvas_lengths)
         padded = torch.cat([prompt, body], dim=1)  # [N, P + T + 2], prompt padding in the middle
         sizes = prompt_lengths + canvas_lengths + 2
         index = torch.arange(int(sizes.max()) if rows else 0, device=device)
@@ -175,11 +179,8 @@ class InsertionDecoder(nn.Module):
 
     def _encode_body(self, canvas, canvas_lengths, cache: PromptCache):
         """States ``[N, T + 2, D]`` of ``[BOS ; canvas ; END]`` attending to the cached prompt and the canvas."""
-        rows, width = canvas.shape
-        device = canvas.device
-        body = torch.cat([torch.full((rows, 1), self.bos, dtype=torch.long, device=device), canvas,
-                          torch.zeros(rows, 1, dtype=torch.long, device=device)], dim=1)
-        body = body.scatter(1, (canvas_lengths + 1).unsqueeze(-1), self.end)
+        width, device = canvas.shape[1], canvas.device
+        body = self._body(canvas, canvas_lengths)
         index = torch.arange(width + 2, device=device)
         body_valid = index < (canvas_lengths + 2).unsqueeze(-1)
         positions = cache.lengths.unsqueeze(-1) + index  # the canvas follows its own prompt, as in the full layout
