@@ -28,12 +28,25 @@ def _registry():
     return {cls.__name__: cls for cls in classes}
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync it and rename it over ``path``."""
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync it and rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not the
+    owner-only ``0o600`` of a temporary file, so a checkpoint or data cache stays readable by whoever could read it
+    before.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()

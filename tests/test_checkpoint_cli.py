@@ -58,6 +58,18 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
     assert os.listdir(tmp_path) == ["model.pt"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_an_atomic_write_has_the_permissions_of_a_plain_write(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "atomic.pt", lambda stream: stream.write(b"x"))
+        (tmp_path / "plain.pt").write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    assert mode("atomic.pt") == mode("plain.pt") == 0o666 & ~umask
+
+
 def test_cli_diagnose_writes_the_report(tmp_path, capsys):
     path = tmp_path / "model.pt"
     save_checkpoint(path, tiny_model(), tiny_pl_guide())
