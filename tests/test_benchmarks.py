@@ -84,3 +84,33 @@ def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_p
     timed = guide_learning.main(guide_learning.parse_args(["--steps", "100000", "--time-limit", "0.5", "--num-train",
                                                            "64", "--num-test", "8", "--settings", "RWS K=2"]))
     assert 0 < timed["RWS K=2"]["steps"]["mean"] < 100000  # stopped by the clock, not the step cap
+
+
+def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
+    import json
+
+    import smiles_table
+
+    def run(name, validity, entropy, objectives, summary=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"step": i + 1, "loss": 1.0, "elapsed_s": 6.0 * (i + 1), "objective": o} for i, o in enumerate(objectives)]
+        rows.append({"step": len(objectives), "valid_validity": validity, "order_entropy": entropy})
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "eval_test.json").write_text(json.dumps({"validity": validity, "unique@10k": 1.0, "novelty": 0.5}))
+        if summary:
+            (folder / "diagnose").mkdir()
+            (folder / "diagnose" / "summary.txt").write_text(summary)
+        return str(folder)
+
+    summary = ("guide entropy over orders: 0.40 of the uniform order's log L! on average\n"
+               "preferred order: mostly left to right: mean rank correlation of position and insertion step +0.70, of")
+    folders = [run("ip-pl-rws-s0", 0.5, 0.9, ["elbo", "rws", "rws"], summary), run("ip-pl-rws-s1", 0.7, 0.6, ["elbo"] * 3),
+               run("ao-ip-s0", 0.4, 1.0, ["elbo"])]
+    smiles_table.main(smiles_table.parse_args(folders + ["--seeds"]))
+    lines = capsys.readouterr().out.splitlines()
+    rws = next(line for line in lines if line.startswith("| ip-pl-rws |"))
+    assert "| 2 | 3 (2 RWS) / 3 |" in rws and "0.600 [0.500, 0.700]" in rws  # validity over the two seeds
+    assert "0.50 [0.40, 0.60]" in rws  # diagnose's 0.40 for seed 0, the last validation's 0.60 for seed 1
+    assert "+0.70" not in rws and "0.70 " in rws and "mostly left to right / –" in rws
+    assert any(line.startswith("| ao-ip | 1 | 1 |") and "0.400 |" in line for line in lines)
