@@ -114,3 +114,27 @@ def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
     assert "0.50 [0.40, 0.60]" in rws  # diagnose's 0.40 for seed 0, the last validation's 0.60 for seed 1
     assert "+0.70" not in rws and "0.70 " in rws and "mostly left to right / –" in rws
     assert any(line.startswith("| ao-ip | 1 | 1 |") and "0.400 |" in line for line in lines)
+
+
+def test_order_learning_figure_reads_guide_learning_json_and_run_folders(tmp_path):
+    import json
+
+    import order_learning_figure
+
+    mirror = tmp_path / "mirror.json"
+    mirror.write_text(json.dumps({"RWS K=2": {"runs": [{"exact_nll": 4.2, "relative_order_entropy": 0.7, "seed": 0},
+                                                       {"exact_nll": 4.4, "relative_order_entropy": 0.5, "seed": 1}]}}))
+    assert order_learning_figure.mirror_points([mirror]) == {"RWS K=2": [(0.7, 4.2), (0.5, 4.4)]}
+    run = tmp_path / "ip-pl-rws-s0"
+    run.mkdir()
+    rows = [{"step": 1, "loss": 2.0, "elapsed_s": 30.0}, {"step": 2, "loss": 1.0, "elapsed_s": 60.0},
+            {"step": 2, "valid_exact_match": 0.25, "order_entropy": 0.8}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = order_learning_figure.run_curves(run)
+    assert curves["entropy"] == [(1.0, 0.8)] and curves["score"] == [(1.0, 0.25)]
+    out = tmp_path / "figure.png"
+    order_learning_figure.main(order_learning_figure.parse_args(["--mirror", str(mirror), "--runs", str(run),
+                                                                 "--out", str(out)]))
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="give --mirror"):
+        order_learning_figure.main(order_learning_figure.parse_args([]))
