@@ -282,14 +282,16 @@ class InsertionProcess(PyroModule):
         alive = torch.arange(total, device=device)
         canvas = torch.zeros(total, 0, dtype=torch.long, device=device)
         with evaluating(self):
+            # the prompt encoded once for the whole decoding; its rows follow ``alive`` (compacted only when some
+            # sequences stop, not gathered again at every step)
             cache = (network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
-                     if self.prompt_attention == "prefix" else None)  # once for the whole decoding
+                     if self.prompt_attention == "prefix" else None)
             while True:
                 rows, length = canvas.shape
                 lengths = torch.full((rows,), length, dtype=torch.long, device=device)
                 row_prompt = None if prompt_ids is None else prompt_ids[alive]
                 row_prompt_lengths = None if prompt_lengths is None else prompt_lengths[alive]
-                output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths, cache, alive)
+                output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths, cache)
                 if length >= limit:
                     stop = torch.ones(rows, dtype=torch.bool, device=device)
                 elif greedy:
@@ -301,6 +303,8 @@ class InsertionProcess(PyroModule):
                 keep = ~stop
                 if not bool(keep.any()):
                     break
+                if cache is not None and bool(stop.any()):
+                    cache = cache.rows(keep.nonzero()[:, 0])
                 alive, canvas = alive[keep], canvas[keep]
                 slot_log_probs = output.slot_logits[keep].log_softmax(-1)  # [n, t+1]
                 token_log_probs = output.token_logits[keep].log_softmax(-1)  # [n, t+1, V]

@@ -107,3 +107,17 @@ def test_without_a_prompt_prefix_and_full_are_the_same_model(float64):
 def test_unknown_prompt_attention_is_one_line():
     with pytest.raises(ValueError, match="prompt_attention='both'; choose from full, prefix"):
         InsertionProcess(3, d_model=16, n_layers=1, n_heads=2, max_length=4, prompt_attention="both")
+
+
+@pytest.mark.parametrize("prompt_attention", ["prefix", "full"])
+def test_sampling_many_prompts_at_once_equals_sampling_each_alone(prompt_attention):
+    """Rows that stop early leave the batch (and, with prefix attention, the prompt cache): every remaining row
+    must keep decoding against its own prompt."""
+    torch.manual_seed(3)
+    model = InsertionProcess(6, d_model=16, n_layers=2, n_heads=2, max_length=7, prompt_attention=prompt_attention)
+    roughen(model, 1.0, 3)
+    prompts = [[1, 2, 3], [5], [0, 4, 4, 1, 2], [], [3, 3], [2, 0, 1, 5]]
+    together = model.sample(prompt=prompts, greedy=True)
+    alone = [model.sample(prompt=[prompt], greedy=True)[0] for prompt in prompts]
+    assert together == alone
+    assert len({len(sequence) for sequence in together}) >= 2  # rows did stop at different steps
