@@ -78,7 +78,8 @@ def seed_rows(runs, columns) -> list:
         steps = " / ".join(f"{run['steps']}" + (f" ({run['rws_steps']} RWS)" if run["rws_steps"] else "")
                            for run in members)
         # the diagnose report's entropy (64 test molecules) where there is one, else the last validation's
-        entropy = _spread([run["order"].get("entropy") or run["order_entropy"] for run in members], 2)
+        entropy = _spread([run["order_entropy"] if run["order"].get("entropy") is None else run["order"]["entropy"]
+                           for run in members], 2)
         correlation = _spread([run["order"].get("rank_corr") for run in members], 2)
         words = " / ".join(run["order"].get("words") or "–" for run in members)
         rows.append(f"| {arm} | {len(members)} | {steps} | " + " | ".join(cells)

@@ -106,7 +106,8 @@ def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
     summary = ("guide entropy over orders: 0.40 of the uniform order's log L! on average\n"
                "preferred order: mostly left to right: mean rank correlation of position and insertion step +0.70, of")
     folders = [run("ip-pl-rws-s0", 0.5, 0.9, ["elbo", "rws", "rws"], summary), run("ip-pl-rws-s1", 0.7, 0.6, ["elbo"] * 3),
-               run("ao-ip-s0", 0.4, 1.0, ["elbo"])]
+               run("ao-ip-s0", 0.4, 1.0, ["elbo"]),
+               run("ip-r2l-s0", 0.9, 0.9, ["elbo"], summary.replace("0.40 of", "0.00 of"))]
     smiles_table.main(smiles_table.parse_args(folders + ["--seeds"]))
     lines = capsys.readouterr().out.splitlines()
     rws = next(line for line in lines if line.startswith("| ip-pl-rws |"))
@@ -114,6 +115,8 @@ def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
     assert "0.50 [0.40, 0.60]" in rws  # diagnose's 0.40 for seed 0, the last validation's 0.60 for seed 1
     assert "+0.70" not in rws and "0.70 " in rws and "mostly left to right / –" in rws
     assert any(line.startswith("| ao-ip | 1 | 1 |") and "0.400 |" in line for line in lines)
+    r2l = next(line for line in lines if line.startswith("| ip-r2l |"))
+    assert "| 0.00 | 0.70 |" in r2l  # diagnose's exact 0 entropy (one fixed order), not the validation's 0.9
 
 
 def test_order_learning_figure_reads_guide_learning_json_and_run_folders(tmp_path):
