@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from smiles_table import arm_name
 
 SCORES = ("valid_exact_match", "valid_validity")
 
@@ -75,7 +76,7 @@ def main(args):
         arms = {}
         for folder in map(Path, args.runs):
             if (folder / "metrics.jsonl").is_file():
-                arms.setdefault(re.sub(r"-s\d+$", "", folder.name), []).append(run_curves(folder))
+                arms.setdefault(arm_name(folder.name), []).append(run_curves(folder))
         score_name = None
         for index, (arm, runs) in enumerate(arms.items()):
             colour = colours[index % len(colours)]
