@@ -289,8 +289,9 @@ class InsertionProcess(PyroModule):
             while True:
                 rows, length = canvas.shape
                 lengths = torch.full((rows,), length, dtype=torch.long, device=device)
-                row_prompt = None if prompt_ids is None else prompt_ids[alive]
-                row_prompt_lengths = None if prompt_lengths is None else prompt_lengths[alive]
+                uncached = cache is None and prompt_ids is not None  # else the cache already holds the prompt
+                row_prompt = prompt_ids[alive] if uncached else None
+                row_prompt_lengths = prompt_lengths[alive] if uncached else None
                 output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths, cache)
                 if length >= limit:
                     stop = torch.ones(rows, dtype=torch.bool, device=device)
