@@ -149,6 +149,28 @@ def psis_diagnostics(log_weights: np.ndarray, insertion_steps: Optional[np.ndarr
             "num_draws": flat.shape[1]}
 
 
+# ArviZ fits the Pareto tail to the largest min(0.2 S, 3 sqrt(S)) of S weights and gives up below 5 of them
+MIN_DRAWS_FOR_KHAT = 25
+
+
+def describe_psis(psis: dict) -> str:
+    """One line on :func:`psis_diagnostics`' result: the median k-hat over the sequences whose tail was fitted,
+    and how many had no tail (k-hat ``-inf``) or a failed fit (``inf``, counted above 0.7), with the reason when
+    there were too few draws to fit any tail."""
+    khat = np.asarray(psis["khat"], dtype=float)
+    fitted = khat[np.isfinite(khat)]
+    parts = [f"median k-hat {np.median(fitted):.2f} over {fitted.size} fitted" if fitted.size else "no tail fitted"]
+    if np.isneginf(khat).any():
+        parts.append(f"{int(np.isneginf(khat).sum())} with no tail (every order drawn or equal weights)")
+    failed = int(np.isposinf(khat).sum())
+    if failed:
+        reason = (f": {psis['num_draws']} draws per sequence, at least {MIN_DRAWS_FOR_KHAT} needed; raise "
+                  "--chains x --draws" if psis["num_draws"] < MIN_DRAWS_FOR_KHAT else ": guide stuck on few orders")
+        parts.append(f"{failed} failed fits{reason}")
+    return (f"PSIS: {psis['share_khat_above_0_7']:.0%} of sequences have k-hat > {KHAT_THRESHOLD} "
+            f"({'; '.join(parts)}; median ESS of the importance weights {np.median(psis['ess']):.0f})")
+
+
 def _step_histograms(steps: np.ndarray, length: int) -> np.ndarray:
     """``[position, step]`` frequencies of insertion steps from draws ``[..., position]``."""
     flat = steps.reshape(-1, steps.shape[-1])[:, :length].astype(int)

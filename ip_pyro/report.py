@@ -94,13 +94,10 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         files["mcmc_trace"] = diagnostics.plot_mcmc_trace(mcmc_idata, out / "mcmc_trace.png")
         files["mcmc_rank"] = diagnostics.plot_mcmc_rank(mcmc_idata, out / "mcmc_rank.png")
 
-    finite_khat = psis["khat"][np.isfinite(psis["khat"])]
     relative_entropy = diagnostics.relative_order_entropy(draws["log_q"], batch.lengths.cpu().numpy())
     lines = [
         f"sequences diagnosed: {batch.batch_size}; guide draws per sequence: {num_chains * num_draws}",
-        f"PSIS: {psis['share_khat_above_0_7']:.0%} of sequences have k-hat > 0.7 "
-        f"(median k-hat {np.median(finite_khat) if finite_khat.size else float('-inf'):.2f}; "
-        f"median ESS of the importance weights {np.median(psis['ess']):.0f})",
+        diagnostics.describe_psis(psis),
         f"MCMC over orders (sequence {chosen}, length {length}, {num_chains} chains x {mcmc_samples}): "
         f"max R-hat {rhat:.3f}; largest total variation between guide and MCMC insertion-step marginals "
         f"{comparison['max_total_variation']:.3f}" if mcmc_samples else

@@ -197,3 +197,26 @@ def test_relative_order_entropy_is_one_for_the_uniform_order_and_zero_for_a_fixe
     assert np.allclose(relative_order_entropy(uniform["log_q"], lengths)[:2], 1.0)
     assert np.allclose(relative_order_entropy(fixed["log_q"], lengths)[:2], 0.0)
     assert np.isnan(relative_order_entropy(uniform["log_q"], lengths)[2:]).all()  # L <= 1: one order only
+
+
+@pytest.mark.parametrize("draws, khat, expected", [
+    (100, [0.3, 0.5, 0.9], ["33% of sequences", "median k-hat 0.50 over 3 fitted"]),
+    (100, [0.3, -np.inf, np.inf], ["median k-hat 0.30 over 1 fitted", "1 with no tail", "1 failed fits: guide stuck"]),
+    (20, [np.inf, np.inf], ["100% of sequences", "no tail fitted", "2 failed fits: 20 draws per sequence, at least 25"]),
+])
+def test_psis_line_names_fitted_missing_and_failed_tails(draws, khat, expected):
+    khat = np.asarray(khat)
+    psis = {"khat": khat, "ess": np.full(khat.shape, 7.0), "num_draws": draws,
+            "share_khat_above_0_7": float(np.mean(khat > 0.7))}
+    line = diagnostics.describe_psis(psis)
+    for words in expected:
+        assert words in line, line
+    assert "-inf" not in line
+
+
+def test_too_few_draws_really_fail_the_tail_fit():
+    """The 25-draw floor in the message is ArviZ's: 20 distinct weights give no fit, 25 do."""
+    rng = np.random.default_rng(0)
+    for draws, fitted in [(20, False), (25, True)]:
+        psis = diagnostics.psis_diagnostics(rng.standard_normal((1, draws, 2)))
+        assert bool(np.isfinite(psis["khat"]).all()) is fitted
