@@ -1,69 +1,115 @@
-"""Collect training runs into a results table (markdown) and one learning-curve figure.
+"""Collect planning runs (star graphs, mazes) into a results table (markdown) and one learning-curve figure.
 
     python benchmarks/collect_runs.py runs/star-easy-* --plot star_easy.png
+    python benchmarks/collect_runs.py runs/star-medium/*-s[0-9]* --seeds      # one row per arm, mean [min, max]
+    python benchmarks/collect_runs.py runs/star-medium/*-s[0-9]* --seeds --at-step 1000   # + equal-steps column
 
 Each run folder holds ``metrics.jsonl`` (from ``ip-pyro train``), ``checkpoint.pt`` and, if evaluated,
-``eval_test.json`` (from ``ip-pyro eval``). The figure plots validation exact match against the training step and
-against training minutes, and the share of predicted edges that exist against the step, for every run.
+``eval_test.json`` (from ``ip-pyro eval``) and ``diagnose/summary.txt`` (``ip-pyro diagnose``: the guide's
+entropy, rank correlation and order in words). Maze runs (their evaluation has ``success``) get success and valid
+moves; star graphs exact match and predicted edges in the graph. The figure plots the validation score
+against the training step and against training minutes, and edges in graph (star) or valid moves (maze).
 """
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import math
 
-import matplotlib
+from run_folders import group_by_arm, order_entropy, read_runs, spread, steps_per_seed, valid_at_step
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read_run(folder: Path) -> dict:
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-    curve, elapsed = [], 0.0
-    for record in records:  # training records carry the training time so far; evaluations follow their step
-        elapsed = record.get("elapsed_s", elapsed)
-        if "valid_exact_match" in record:
-            curve.append({"step": record["step"], "minutes": elapsed / 60, "exact_match": record["valid_exact_match"],
-                          "edges_in_graph": record.get("valid_edges_in_graph", float("nan"))})
-    steps = max((r["step"] for r in records), default=0)
-    evaluation = folder / "eval_test.json"
-    return {"name": folder.name, "curve": curve, "steps": steps, "minutes": elapsed / 60,
-            "time_limited": any(r.get("stopped") == "time limit" for r in records),
-            "test": json.loads(evaluation.read_text()) if evaluation.is_file() else None}
+STAR_COLUMNS = [("exact_match", "test exact match"), ("token_accuracy", "token accuracy"),
+                ("edges_in_graph", "edges in graph"), ("termination_rate", "terminated"), ("nll", "test NLL")]
+MAZE_COLUMNS = [("success", "test success"), ("exact_match", "exact match (shortest path)"),
+                ("valid_moves", "valid moves"), ("termination_rate", "terminated"), ("nll", "test NLL")]
 
 
-def main(args):
-    runs = [read_run(Path(folder)) for folder in args.runs if (Path(folder) / "metrics.jsonl").is_file()]
-    if not runs:
-        raise SystemExit("no run folders with metrics.jsonl given")
-    print("| run | steps | train min | test exact match | token accuracy | edges in graph | terminated | "
-          "test NLL (nats/path) |")
-    print("|---|---|---|---|---|---|---|---|")
+def columns_for(runs) -> list:
+    """Maze columns if any run was evaluated on a maze (its test metrics hold ``success``), else star columns."""
+    return MAZE_COLUMNS if any("success" in (run["test"] or {}) for run in runs) else STAR_COLUMNS
+
+
+def score_key(runs) -> str:
+    return "valid_success" if any("valid_success" in run["valid"] for run in runs) else "valid_exact_match"
+
+
+def _cell(test: dict, key: str) -> str:
+    value = test.get(key)
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else \
+        f"{value:.{2 if key == 'nll' else 3}f}"
+
+
+def run_rows(runs, columns) -> list:
+    rows = []
     for run in runs:
         test = run["test"] or {}
         steps = f"{run['steps']}{' (time limit)' if run['time_limited'] else ''}"
-        print(f"| {run['name']} | {steps} | {run['minutes']:.1f} | "
-              f"{test.get('exact_match', float('nan')):.3f} | {test.get('token_accuracy', float('nan')):.3f} | "
-              f"{test.get('edges_in_graph', float('nan')):.3f} | {test.get('termination_rate', float('nan')):.3f} | "
-              f"{test.get('nll', float('nan')):.2f} |")
+        rows.append(f"| {run['name']} | {steps} | {run['minutes']:.1f} | "
+                    + " | ".join(_cell(test, key) for key, _ in columns) + " |")
+    return rows
+
+
+def seed_rows(runs, columns, at_step=None) -> list:
+    """One row per arm (folders ``ARM-sSEED``): test columns as mean [min, max] over seeds, steps per seed,
+    training minutes, the validation score at ``at_step`` (equal optimiser steps), and the order columns."""
+    score = score_key(runs)
+    rows = []
+    for arm, members in group_by_arm(runs).items():
+        tests = [run["test"] or {} for run in members]
+        cells = [spread([test.get(key) for test in tests], 2 if key == "nll" else 3) for key, _ in columns]
+        if at_step is not None:
+            cells.append(spread([valid_at_step(run, score, at_step) for run in members]))
+        order = [spread([order_entropy(run) for run in members], 2),
+                 spread([run["order"]["rank_corr"] for run in members], 2),
+                 " / ".join(run["order"]["words"] or "–" for run in members)]
+        rows.append(f"| {arm} | {len(members)} | {steps_per_seed(members)} | "
+                    f"{spread([run['minutes'] for run in members], 1)} | " + " | ".join(cells + order) + " |")
+    return rows
+
+
+def main(args):
+    runs = read_runs(args.runs)
+    columns = columns_for(runs)
+    titles = [title for _, title in columns]
+    if args.seeds:
+        if args.at_step is not None:
+            titles.append(f"validation {score_key(runs).replace('valid_', '').replace('_', ' ')} at step {args.at_step}")
+        titles += ["guide entropy", "rank corr. (position, step)", "order (diagnose)"]
+        print("| arm | seeds | steps per seed | train min | " + " | ".join(titles) + " |")
+        print("|---|---|---|---|" + "---|" * len(titles))
+        rows = seed_rows(runs, columns, args.at_step)
+    else:
+        print("| run | steps | train min | " + " | ".join(titles) + " |")
+        print("|---|---|---|" + "---|" * len(titles))
+        rows = run_rows(runs, columns)
+    for row in rows:
+        print(row)
     if args.plot:
-        panels = [("step", "exact_match", "training step", "validation exact match (greedy)"),
-                  ("minutes", "exact_match", "training minutes", "validation exact match (greedy)"),
-                  ("step", "edges_in_graph", "training step", "predicted edges that exist")]
-        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-        for axis, (x_key, y_key, x_label, y_label) in zip(axes, panels):
-            for run in runs:
-                if run["curve"]:
-                    axis.plot([point[x_key] for point in run["curve"]], [point[y_key] for point in run["curve"]],
-                              marker="o", markersize=3, label=run["name"])
-            axis.set_xlabel(x_label)
-            axis.set_ylabel(y_label)
-            axis.set_ylim(-0.02, 1.02)
-        axes[0].legend(fontsize=7)
-        figure.suptitle(args.title)
-        figure.savefig(args.plot, dpi=110, bbox_inches="tight")
-        print(f"wrote {args.plot}")
+        plot(runs, args.plot, args.title)
+
+
+def plot(runs, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = score_key(runs)
+    second = "valid_valid_moves" if score == "valid_success" else "valid_edges_in_graph"
+    panels = [(score, 0, "training step"), (score, 1, "training minutes"), (second, 0, "training step")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for axis, (key, x_index, x_label) in zip(axes, panels):
+        for run in runs:
+            points = run["valid"].get(key, [])
+            if points:
+                axis.plot([point[x_index] for point in points], [point[2] for point in points], marker="o",
+                          markersize=3, label=run["name"])
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(key.replace("valid_", "validation ").replace("_", " "))
+        axis.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    print(f"wrote {path}")
 
 
 def parse_args(argv=None):
@@ -71,6 +117,10 @@ def parse_args(argv=None):
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--plot", default=None)
     parser.add_argument("--title", default="planning runs")
+    parser.add_argument("--seeds", action="store_true",
+                        help="one row per arm (folders ARM-sSEED): mean [min, max] over seeds, with order columns")
+    parser.add_argument("--at-step", type=int, default=None,
+                        help="with --seeds: add the validation score logged at this step (equal optimiser steps)")
     return parser.parse_args(argv)
 
 

@@ -6,7 +6,8 @@
 Left panel (``--mirror``, the JSON files written by ``benchmarks/guide_learning.py --json``): exact test NLL
 against the guide's relative order entropy, one small marker per seed and a large one for the arm's mean.
 Middle and right panels (``--runs``, ``ip-pyro train`` run folders named ``ARM-sSEED``): the guide's relative
-order entropy and the validation score (``valid_exact_match`` for planning, ``valid_validity`` for SMILES)
+order entropy and the validation score (``valid_success`` for mazes, ``valid_exact_match`` for star graphs,
+``valid_validity`` for SMILES)
 against training minutes, one line per run, one colour per arm. Either part may be left out.
 """
 from __future__ import annotations
@@ -15,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from smiles_table import arm_name
+from run_folders import arm_name, read_run
 
-SCORES = ("valid_exact_match", "valid_validity")
+SCORES = ("valid_success", "valid_exact_match", "valid_validity")  # the first one a run logs
 
 
 def mirror_points(paths) -> dict:
@@ -31,19 +32,10 @@ def mirror_points(paths) -> dict:
 
 def run_curves(folder: Path) -> dict:
     """A run's ``(minutes, value)`` curves: ``entropy`` (order_entropy) and ``score`` (the validation score)."""
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-    minutes = {r["step"]: r["elapsed_s"] / 60 for r in records if "loss" in r}
-    curves = {"entropy": [], "score": [], "score_name": None}
-    for record in records:
-        if record.get("step") not in minutes:
-            continue
-        if "order_entropy" in record:
-            curves["entropy"].append((minutes[record["step"]], record["order_entropy"]))
-        for name in SCORES:
-            if name in record:
-                curves["score"].append((minutes[record["step"]], record[name]))
-                curves["score_name"] = name
-    return curves
+    valid = read_run(folder)["valid"]
+    score_name = next((name for name in SCORES if name in valid), None)
+    return {"entropy": [(minutes, value) for _, minutes, value in valid.get("order_entropy", [])],
+            "score": [(minutes, value) for _, minutes, value in valid.get(score_name, [])], "score_name": score_name}
 
 
 def main(args):

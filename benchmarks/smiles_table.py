@@ -12,10 +12,10 @@ With ``--seeds`` the folders named ``ARM-sSEED`` are grouped by ``ARM``.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import statistics
 from pathlib import Path
+
+import run_folders
+from run_folders import group_by_arm, order_entropy, spread, steps_per_seed
 
 COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty", "novel"), ("vun", "V×U×N"),
            ("fcd_test", "FCD/Test"), ("kl_score", "KL score"), ("snn", "SNN"), ("nll", "test NLL"),
@@ -26,63 +26,24 @@ MOSES_COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty"
 
 
 def read_run(folder: Path) -> dict:
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-    steps = [r for r in records if "loss" in r]
-    curve = [(r["step"], r["valid_validity"]) for r in records if "valid_validity" in r]
-    elapsed = {r["step"]: r.get("elapsed_s", 0.0) for r in steps}
-    evaluation = folder / "eval_test.json"
-    test = json.loads(evaluation.read_text()) if evaluation.is_file() else None
-    if test is not None:  # share of samples that are valid, unique (among valid) and novel (among unique)
+    """:func:`run_folders.read_run` plus the V×U×N share of the test samples."""
+    run = run_folders.read_run(folder)
+    if run["test"] is not None:  # share of samples that are valid, unique (among valid) and novel (among unique)
+        test = run["test"]
         test["vun"] = test["validity"] * test["unique@10k"] * test.get("novelty", 0.0)
-    entropies = [r["order_entropy"] for r in records if "order_entropy" in r]
-    order = {}
-    summary = folder / "diagnose" / "summary.txt"
-    if summary.is_file():
-        text = summary.read_text()
-        entropy = re.search(r"guide entropy over orders: ([\d.]+)", text)
-        correlation = re.search(r"rank correlation of position and insertion step ([+-]?[\d.]+)", text)
-        words = re.search(r"preferred order: ([^:]+):", text)
-        order = {"entropy": float(entropy.group(1)) if entropy else None,
-                 "rank_corr": float(correlation.group(1)) if correlation else None,
-                 "words": words.group(1).strip() if words else None}
-    return {"name": folder.name, "steps": steps[-1]["step"] if steps else 0,
-            "rws_steps": sum(1 for r in steps if r.get("objective") == "rws"),
-            "minutes": (steps[-1].get("elapsed_s", 0.0) / 60) if steps else 0.0,
-            "curve": [(elapsed.get(step, 0.0) / 60, value) for step, value in curve], "test": test,
-            "order_entropy": entropies[-1] if entropies else None, "order": order}
-
-
-def arm_name(name: str) -> str:
-    """``ao-ip-s1`` -> ``ao-ip``: the run's arm without its seed suffix."""
-    return re.sub(r"-s\d+$", "", name)
-
-
-def _spread(values, digits=3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+    return run
 
 
 def seed_rows(runs, columns) -> list:
     """One markdown row per arm: every column as mean [min, max] over the arm's seeds, steps per seed."""
-    arms = {}
-    for run in runs:
-        arms.setdefault(arm_name(run["name"]), []).append(run)
     rows = []
-    for arm, members in arms.items():
+    for arm, members in group_by_arm(runs).items():
         tests = [run["test"] or {} for run in members]
-        cells = [_spread([test.get(key) for test in tests]) for key, _ in columns]
-        steps = " / ".join(f"{run['steps']}" + (f" ({run['rws_steps']} RWS)" if run["rws_steps"] else "")
-                           for run in members)
-        # the diagnose report's entropy (64 test molecules) where there is one, else the last validation's
-        entropy = _spread([run["order_entropy"] if run["order"].get("entropy") is None else run["order"]["entropy"]
-                           for run in members], 2)
-        correlation = _spread([run["order"].get("rank_corr") for run in members], 2)
-        words = " / ".join(run["order"].get("words") or "–" for run in members)
-        rows.append(f"| {arm} | {len(members)} | {steps} | " + " | ".join(cells)
+        cells = [spread([test.get(key) for test in tests]) for key, _ in columns]
+        entropy = spread([order_entropy(run) for run in members], 2)
+        correlation = spread([run["order"]["rank_corr"] for run in members], 2)
+        words = " / ".join(run["order"]["words"] or "–" for run in members)
+        rows.append(f"| {arm} | {len(members)} | {steps_per_seed(members)} | " + " | ".join(cells)
                     + f" | {entropy} | {correlation} | {words} |")
     return rows
 
@@ -113,8 +74,9 @@ def main(args):
 
         figure, axis = plt.subplots(figsize=(6, 4))
         for run in runs:
-            if run["curve"]:
-                axis.plot(*zip(*run["curve"]), marker="o", label=run["name"])
+            curve = [(minutes, value) for _, minutes, value in run["valid"].get("valid_validity", [])]
+            if curve:
+                axis.plot(*zip(*curve), marker="o", label=run["name"])
         axis.set_xlabel("training minutes (2-core CPU, evaluation excluded)")
         axis.set_ylabel("validity of 500 samples (EMA weights)")
         axis.set_ylim(0, 1)

@@ -141,3 +141,66 @@ def test_order_learning_figure_reads_guide_learning_json_and_run_folders(tmp_pat
     assert out.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="give --mirror"):
         order_learning_figure.main(order_learning_figure.parse_args([]))
+
+
+def _planning_run(tmp_path, name, test, valid, objectives=("elbo",), summary=None):
+    """A run folder as ``ip-pyro train`` / ``eval`` / ``diagnose`` leave it: one step record per objective (6 s
+    each), then validation records ``(step, {key: value})`` after their step."""
+    import json
+
+    folder = tmp_path / name
+    folder.mkdir()
+    rows = []
+    for step, objective in enumerate(objectives, 1):
+        rows.append({"step": step, "loss": 1.0, "elapsed_s": 6.0 * step, "objective": objective})
+        rows += [{"step": step, **values} for at, values in valid if at == step]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "eval_test.json").write_text(json.dumps(test))
+    if summary:
+        (folder / "diagnose").mkdir()
+        (folder / "diagnose" / "summary.txt").write_text(summary)
+    return str(folder)
+
+
+def test_run_folders_reads_curves_at_training_minutes_and_the_diagnose_report(tmp_path):
+    import run_folders
+
+    summary = ("guide entropy over orders: 0.31 of the uniform order's log L! on average\n"
+               "preferred order: mostly right to left: mean rank correlation of position and insertion step -0.85, of")
+    folder = _planning_run(tmp_path, "ip-pl-rws-s3", {"exact_match": 0.5}, [(2, {"valid_exact_match": 0.25}),
+                           (4, {"valid_exact_match": 0.75, "order_entropy": 0.4})], ["elbo", "elbo", "rws", "rws"],
+                           summary)
+    run = run_folders.read_run(folder)
+    assert run["steps"] == 4 and run["rws_steps"] == 2 and run["minutes"] == 0.4
+    assert run["valid"]["valid_exact_match"] == [(2, 0.2, 0.25), (4, 0.4, 0.75)]
+    assert run_folders.valid_at_step(run, "valid_exact_match", 2) == 0.25
+    assert run_folders.valid_at_step(run, "valid_exact_match", 3) is None
+    assert run["order"] == {"entropy": 0.31, "rank_corr": -0.85, "words": "mostly right to left"}
+    assert run_folders.order_entropy(run) == 0.31 and run_folders.arm_name(run["name"]) == "ip-pl-rws"
+    assert run_folders.spread([0.5, None, 0.7]) == "0.600 [0.500, 0.700]" and run_folders.spread([None]) == "–"
+
+
+@pytest.mark.parametrize("task", ["maze", "star"])
+def test_collect_runs_groups_seeds_with_the_task_s_columns_and_an_equal_steps_column(task, tmp_path, capsys):
+    import collect_runs
+
+    score = "success" if task == "maze" else "exact_match"
+    extra = {"valid_moves": 0.9} if task == "maze" else {"edges_in_graph": 0.95}
+    folders = [_planning_run(tmp_path, f"ao-ip-s{seed}", {"exact_match": value / 2, score: value, "nll": 1.0, **extra},
+                             [(2, {f"valid_{score}": value / 4}), (3, {f"valid_{score}": value})], ["elbo"] * 3)
+               for seed, value in [(0, 0.4), (1, 0.8)]]
+    folders.append(_planning_run(tmp_path, "fo-arm-s0", {score: 0.9, "nll": 0.5, **extra},
+                                 [(2, {f"valid_{score}": 0.3})], ["nll"] * 2))
+    collect_runs.main(collect_runs.parse_args(folders + ["--seeds", "--at-step", "2"]))
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    assert ("test success" in header and "valid moves" in header) == (task == "maze")
+    assert ("edges in graph" in header) == (task == "star")
+    assert f"validation {score.replace('_', ' ')} at step 2" in header
+    ao = next(line for line in lines if line.startswith("| ao-ip |"))
+    assert "| 2 | 3 / 3 | 0.3 [0.3, 0.3] | 0.600 [0.400, 0.800] |" in ao and "| 0.150 [0.100, 0.200] |" in ao
+    assert next(line for line in lines if line.startswith("| fo-arm |")).startswith("| fo-arm | 1 | 2 | 0.2 | 0.900 |")
+    collect_runs.main(collect_runs.parse_args(folders + ["--plot", str(tmp_path / "curves.png")]))
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no run folders"):
+        collect_runs.main(collect_runs.parse_args([str(tmp_path / "missing")]))
