@@ -48,6 +48,8 @@ SETTINGS = {
     "RWS K=8": ("pl", 1.0, 8, 0.0, False, "rws:full:wake"),
     "RWS K=4, sampled-step gradient": ("pl", 1.0, 4, 0.0, False, "rws:steps:wake"),
     "RWS K=4, guide lr x3": ("pl", 3.0, 4, 0.0, False, "rws:full:wake"),
+    "RWS K=4, sequential guide": ("sequential", 1.0, 4, 0.0, False, "rws:full:wake"),
+    "RWS K=8, sequential guide": ("sequential", 1.0, 8, 0.0, False, "rws:full:wake"),
     "IWAE K=4, uniform proposal": ("uniform", 1.0, 4, 0.0, False, "rws:full:none"),
 }
 ELBO_ONLY = [name for name, setting in SETTINGS.items() if setting[5] == "elbo"]

@@ -75,6 +75,7 @@ def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_p
 
     args = guide_learning.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--seeds", "0", "1",
                                       "--settings", "ELBO, left to right", "RWS K=2", "RWS K=4, sampled-step gradient",
+                                      "RWS K=4, sequential guide",
                                       "--json", str(tmp_path / "out.json")])
     results = guide_learning.main(args)
     assert results["ELBO, left to right"]["relative_order_entropy"]["max"] == 0.0
