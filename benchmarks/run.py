@@ -12,6 +12,8 @@ and summarised by medians). Sections:
   ``training.star-hard.prefix_speedup``);
 * objectives: the ``InsertionRWS`` training step (K = 2, 4; full and sampled-step model gradient) beside the
   ELBO's on the same network and star-easy batch, with canvases scored per second (``training.rws_over_elbo``);
+* scoring: ``log_joint`` over whole orders (InsertionRWS's weights, the IWAE likelihood) with the canvases sorted
+  by size into passes against one padded pass (``training.scoring.*.by_size_speedup_no_grad``);
 * sampling: sequences/s for 1,000 sequences of star-medium length (prompted) and of QM9 length (unconditional):
   the IP one insertion per pass, the IP with parallel decoding (4 slots per pass), FO-ARM with and without its KV
   cache. Untrained networks are biased never to stop early, so every model writes the same number of tokens;
@@ -122,6 +124,54 @@ def objective_section(args) -> dict:
             "canvases_per_s": {name: canvases[name] / median[name] for name in median},
             "rws_over_elbo": median["rws_k4_full"] / median["elbo"],
             "rws_over_elbo_by_arm": {name: median[name] / median["elbo"] for name in median if name != "elbo"}}
+
+
+def scoring_section(args) -> dict:
+    """``log_joint`` of ``K = 4`` orders per sequence (the ``K (L + 1)`` canvases behind InsertionRWS's weights and
+    the IWAE likelihood), canvases sorted by size into passes (the default) against one pass in row order, where
+    every canvas is padded to the longest: without autograd (the weights) and forward + backward (the full model
+    gradient). Star-medium batches (prompted, prefix attention) and SMILES-shaped ones (random tokens, lengths
+    8..36, no prompt)."""
+    from ip_pyro.data.planning import make_dataset, task_config
+    from ip_pyro.guides import UniformOrderGuide
+
+    result = {}
+    for shape in ("star-medium", "smiles-shaped"):
+        torch.manual_seed(0)
+        if shape == "star-medium":
+            config = task_config(shape)
+            examples = make_dataset(shape, seed=0, sizes={"train": args.batch_size, "valid": 0, "test": 0})["train"]
+            batch = collate([e["target"] for e in examples], [e["prompt"] for e in examples],
+                            vocab_size=config.vocab_size).to(args.device)
+            vocab_size, max_length, attention = config.vocab_size, config.max_target_length + 2, "prefix"
+        else:
+            lengths = torch.randint(8, 37, (args.batch_size,)).tolist()
+            batch = collate([torch.randint(0, 30, (n,)).tolist() for n in lengths]).to(args.device)
+            vocab_size, max_length, attention = 30, 40, "full"
+        model = InsertionProcess(vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
+                                 max_length=max_length, prompt_attention=attention).to(args.device)
+        orders = UniformOrderGuide().order_distribution(batch).sample((4,)).reshape(4 * batch.batch_size, -1)
+
+        def weights(by_size):
+            with torch.no_grad():
+                model.log_joint(batch, orders, by_canvas_size=by_size)
+
+        def gradient(by_size):
+            model.zero_grad()
+            model.log_joint(batch, orders, by_canvas_size=by_size).sum().backward()
+        runs = {f"{kind}_{layout}": (lambda kind=kind, flag=flag: {"no_grad": weights, "grad": gradient}[kind](flag))
+                for kind in ("no_grad", "grad") for layout, flag in (("row_order", False), ("by_size", True))}
+        seconds = {name: [] for name in runs}
+        for _ in range(args.rounds):  # interleaved
+            for name, run in runs.items():
+                seconds[name].append(_median_seconds(run, args.device, max(1, args.repeats // 4)))
+        median = {name: statistics.median(values) for name, values in seconds.items()}
+        result[shape] = {"batch_size": batch.batch_size, "canvases": int(4 * (batch.lengths + 1).sum()),
+                         "target_tokens_mean": float(batch.lengths.float().mean()),
+                         "target_tokens_max": int(batch.lengths.max()), "seconds": median,
+                         "by_size_speedup_no_grad": median["no_grad_row_order"] / median["no_grad_by_size"],
+                         "by_size_speedup_grad": median["grad_row_order"] / median["grad_by_size"]}
+    return result
 
 
 def prompt_cache_section(args) -> dict:
@@ -302,6 +352,13 @@ def main(args) -> dict:
         print(f"  {name}: {1000 * value:.0f} ms/step, {objectives['canvases_per_step'][name]} canvases/step, "
               f"{objectives['canvases_per_s'][name]:.0f} canvases/s")
     print(f"  rws_over_elbo (K = 4, full gradient) {objectives['rws_over_elbo']:.1f}x")
+    print("== scoring whole orders (log_joint, K = 4): canvases sorted by size vs one padded pass")
+    scoring = scoring_section(args)
+    training["scoring"] = scoring
+    for shape, entry in scoring.items():
+        print(f"  {shape} ({entry['canvases']} canvases, mean {entry['target_tokens_mean']:.1f} / max "
+              f"{entry['target_tokens_max']} tokens): by size {entry['by_size_speedup_no_grad']:.2f}x faster "
+              f"without autograd, {entry['by_size_speedup_grad']:.2f}x with")
     print("== prompt cache (prefix attention) vs full attention")
     cache = prompt_cache_section(args)
     for task, entry in cache.items():

@@ -80,6 +80,30 @@ class StepLogProbs(NamedTuple):
     go: torch.Tensor
 
 
+MIN_CANVASES_PER_PASS = 256
+
+
+def canvas_passes(sizes: torch.Tensor, chunk_size: int, min_canvases: int = MIN_CANVASES_PER_PASS) -> list:
+    """Split canvases sorted by size ``[N]`` into decoder passes ``[(begin, end), ...]``: at most ``chunk_size``
+    canvases each, and a new pass where the size changes once the current one holds ``min_canvases`` (few, large
+    passes, each padded to little more than its own canvases)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be a positive number of canvases per decoder pass")
+    _, counts = torch.unique_consecutive(sizes, return_counts=True)
+    passes, begin, end = [], 0, 0
+    for count in counts.tolist():
+        if end - begin >= min_canvases:
+            passes.append((begin, end))
+            begin = end
+        end += count
+        while end - begin > chunk_size:
+            passes.append((begin, begin + chunk_size))
+            begin += chunk_size
+    if end > begin:
+        passes.append((begin, end))
+    return passes
+
+
 class InsertionProcess(PyroModule):
     """The Insertion Process (IP): a distribution over variable-length sequences built by insertions.
 
@@ -181,11 +205,14 @@ class InsertionProcess(PyroModule):
                                     inserted, cache, index)
 
     @pyro_method
-    def log_joint(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192) -> torch.Tensor:
+    def log_joint(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192,
+                  by_canvas_size: bool = True) -> torch.Tensor:
         """``log p(x, sigma)`` ``[N]`` for orders ``[N, L_max]`` (rows aligned with ``batch.repeat(N // B)``).
 
         Scores every prefix of every order (``sum_n (L_n + 1)`` canvases) in decoder passes of at most
-        ``chunk_size`` canvases.
+        ``chunk_size`` canvases. ``by_canvas_size`` (default) sorts the canvases by their number of tokens and starts
+        a new pass where the size grows (once a pass holds ``MIN_CANVASES_PER_PASS``), so a canvas of ``t`` tokens is
+        padded to about ``t``, not to the longest canvas in the batch; ``False`` keeps the row order (benchmarks).
         """
         check_batch(batch, self.vocab_size, self.max_length, module=self)
         if orders.dim() != 2 or orders.shape[1] != batch.max_length or orders.shape[0] % batch.batch_size:
@@ -196,12 +223,18 @@ class InsertionProcess(PyroModule):
         counts = rows.lengths + 1
         row_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
         starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        steps = torch.arange(len(row_index), device=counts.device) - starts
+        steps = torch.arange(len(row_index), device=counts.device) - starts  # = tokens on the canvas
+        if by_canvas_size:
+            by_size = torch.argsort(steps, stable=True)
+            row_index, steps = row_index[by_size], steps[by_size]
+            passes = canvas_passes(steps, chunk_size, MIN_CANVASES_PER_PASS)
+        else:
+            passes = [(begin, min(begin + chunk_size, len(steps))) for begin in range(0, len(steps), chunk_size)]
         ranks = orders_to_ranks(orders)
         cache = self._prompt_cache(network, batch)  # prefix attention: the prompts are encoded once for all chunks
         total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
-        for begin in range(0, len(row_index), chunk_size):
-            index, step = row_index[begin:begin + chunk_size], steps[begin:begin + chunk_size]
+        for begin, end in passes:
+            index, step = row_index[begin:end], steps[begin:end]
             part = rows[index]
             inserted = (ranks[index] < step.unsqueeze(-1)) & part.mask
             scores = self._score_canvases(network, part.tokens, part.lengths, part.prompt, part.prompt_lengths,

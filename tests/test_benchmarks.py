@@ -205,3 +205,17 @@ def test_collect_runs_groups_seeds_with_the_task_s_columns_and_an_equal_steps_co
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="no run folders"):
         collect_runs.main(collect_runs.parse_args([str(tmp_path / "missing")]))
+
+
+def test_benchmark_scoring_section_times_both_canvas_layouts():
+    import argparse
+
+    import run
+
+    args = argparse.Namespace(batch_size=4, d_model=16, layers=1, heads=2, rounds=1, repeats=1, device="cpu")
+    result = run.scoring_section(args)
+    assert set(result) == {"star-medium", "smiles-shaped"}
+    for entry in result.values():
+        assert set(entry["seconds"]) == {"no_grad_row_order", "no_grad_by_size", "grad_row_order", "grad_by_size"}
+        assert entry["by_size_speedup_no_grad"] > 0 and entry["by_size_speedup_grad"] > 0
+        assert entry["canvases"] == 4 * (4 * entry["target_tokens_mean"] + 4)

@@ -40,6 +40,45 @@ def test_log_joint_equals_the_conditioned_program(with_prompt, float64):
     assert {"stop_0", "slot_0", "token_0", "stop_6", "canvas_matches_data"} <= set(trace.nodes)
 
 
+@pytest.mark.parametrize("sizes, chunk_size, min_canvases, expected", [
+    ([0, 0, 1, 1, 1, 2], 8192, 1, [(0, 2), (2, 5), (5, 6)]),      # a pass per canvas size
+    ([0, 0, 1, 1, 1, 2], 8192, 3, [(0, 5), (5, 6)]),              # sizes merged until a pass holds 3
+    ([0, 0, 1, 1, 1, 2], 2, 1, [(0, 2), (2, 4), (4, 5), (5, 6)]),  # no pass over chunk_size
+    ([3, 3, 3, 3], 8192, 1, [(0, 4)]),
+    ([], 8192, 1, []),
+])
+def test_canvas_passes_split_sorted_canvases_by_size_and_chunk(sizes, chunk_size, min_canvases, expected):
+    from models.insertion import canvas_passes
+
+    assert canvas_passes(torch.tensor(sizes, dtype=torch.long), chunk_size, min_canvases) == expected
+
+
+@pytest.mark.parametrize("prompt_attention", ["full", "prefix"])
+@pytest.mark.parametrize("termination", ["stop", "eos"])
+@pytest.mark.parametrize("chunk_size, min_canvases", [(8192, 1), (3, 1), (7, 5), (8192, 256)])
+def test_log_joint_by_canvas_size_equals_row_order_in_value_and_gradient(prompt_attention, termination, chunk_size,
+                                                                         min_canvases, monkeypatch, float64):
+    """Sorting the canvases by size into several passes changes the padding, never the numbers."""
+    import models.insertion
+
+    monkeypatch.setattr(models.insertion, "MIN_CANVASES_PER_PASS", min_canvases)
+    model = tiny_model(vocab_size=4, max_length=6, termination=termination, prompt_attention=prompt_attention)
+    batch = collate([[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0], [1, 2, 0]], [[1, 2], [], [3], [0, 0, 0], [2]])
+    orders = PlackettLuce(torch.randn(3 * 5, 6), batch.lengths.repeat(3)).sample()
+    results = []
+    for by_size in (False, True):
+        model.zero_grad()
+        joint = model.log_joint(batch, orders, chunk_size=chunk_size, by_canvas_size=by_size)
+        (joint * torch.linspace(0.5, 1.5, len(joint))).sum().backward()
+        results.append((joint.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (plain, plain_grads), (sorted_, sorted_grads) = results
+    assert torch.allclose(plain, sorted_, atol=1e-10)
+    assert len(plain_grads) == len(sorted_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(plain_grads, sorted_grads))
+    expected, _ = conditioned_trace_log_prob(model, batch[3], orders[3: 4])
+    assert abs(sorted_[3].item() - expected.item()) < 1e-8
+
+
 def test_a_wrong_canvas_has_zero_probability():
     model = tiny_model()
     batch = collate([[0, 1, 2]])
