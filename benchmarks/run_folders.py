@@ -87,7 +87,8 @@ def group_by_arm(runs) -> dict:
 
 def spread(values, digits=3) -> str:
     """``mean [min, max]`` of the values that are not None; the value alone for one, ``–`` for none."""
-    values = [value for value in values if value is not None]
+    # rounded first, so that -0.001 prints as 0.00, not -0.00
+    values = [round(value, digits) + 0.0 for value in values if value is not None]
     if not values:
         return "–"
     if len(values) == 1:

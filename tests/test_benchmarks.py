@@ -179,6 +179,7 @@ def test_run_folders_reads_curves_at_training_minutes_and_the_diagnose_report(tm
     assert run["order"] == {"entropy": 0.31, "rank_corr": -0.85, "words": "mostly right to left"}
     assert run_folders.order_entropy(run) == 0.31 and run_folders.arm_name(run["name"]) == "ip-pl-rws"
     assert run_folders.spread([0.5, None, 0.7]) == "0.600 [0.500, 0.700]" and run_folders.spread([None]) == "–"
+    assert run_folders.spread([0.001, -0.001], 2) == "0.00 [0.00, 0.00]"  # no "-0.00"
 
 
 @pytest.mark.parametrize("task", ["maze", "star"])
