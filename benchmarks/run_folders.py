@@ -87,13 +87,15 @@ def group_by_arm(runs) -> dict:
 
 def spread(values, digits=3) -> str:
     """``mean [min, max]`` of the values that are not None; the value alone for one, ``–`` for none."""
-    # rounded first, so that -0.001 prints as 0.00, not -0.00
-    values = [round(value, digits) + 0.0 for value in values if value is not None]
+    values = [value for value in values if value is not None]
+
+    def text(value):  # -0.001 prints as 0.00, not -0.00
+        return f"{round(value, digits) + 0.0:.{digits}f}"
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+        return text(values[0])
+    return f"{text(statistics.mean(values))} [{text(min(values))}, {text(max(values))}]"
 
 
 def steps_per_seed(members) -> str:
