@@ -155,6 +155,29 @@ def first_landmarks(steps: np.ndarray, landmarks: Sequence[dict]) -> list:
     return names
 
 
+def landmark_timing(steps: np.ndarray, landmarks: Sequence[dict]) -> dict:
+    """Mean relative insertion time (0 = inserted first, 1 = last; 0.5 under a random order) of each landmark and
+    of the ``other positions``, over draws ``(..., B, L)`` and the sequences of two or more tokens.
+
+    :param landmarks: one dict per sequence mapping a name to a position (as :func:`first_landmarks`).
+    """
+    flat = steps.reshape(-1, *steps.shape[-2:])
+    times = {}
+    for sequence, marks in enumerate(landmarks):
+        length = int(np.sum(np.isfinite(flat[0, sequence])))
+        if length < 2:
+            continue
+        relative = flat[:, sequence, :length] / (length - 1)  # [draws, L]
+        named = sorted({position for position in marks.values() if position < length})
+        for name, position in marks.items():
+            if position < length:
+                times.setdefault(name, []).append(relative[:, position].mean())
+        others = [position for position in range(length) if position not in named]
+        if others:
+            times.setdefault("other positions", []).append(relative[:, others].mean())
+    return {name: float(np.mean(values)) for name, values in times.items()}
+
+
 def plot_path_growth(steps: np.ndarray, path, *, landmarks: Optional[Sequence[dict]] = None,
                      title: str = "where the path is started and how it grows") -> str:
     """For path-like targets (star-graph paths, maze paths): where the first token lands and the direction of

@@ -106,6 +106,10 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         "(1 = random order, 0 = one fixed order)",
         f"preferred order: {plots.describe_order(steps)}",
     ]
+    if landmarks is not None:
+        timing = plots.landmark_timing(steps, landmarks)
+        lines.append("insertion time of named cells (0 = first, 1 = last, 0.50 for a random order): "
+                     + ", ".join(f"{name} {value:.2f}" for name, value in timing.items()))
     summary = "\n".join(lines)
     (out / "summary.txt").write_text(summary + "\n")
     files["summary"] = str(out / "summary.txt")

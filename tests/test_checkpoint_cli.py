@@ -108,3 +108,14 @@ def test_star_records_give_landmarks_for_the_path_view():
                {"target": [5, 1], "source": 5, "centre": 5, "goal": 1}]
     assert _landmarks(records) == [{"source": 0, "centre": 3, "goal": 5}, {"source": 0, "centre": 0, "goal": 1}]
     assert _landmarks([{"target": [1, 2]}]) is None
+
+
+def test_maze_records_give_subgoal_landmarks_in_the_order_the_path_reaches_them():
+    from ip_pyro.cli.common import landmarks as _landmarks
+
+    records = [{"target": [30, 24, 11, 24, 8], "subgoals": [30, 11, 8]},
+               {"target": [5, 6, 7, 6, 5, 9], "subgoals": [5, 7, 5, 9]},  # a subgoal revisiting the start
+               {"target": [3], "subgoals": [3, 3]}]
+    assert _landmarks(records) == [{"start": 0, "subgoal 1": 2, "goal": 4},
+                                   {"start": 0, "subgoal 1": 2, "subgoal 2": 4, "goal": 5},
+                                   {"start": 0, "goal": 0}]

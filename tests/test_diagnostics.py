@@ -220,3 +220,28 @@ def test_too_few_draws_really_fail_the_tail_fit():
     for draws, fitted in [(20, False), (25, True)]:
         psis = diagnostics.psis_diagnostics(rng.standard_normal((1, draws, 2)))
         assert bool(np.isfinite(psis["khat"]).all()) is fitted
+
+
+def test_landmark_timing_is_0_for_the_first_and_1_for_the_last_inserted():
+    left_to_right = np.tile(np.arange(5.0), (2, 10, 2, 1))  # (chain, draw, sequence, position)
+    marks = [{"start": 0, "subgoal 1": 2, "goal": 4}, {"start": 0, "goal": 4}]
+    timing = plots.landmark_timing(left_to_right, marks)
+    assert timing == {"start": 0.0, "subgoal 1": 0.5, "goal": 1.0, "other positions": 0.5}
+    subgoal_first = np.tile(np.array([1.0, 3.0, 0.0, 4.0, 2.0]), (1, 4, 2, 1))
+    timing = plots.landmark_timing(subgoal_first, marks)
+    assert timing["subgoal 1"] == 0.0 and timing["goal"] == 0.5 and timing["start"] == 0.25
+    short = np.array([[[[0.0, np.nan, np.nan]]]])  # one token: no order, no timing
+    assert plots.landmark_timing(short, [{"start": 0, "goal": 0}]) == {}
+
+
+def test_diagnose_reports_the_insertion_time_of_landmarks(tmp_path):
+    from ip_pyro.guides import RightToLeftGuide
+
+    model = tiny_model()
+    batch = collate([[0, 1, 2, 1], [2, 0, 1]])
+    marks = [{"start": 0, "subgoal 1": 1, "goal": 3}, {"start": 0, "goal": 2}]
+    report = diagnose(model, RightToLeftGuide(), batch, tmp_path, domain="path", landmarks=marks, num_chains=1,
+                      num_draws=5, mcmc_samples=0)
+    line = next(line for line in report["summary"].splitlines() if line.startswith("insertion time of named"))
+    # right to left: position j of L goes in at step L - 1 - j; "other" is the mean over sequences of 1/3 and 1/2
+    assert "start 1.00, subgoal 1 0.67, goal 0.00, other positions 0.42" in line

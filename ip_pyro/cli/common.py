@@ -12,11 +12,25 @@ class CommandError(ValueError):
 
 
 def landmarks(records: list) -> list | None:
-    """Star-graph records (with ``source``, ``centre``, ``goal``) -> per-target positions of those nodes."""
-    if not records or not all({"source", "centre", "goal"} <= set(record) for record in records):
-        return None
-    return [{"source": 0, "centre": record["target"].index(record["centre"]) if record["centre"] in
-             record["target"] else 0, "goal": max(len(record["target"]) - 1, 0)} for record in records]
+    """Per-target positions of named cells: star-graph records (``source``, ``centre``, ``goal``) -> those nodes;
+    maze records (``subgoals``: start, intermediate cells, goal) -> ``start``, ``subgoal 1``, ... (where the path
+    first reaches each in turn) and ``goal``. None for other records."""
+    if records and all({"source", "centre", "goal"} <= set(record) for record in records):
+        return [{"source": 0, "centre": record["target"].index(record["centre"]) if record["centre"] in
+                 record["target"] else 0, "goal": max(len(record["target"]) - 1, 0)} for record in records]
+    if records and all("subgoals" in record for record in records):
+        return [_subgoal_positions(record["target"], record["subgoals"]) for record in records]
+    return None
+
+
+def _subgoal_positions(target: list, subgoals: list) -> dict:
+    marks, position = {"start": 0}, 0
+    for number, cell in enumerate(subgoals[1:-1], 1):
+        if cell in target[position:]:
+            position = target.index(cell, position)
+            marks[f"subgoal {number}"] = position
+    marks["goal"] = max(len(target) - 1, 0)
+    return marks
 
 
 def read_records(path: Path) -> list:
