@@ -48,7 +48,7 @@ def test_log_joint_equals_the_conditioned_program(with_prompt, float64):
     ([], 8192, 1, []),
 ])
 def test_canvas_passes_split_sorted_canvases_by_size_and_chunk(sizes, chunk_size, min_canvases, expected):
-    from models.insertion import canvas_passes
+    from ip_pyro.models.insertion import canvas_passes
 
     assert canvas_passes(torch.tensor(sizes, dtype=torch.long), chunk_size, min_canvases) == expected
 
@@ -59,9 +59,9 @@ def test_canvas_passes_split_sorted_canvases_by_size_and_chunk(sizes, chunk_size
 def test_log_joint_by_canvas_size_equals_row_order_in_value_and_gradient(prompt_attention, termination, chunk_size,
                                                                          min_canvases, monkeypatch, float64):
     """Sorting the canvases by size into several passes changes the padding, never the numbers."""
-    import models.insertion
+    import ip_pyro.models.insertion as insertion_module
 
-    monkeypatch.setattr(models.insertion, "MIN_CANVASES_PER_PASS", min_canvases)
+    monkeypatch.setattr(insertion_module, "MIN_CANVASES_PER_PASS", min_canvases)
     model = tiny_model(vocab_size=4, max_length=6, termination=termination, prompt_attention=prompt_attention)
     batch = collate([[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0], [1, 2, 0]], [[1, 2], [], [3], [0, 0, 0], [2]])
     orders = PlackettLuce(torch.randn(3 * 5, 6), batch.lengths.repeat(3)).sample()
