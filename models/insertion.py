@@ -215,6 +215,8 @@ class InsertionProcess(PyroModule):
         padded to about ``t``, not to the longest canvas in the batch; ``False`` keeps the row order (benchmarks).
         """
         check_batch(batch, self.vocab_size, self.max_length, module=self)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
         if orders.dim() != 2 or orders.shape[1] != batch.max_length or orders.shape[0] % batch.batch_size:
             raise ValueError(f"orders must be [k * {batch.batch_size}, {batch.max_length}], got "
                              f"{tuple(orders.shape)}")

@@ -77,6 +77,9 @@ def test_log_joint_by_canvas_size_equals_row_order_in_value_and_gradient(prompt_
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(plain_grads, sorted_grads))
     expected, _ = conditioned_trace_log_prob(model, batch[3], orders[3: 4])
     assert abs(sorted_[3].item() - expected.item()) < 1e-8
+    for by_size in (False, True):
+        with pytest.raises(ValueError, match="chunk_size=0 must be a positive integer"):
+            model.log_joint(batch, orders, chunk_size=0, by_canvas_size=by_size)
 
 
 def test_a_wrong_canvas_has_zero_probability():
