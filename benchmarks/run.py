@@ -28,6 +28,7 @@ and summarised by medians). Sections:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -159,8 +160,9 @@ def scoring_section(args) -> dict:
         def gradient(by_size):
             model.zero_grad()
             model.log_joint(batch, orders, by_canvas_size=by_size).sum().backward()
-        runs = {f"{kind}_{layout}": (lambda kind=kind, flag=flag: {"no_grad": weights, "grad": gradient}[kind](flag))
-                for kind in ("no_grad", "grad") for layout, flag in (("row_order", False), ("by_size", True))}
+        runs = {f"{kind}_{layout}": functools.partial(function, flag)
+                for kind, function in (("no_grad", weights), ("grad", gradient))
+                for layout, flag in (("row_order", False), ("by_size", True))}
         seconds = {name: [] for name in runs}
         for _ in range(args.rounds):  # interleaved
             for name, run in runs.items():

@@ -12,7 +12,6 @@ With ``--seeds`` the folders named ``ARM-sSEED`` are grouped by ``ARM``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import run_folders
 from run_folders import group_by_arm, order_entropy, spread, steps_per_seed
@@ -25,9 +24,8 @@ MOSES_COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty"
                  ("intdiv1", "IntDiv1"), ("intdiv2", "IntDiv2"), ("kl_score", "KL score"), ("nll", "test NLL")]
 
 
-def read_run(folder: Path) -> dict:
-    """:func:`run_folders.read_run` plus the V×U×N share of the test samples."""
-    run = run_folders.read_run(folder)
+def with_vun(run: dict) -> dict:
+    """Add ``vun`` to a run's test metrics (in place; returns the run)."""
     if run["test"] is not None:  # share of samples that are valid, unique (among valid) and novel (among unique)
         test = run["test"]
         test["vun"] = test["validity"] * test["unique@10k"] * test.get("novelty", 0.0)
@@ -49,9 +47,7 @@ def seed_rows(runs, columns) -> list:
 
 
 def main(args):
-    runs = [read_run(Path(folder)) for folder in args.runs if (Path(folder) / "metrics.jsonl").is_file()]
-    if not runs:
-        raise SystemExit("no run folders with metrics.jsonl given")
+    runs = [with_vun(run) for run in run_folders.read_runs(args.runs)]
     columns = MOSES_COLUMNS if args.moses else COLUMNS
     if args.seeds:
         print("| arm | seeds | steps per seed | " + " | ".join(title for _, title in columns)

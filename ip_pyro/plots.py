@@ -168,11 +168,10 @@ def landmark_timing(steps: np.ndarray, landmarks: Sequence[dict]) -> dict:
         if length < 2:
             continue
         relative = flat[:, sequence, :length] / (length - 1)  # [draws, L]
-        named = sorted({position for position in marks.values() if position < length})
-        for name, position in marks.items():
-            if position < length:
-                times.setdefault(name, []).append(relative[:, position].mean())
-        others = [position for position in range(length) if position not in named]
+        inside = {name: position for name, position in marks.items() if position < length}
+        for name, position in inside.items():
+            times.setdefault(name, []).append(relative[:, position].mean())
+        others = [position for position in range(length) if position not in inside.values()]
         if others:
             times.setdefault("other positions", []).append(relative[:, others].mean())
     return {name: float(np.mean(values)) for name, values in times.items()}

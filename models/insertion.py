@@ -321,10 +321,10 @@ class InsertionProcess(PyroModule):
             # sequences stop, not gathered again at every step)
             cache = (network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
                      if self.prompt_attention == "prefix" else None)
+            uncached = cache is None and prompt_ids is not None  # else the cache already holds the prompt
             while True:
                 rows, length = canvas.shape
                 lengths = torch.full((rows,), length, dtype=torch.long, device=device)
-                uncached = cache is None and prompt_ids is not None  # else the cache already holds the prompt
                 row_prompt = prompt_ids[alive] if uncached else None
                 row_prompt_lengths = prompt_lengths[alive] if uncached else None
                 output = self._decode(network, canvas, lengths, row_prompt, row_prompt_lengths, cache)
