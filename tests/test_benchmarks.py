@@ -113,6 +113,7 @@ def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     rws = next(line for line in lines if line.startswith("| ip-pl-rws |"))
     assert "| 2 | 3 (2 RWS) / 3 |" in rws and "0.600 [0.500, 0.700]" in rws  # validity over the two seeds
+    assert "0.300 [0.250, 0.350]" in rws  # V×U×N = validity x unique x novelty (0.5 x 1 x 0.5, 0.7 x 1 x 0.5)
     assert "0.50 [0.40, 0.60]" in rws  # diagnose's 0.40 for seed 0, the last validation's 0.60 for seed 1
     assert "+0.70" not in rws and "0.70 " in rws and "mostly left to right / –" in rws
     assert any(line.startswith("| ao-ip | 1 | 1 |") and "0.400 |" in line for line in lines)

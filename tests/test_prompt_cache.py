@@ -121,3 +121,20 @@ def test_sampling_many_prompts_at_once_equals_sampling_each_alone(prompt_attenti
     alone = [model.sample(prompt=[prompt], greedy=True)[0] for prompt in prompts]
     assert together == alone
     assert len({len(sequence) for sequence in together}) >= 2  # rows did stop at different steps
+
+
+@pytest.mark.parametrize("prompt_attention", ["full", "prefix"])
+def test_sampling_passes_the_prompt_ids_only_when_no_cache_holds_the_prompt(prompt_attention, monkeypatch):
+    """With prefix attention the cache replaces the prompt ids at every insertion (no per-step gather)."""
+    torch.manual_seed(0)
+    model = InsertionProcess(6, d_model=16, n_layers=1, n_heads=2, max_length=4, prompt_attention=prompt_attention)
+    calls = []
+    decode = model._decode
+
+    def spy(network, canvas, lengths, prompt, prompt_lengths, cache=None, *rest):
+        calls.append((prompt is None, cache is None))
+        return decode(network, canvas, lengths, prompt, prompt_lengths, cache, *rest)
+    monkeypatch.setattr(model, "_decode", spy)
+    model.sample(prompt=[[1, 2], [3]], greedy=True)
+    expected = (True, False) if prompt_attention == "prefix" else (False, True)
+    assert calls and set(calls) == {expected}
