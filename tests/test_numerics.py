@@ -36,7 +36,7 @@ def test_extreme_termination_logits_keep_loss_and_gradients_finite(termination, 
 
 
 def test_log1mexp_is_finite_with_finite_gradients_near_zero():
-    from ip_pyro.models.insertion import _log1mexp
+    from ip_pyro.models.insertion_steps import _log1mexp
 
     log_p = torch.tensor([-1e-9, -3e-8, -1e-3, -0.69, -0.7, -5.0, -80.0, 0.0], requires_grad=True)
     value = _log1mexp(log_p)

@@ -1,6 +1,8 @@
-"""Likelihood estimators in nats: exact (dynamic programming over inserted sets) and importance-weighted."""
+"""Likelihood estimators in nats: exact (dynamic programming over inserted sets for a canvas-Markov model, a sum
+over all ``L!`` orders otherwise) and importance-weighted."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -9,9 +11,10 @@ from ip_pyro.batch import Batch
 from ip_pyro.utils import evaluating
 
 __all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
-           "SubsetMessages", "MAX_EXACT_LENGTH"]
+           "SubsetMessages", "MAX_EXACT_LENGTH", "MAX_ENUMERATED_LENGTH", "enumerated_log_likelihood"]
 
 MAX_EXACT_LENGTH = 8
+MAX_ENUMERATED_LENGTH = 7  # a history-dependent model sums L! orders: 5,040 per sequence at 7
 
 
 def _subset_masks(length: int, device) -> torch.Tensor:
@@ -36,14 +39,50 @@ def exact_log_likelihood(model, batch: Batch, *, max_length: int = MAX_EXACT_LEN
                          chunk_size: int = 8192) -> torch.Tensor:
     """Exact ``log p(x) = log sum_sigma p(x, sigma)`` ``[B]``.
 
-    Sums all ``L!`` orders through the ``2^L`` sets of inserted positions they pass (a forward recursion on the
-    subset lattice), one decoder pass per set; equal to brute-force enumeration.
+    For a model whose steps depend on the canvas alone (``model.canvas_markov``, the canvas decoder) all ``L!``
+    orders are summed through the ``2^L`` sets of inserted positions they pass (a forward recursion on the subset
+    lattice), one decoder pass per set; equal to brute-force enumeration. A history-dependent model (the causal
+    decoder) is summed over all ``L!`` orders (:func:`enumerated_log_likelihood`, ``L <= MAX_ENUMERATED_LENGTH``).
 
-    :param max_length: refuse sequences longer than this (the cost is ``2^L`` canvases per sequence).
+    :param max_length: refuse sequences longer than this (``2^L`` canvases, or ``L!`` orders, per sequence).
     :raises ValueError: for a sequence longer than ``max_length``.
     """
+    if not getattr(model, "canvas_markov", True):
+        return enumerated_log_likelihood(model, batch, max_length=min(max_length, MAX_ENUMERATED_LENGTH),
+                                         chunk_size=chunk_size)
     messages = subset_messages(model, batch, max_length=max_length, chunk_size=chunk_size)
     return messages.log_likelihood
+
+
+def enumerated_log_likelihood(model, batch: Batch, *, max_length: int = MAX_ENUMERATED_LENGTH,
+                              chunk_size: int = 8192) -> torch.Tensor:
+    """Exact ``log p(x) = log sum_sigma p(x, sigma)`` ``[B]`` by scoring every order with ``model.log_joint`` (any
+    model, history-dependent ones included), at most ``chunk_size`` orders per call.
+
+    :raises ValueError: for a sequence longer than ``max_length`` (``L!`` orders per sequence).
+    """
+    longest = int(batch.lengths.max()) if batch.batch_size else 0
+    if longest > max_length:
+        raise ValueError(f"exact computation sums all L! orders of this model and refuses length {longest} > "
+                         f"{max_length}; use importance_log_likelihood for long sequences")
+    total = torch.full((batch.batch_size,), -math.inf, dtype=torch.get_default_dtype(), device=batch.device)
+    with evaluating(model):
+        for length in batch.lengths.unique().tolist():
+            rows = (batch.lengths == length).nonzero().squeeze(-1)
+            part = batch[rows]
+            part = Batch(tokens=part.tokens[:, :length], lengths=part.lengths, prompt=part.prompt,
+                         prompt_lengths=part.prompt_lengths)
+            perms = torch.tensor(list(itertools.permutations(range(length))), dtype=torch.long,
+                                 device=batch.device).reshape(math.factorial(length), length)
+            per_call = max(1, chunk_size // max(len(rows), 1))
+            joints = []
+            for begin in range(0, len(perms), per_call):
+                chosen = perms[begin:begin + per_call]
+                orders = chosen.repeat_interleave(len(rows), 0)  # row k * n + b
+                joints.append(model.log_joint(part, orders).view(len(chosen), len(rows)))
+            log_p = torch.cat(joints).logsumexp(0)
+            total = total.to(log_p.dtype).index_copy(0, rows, log_p)
+    return total
 
 
 class SubsetMessages:
@@ -62,7 +101,12 @@ class SubsetMessages:
 
 def subset_messages(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
                     chunk_size: int = 8192) -> SubsetMessages:
-    """Forward and backward messages of every sequence on its subset lattice (``2^L`` canvases each)."""
+    """Forward and backward messages of every sequence on its subset lattice (``2^L`` canvases each). Only for a
+    model whose steps depend on the canvas alone (``model.canvas_markov``)."""
+    if not getattr(model, "canvas_markov", True):
+        raise ValueError("the subset recursion needs steps that depend on the canvas alone; this model's steps depend "
+                         "on the order written (decoder='causal'): use exact_log_likelihood (sums all L! orders) or "
+                         "importance_log_likelihood")
     longest = int(batch.lengths.max()) if batch.batch_size else 0
     if longest > max_length:
         raise ValueError(f"exact computation enumerates 2^L canvases per sequence and refuses length "

@@ -14,7 +14,7 @@ from torch import nn
 
 from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights, _layout_prompt
 
-__all__ = ["InsertionDecoder", "DecoderOutput", "PromptCache", "PROMPT_ATTENTION"]
+__all__ = ["InsertionDecoder", "DecoderOutput", "PromptCache", "PROMPT_ATTENTION", "encode_prompt"]
 
 PROMPT_ATTENTION = ("full", "prefix")
 
@@ -49,6 +49,29 @@ class DecoderOutput:
     stop_logits: torch.Tensor
     slot_logits: torch.Tensor
     token_logits: torch.Tensor
+
+
+def encode_prompt(stack: TransformerStack, prompt, prompt_lengths, rows: Optional[int] = None) -> PromptCache:
+    """The :class:`PromptCache` of ``B`` prompts ``[B, P]`` under prefix attention (prompt positions attend to the
+    prompt alone, at rotary positions ``0..P-1``); ``prompt=None``: ``rows`` empty prompts."""
+    heads = stack.blocks[0].attn.n_heads
+    weight = stack.embed.weight
+    if prompt is None or prompt.shape[1] == 0:
+        count = rows if prompt is None else prompt.shape[0]
+        empty = weight.new_zeros(count, heads, 0, weight.shape[1] // heads)
+        lengths = torch.zeros(count, dtype=torch.long, device=weight.device)
+        return PromptCache([empty] * len(stack.blocks), [empty] * len(stack.blocks),
+                           torch.zeros(count, 0, dtype=torch.bool, device=weight.device), lengths)
+    count, width = prompt.shape
+    index = torch.arange(width, device=prompt.device)
+    valid = index < prompt_lengths.unsqueeze(-1)
+    # every prompt position sees the valid prompt and itself (a padded one then stays finite: its keys and
+    # values are masked later, but a NaN there would still leak through 0 * NaN)
+    attn_mask = (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=prompt.device))[:, None]
+    caches = [{} for _ in stack.blocks]
+    stack.forward_masked(prompt, index.expand(count, width), torch.zeros_like(prompt), attn_mask, caches=caches,
+                         valid=valid)
+    return PromptCache([c["k"] for c in caches], [c["v"] for c in caches], valid, prompt_lengths)
 
 
 def _pack_pairs(sizes: torch.Tensor):
@@ -159,23 +182,7 @@ class InsertionDecoder(nn.Module):
         if self.prompt_attention != "prefix":
             raise ValueError("encode_prompt needs prompt_attention='prefix' (with full attention the prompt also "
                              "reads the canvas, so it cannot be encoded once)")
-        weight = self.stack.embed.weight
-        if prompt is None or prompt.shape[1] == 0:
-            count = rows if prompt is None else prompt.shape[0]
-            empty = weight.new_zeros(count, self.n_heads, 0, self.head_dim)
-            lengths = torch.zeros(count, dtype=torch.long, device=weight.device)
-            return PromptCache([empty] * len(self.stack.blocks), [empty] * len(self.stack.blocks),
-                               torch.zeros(count, 0, dtype=torch.bool, device=weight.device), lengths)
-        count, width = prompt.shape
-        index = torch.arange(width, device=prompt.device)
-        valid = index < prompt_lengths.unsqueeze(-1)
-        # every prompt position sees the valid prompt and itself (a padded one then stays finite: its keys and
-        # values are masked later, but a NaN there would still leak through 0 * NaN)
-        attn_mask = (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=prompt.device))[:, None]
-        caches = [{} for _ in self.stack.blocks]
-        self.stack.forward_masked(prompt, index.expand(count, width), torch.zeros_like(prompt), attn_mask,
-                                  caches=caches, valid=valid)
-        return PromptCache([c["k"] for c in caches], [c["v"] for c in caches], valid, prompt_lengths)
+        return encode_prompt(self.stack, prompt, prompt_lengths, rows)
 
     def _encode_body(self, canvas, canvas_lengths, cache: PromptCache):
         """States ``[N, T + 2, D]`` of ``[BOS ; canvas ; END]`` attending to the cached prompt and the canvas."""

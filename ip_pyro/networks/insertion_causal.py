@@ -1,0 +1,247 @@
+"""The insertion-causal decoder: one pass scores every step of an insertion order; sampling keeps a KV cache.
+
+Items are written one per step: item ``0`` is BOS and item ``t`` (``t >= 1``) the token written at step ``t - 1``.
+Attention is causal in writing order, so the state ``h_t`` of item ``t`` has seen exactly the history after ``t``
+insertions and scores step ``t`` (stop, gap, token). Positions enter only through the canvas at the query's own
+step: ``R[t, j]`` is the rank of item ``j`` on the canvas after step ``t`` (BOS ``0``, tokens ``1..t``) and query
+``t`` attends key ``j <= t`` with a learned per-head bias of the bucketed signed offset ``D[t, j] = R[t, t] - R[t, j]``
+(shared by all layers, T5-style). ``R`` is a cumulative sum over the order of pairwise "left of" relations among
+the *written* items, so nothing about tokens not yet written (how many will land between two items, the final
+positions of ``x``) can reach a score. The prompt is encoded once (prefix attention) and attended by every item.
+
+Heads from ``h_t`` (canvas of ``t`` tokens, gaps ``k = 0..t``; gap ``k`` lies right of the item of rank ``k`` and
+left of the item of rank ``k + 1``, or END):
+
+* stop: ``w . h_t``;
+* gap ``k``: ``q^L_t . k^L_left + q^R_t . k^R_right`` (scaled) ``+ b(bucket(k - R[t, t]))`` -- each gap once;
+* tokens at gap ``k``: ``MLP(U h_t + U_L s_left + U_R s_right)`` over ``token_classes``.
+
+Item states never change once written (a later neighbour acts only through the newest query): this is what the
+model gives up against the re-encoding :class:`~ip_pyro.networks.InsertionDecoder`, measured in ``docs``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from ip_pyro.canvas import insert_tokens
+from ip_pyro.networks.decoder import DecoderOutput, PromptCache, encode_prompt
+from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights
+
+__all__ = ["InsertionCausalDecoder", "History", "DecodingState", "offset_buckets"]
+
+
+def offset_buckets(offsets: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Signed offsets -> buckets ``0..num_buckets-1`` (T5-style): half for ``>= 0``, half for ``< 0``; within a
+    half, offsets below a quarter of ``num_buckets`` are exact and larger ones share log-spaced buckets up to
+    ``max_distance`` (beyond it, the last bucket)."""
+    half = num_buckets // 2
+    exact = half // 2
+    magnitude = offsets.abs()
+    scaled = torch.log(magnitude.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (half - exact)
+    far = (exact + scaled.long()).clamp(max=half - 1)
+    return torch.where(magnitude < exact, magnitude, far) + (offsets < 0).long() * half
+
+
+class History(NamedTuple):
+    """One pass over written histories of ``S`` items after BOS: ``states`` ``[N, S+1, D]``, ``ranks``
+    ``[N, S+1, S+1]`` (``ranks[t, j]`` = rank of item ``j`` after step ``t``, for ``j <= t``) and ``item_at``
+    ``[N, S+1, S+2]`` (``item_at[t, r]`` = the item of rank ``r`` after step ``t``; ``S + 1`` = END for ``r > t``)."""
+
+    states: torch.Tensor
+    ranks: torch.Tensor
+    item_at: torch.Tensor
+
+
+class DecodingState:
+    """KV-cached decoding of ``n`` rows after ``t`` insertions: per-layer ``caches`` (prompt and items), the
+    last item's state ``query`` ``[n, D]``, every item's gap-key and token-side projections ``sides``
+    ``[n, t+1, 4 D]``, ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS, items in canvas order, END = -1)."""
+
+    def __init__(self, caches, prompt_valid, positions, query, sides, ranks, item_at):
+        self.caches, self.prompt_valid, self.positions = caches, prompt_valid, positions
+        self.query, self.sides, self.ranks, self.item_at = query, sides, ranks, item_at
+
+    @property
+    def steps(self) -> int:
+        """Tokens written so far (the canvas length of every row)."""
+        return self.ranks.shape[1] - 1
+
+    def rows(self, index: torch.Tensor) -> "DecodingState":
+        """The state of the rows ``index`` (an index or a bool mask): finished sequences leave the batch."""
+        caches = [{name: tensor[index] for name, tensor in cache.items()} for cache in self.caches]
+        return DecodingState(caches, self.prompt_valid[index], self.positions[index], self.query[index],
+                             self.sides[index], self.ranks[index], self.item_at[index])
+
+
+class InsertionCausalDecoder(nn.Module):
+    """Insertion-causal Transformer (see the module docstring). Sizes as :class:`~ip_pyro.networks.InsertionDecoder`;
+    ``num_buckets`` / ``max_distance`` size the canvas-offset buckets of the attention and gap biases."""
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
+                 token_classes: Optional[int] = None, max_positions: int = 0, prompt_group: int = 1,
+                 embed_std: float = 0.02, num_buckets: int = 64, max_distance: int = 256):
+        super().__init__()
+        self.vocab_size, self.bos = vocab_size, vocab_size
+        self.n_heads, self.d_model = n_heads, d_model
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.stack = TransformerStack(vocab_size + 1, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
+                                      prompt_group=prompt_group, embed_std=embed_std)
+        self.offset_bias = nn.Embedding(num_buckets, n_heads)
+        self.gap_offset_bias = nn.Embedding(num_buckets, 1)
+        self.end = nn.Parameter(torch.empty(d_model))
+        self.stop_head = nn.Linear(d_model, 1)
+        self.gap_query = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.item_sides = nn.Linear(d_model, 4 * d_model, bias=False)  # gap keys (left, right), token sides (l, r)
+        self.token_query = nn.Linear(d_model, d_model)
+        self.token_out = nn.Sequential(nn.SiLU(), nn.Linear(d_model, d_model), RMSNorm(d_model),
+                                       nn.Linear(d_model, token_classes or vocab_size))
+        for module in (self.stop_head, self.gap_query, self.item_sides, self.token_query, self.token_out):
+            module.apply(_init_weights)
+        nn.init.zeros_(self.offset_bias.weight)
+        nn.init.zeros_(self.gap_offset_bias.weight)
+        nn.init.normal_(self.end, std=0.02)
+
+    # ------------------------------------------------------------------------------------------- prompt
+    def encode_prompt(self, prompt, prompt_lengths, rows: Optional[int] = None) -> PromptCache:
+        """The prompt's per-layer keys and values, once per sequence (``prompt=None``: ``rows`` empty prompts)."""
+        return encode_prompt(self.stack, prompt, prompt_lengths, rows)
+
+    def _buckets(self, offsets: torch.Tensor) -> torch.Tensor:
+        return offset_buckets(offsets, self.num_buckets, self.max_distance)
+
+    def _prompt_mask(self, valid: torch.Tensor, queries: int, dtype) -> torch.Tensor:
+        """Additive mask ``[n, H, queries, P]`` of the prompt keys (0 where valid, ``-inf`` on padding)."""
+        mask = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, -math.inf)
+        return mask[:, None, None, :].expand(-1, self.n_heads, queries, -1)
+
+    # ------------------------------------------------------------------------------------- one pass
+    def encode(self, tokens: torch.Tensor, keys: torch.Tensor, prompt_cache: PromptCache) -> History:
+        """Every step of ``N`` written histories in one pass.
+
+        :param tokens: ``[N, S]`` the tokens in the order written.
+        :param keys: ``[N, S]`` non-negative and distinct per row; only their order among written items is used
+            (item ``i`` lies left of item ``j`` on every canvas holding both iff ``keys[i] < keys[j]``): final
+            positions or current canvas ranks give the same result.
+        :param prompt_cache: the rows' prompt encoding (:meth:`encode_prompt`, one row per history).
+        """
+        rows, steps = tokens.shape
+        device = tokens.device
+        ids = torch.cat([torch.full((rows, 1), self.bos, dtype=tokens.dtype, device=device), tokens], dim=1)
+        item_keys = torch.cat([torch.full((rows, 1), -1, dtype=keys.dtype, device=device), keys], dim=1)
+        left_of = item_keys.unsqueeze(-1) < item_keys.unsqueeze(-2)  # [N, i, j]: item i lies left of item j
+        ranks = left_of.long().cumsum(1)  # [N, t, j]: items i <= t left of j (BOS counts once: ranks from 1)
+        offsets = ranks.diagonal(dim1=1, dim2=2).unsqueeze(-1) - ranks  # D[t, j] = R[t, t] - R[t, j]
+        written = torch.ones(steps + 1, steps + 1, dtype=torch.bool, device=device).tril()  # key j <= query t
+        dtype = self.offset_bias.weight.dtype
+        bias = self.offset_bias(self._buckets(offsets)).permute(0, 3, 1, 2).masked_fill(~written, -math.inf)
+        mask = torch.cat([self._prompt_mask(prompt_cache.valid, steps + 1, dtype), bias], dim=-1)
+        positions = prompt_cache.lengths.unsqueeze(-1).expand(rows, steps + 1)  # rotary: the items share one
+        caches = [{"k": k, "v": v} for k, v in zip(prompt_cache.keys, prompt_cache.values)]
+        states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
+        # item_at[t, R[t, j]] = j for j <= t; END (S + 1) at every rank not yet taken
+        target = torch.where(written, ranks, torch.full_like(ranks, steps + 2))
+        item_at = torch.full((rows, steps + 1, steps + 3), steps + 1, dtype=torch.long, device=device)
+        item_at.scatter_(2, target, torch.arange(steps + 1, device=device).expand(rows, steps + 1, steps + 1))
+        return History(states, ranks, item_at[..., :steps + 2])
+
+    def _extended_sides(self, states: torch.Tensor) -> torch.Tensor:
+        """Gap keys and token sides ``[N, S+2, 4 D]`` of every item and of END (index ``S + 1``)."""
+        end = self.end.to(states.dtype).expand(states.shape[0], 1, -1)
+        return self.item_sides(torch.cat([states, end], dim=1))
+
+    def _gap_logits(self, query, sides, left, right, gap_offsets) -> torch.Tensor:
+        """Gap logits ``[N, Q, G]`` for queries ``[N, Q, D]`` over gaps with neighbours ``left``/``right``
+        ``[N, Q, G]`` (indices into ``sides`` ``[N, I, 4 D]``) and canvas offsets ``gap_offsets`` ``[N, Q, G]``."""
+        depth = self.d_model
+        query_left, query_right = self.gap_query(query).split(depth, dim=-1)
+        keys = sides[..., :2 * depth]
+        left_scores = query_left @ keys[..., :depth].transpose(1, 2)  # [N, Q, I]
+        right_scores = query_right @ keys[..., depth:].transpose(1, 2)
+        scores = left_scores.gather(2, left) + right_scores.gather(2, right)
+        return scores / math.sqrt(depth) + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
+
+    def step_logits(self, history: History):
+        """Stop logits ``[N, S+1]`` and gap (slot) logits ``[N, S+1, S+1]`` of every step (``-inf`` for gaps
+        ``k > t``); slot ``k`` of step ``t`` is the gap right of the item of rank ``k``."""
+        states, ranks, item_at = history
+        steps = states.shape[1] - 1
+        sides = self._extended_sides(states)
+        gaps = torch.arange(steps + 1, device=states.device)
+        gap_offsets = gaps - ranks.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # k - R[t, t]
+        slot_logits = self._gap_logits(states, sides, item_at[..., :-1], item_at[..., 1:], gap_offsets)
+        slot_logits = slot_logits.masked_fill(gaps > gaps.unsqueeze(-1), -math.inf)
+        return self.stop_head(states).squeeze(-1), slot_logits
+
+    def token_logits(self, history: History, steps: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Token logits ``[N, M, token_classes]`` at gap ``slots[n, m]`` of step ``steps[n, m]`` (``[N, M]``)."""
+        states, _, item_at = history
+        sides = self._extended_sides(states)[..., 2 * self.d_model:]
+        depth = self.d_model
+        left = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2])).gather(2, slots.unsqueeze(-1))
+        right = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2])).gather(
+            2, (slots + 1).unsqueeze(-1))
+
+        def take(values, index):
+            return values.gather(1, index.expand(-1, -1, values.shape[-1]))
+
+        hidden = (take(self.token_query(states), steps.unsqueeze(-1)) + take(sides[..., :depth], left)
+                  + take(sides[..., depth:], right))
+        return self.token_out(hidden)
+
+    # ------------------------------------------------------------------------ incremental (KV cache)
+    def start(self, prompt_cache: PromptCache) -> DecodingState:
+        """Write BOS after each row's cached prompt: the state before the first insertion (``n`` rows)."""
+        rows = prompt_cache.lengths.shape[0]
+        device = prompt_cache.lengths.device
+        ids = torch.full((rows, 1), self.bos, dtype=torch.long, device=device)
+        dtype = self.offset_bias.weight.dtype
+        own = self.offset_bias(self._buckets(torch.zeros(rows, 1, 1, dtype=torch.long, device=device)))
+        mask = torch.cat([self._prompt_mask(prompt_cache.valid, 1, dtype), own.permute(0, 3, 1, 2)], dim=-1)
+        caches = [{"k": k, "v": v} for k, v in zip(prompt_cache.keys, prompt_cache.values)]
+        positions = prompt_cache.lengths.unsqueeze(-1)
+        states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
+        item_at = torch.tensor([0, -1], device=device).expand(rows, 2).clone()
+        return DecodingState(caches, prompt_cache.valid, positions, states[:, 0], self.item_sides(states),
+                             torch.zeros(rows, 1, dtype=torch.long, device=device), item_at)
+
+    def scores(self, state: DecodingState) -> DecoderOutput:
+        """The current step's ``stop_logits`` ``[n]``, ``slot_logits`` ``[n, t+1]`` and ``token_logits``
+        ``[n, t+1, token_classes]`` (every gap), from the cached history."""
+        depth = self.d_model
+        count = state.sides.shape[1]  # items written so far, BOS included; END takes index `count`
+        end = self.item_sides(self.end.to(state.sides.dtype)).expand(state.sides.shape[0], 1, -1)
+        sides = torch.cat([state.sides, end], dim=1)
+        neighbours = state.item_at.masked_fill(state.item_at < 0, count)  # [n, t+2]
+        left, right = neighbours[:, None, :-1], neighbours[:, None, 1:]
+        own_rank = state.ranks[:, -1:]
+        gap_offsets = (torch.arange(count, device=own_rank.device) - own_rank).unsqueeze(1)
+        query = state.query.unsqueeze(1)
+        slot_logits = self._gap_logits(query, sides, left, right, gap_offsets).squeeze(1)
+
+        def take(values, index):
+            return values.gather(1, index.squeeze(1).unsqueeze(-1).expand(-1, -1, depth))
+
+        hidden = self.token_query(query) + take(sides[..., 2 * depth:3 * depth], left) + take(sides[..., 3 * depth:],
+                                                                                              right)
+        return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits, self.token_out(hidden))
+
+    def write(self, state: DecodingState, slots: torch.Tensor, tokens: torch.Tensor) -> DecodingState:
+        """Insert ``tokens`` ``[n]`` into gap ``slots`` ``[n]`` of every row: ranks updated in place (items right of
+        the gap move up one), one cached pass for the new item. Returns the updated state."""
+        rows, count = state.ranks.shape
+        new_rank = slots + 1
+        ranks = state.ranks + (state.ranks >= new_rank.unsqueeze(-1)).long()
+        ranks = torch.cat([ranks, new_rank.unsqueeze(-1)], dim=1)  # [n, t+2]
+        item_at, _ = insert_tokens(state.item_at, torch.zeros_like(slots), new_rank,
+                                   torch.full_like(slots, count), torch.ones_like(slots, dtype=torch.bool))
+        dtype = self.offset_bias.weight.dtype
+        bias = self.offset_bias(self._buckets(new_rank.unsqueeze(-1) - ranks)).permute(0, 2, 1).unsqueeze(2)
+        mask = torch.cat([self._prompt_mask(state.prompt_valid, 1, dtype), bias], dim=-1)
+        ids = tokens.unsqueeze(-1)
+        states = self.stack.forward_masked(ids, state.positions, torch.ones_like(ids), mask, caches=state.caches)
+        sides = torch.cat([state.sides, self.item_sides(states)], dim=1)
+        return DecodingState(state.caches, state.prompt_valid, state.positions, states[:, 0], sides, ranks, item_at)

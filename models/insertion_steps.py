@@ -1,0 +1,192 @@
+"""From decoder outputs to the Insertion Process's step factors, for both decoders.
+
+* :func:`finish_output`: the termination rule (stop head, or EOS at the last slot rewritten as stop / slot /
+  token factors) and the certain stop at ``max_length``, applied to any :class:`DecoderOutput`;
+* :func:`step_scores`: :class:`StepLogProbs` of a step from its (finished) output, every candidate position at once;
+* :func:`chosen_step_terms`: only the chosen (slot, token) of each step, from the chosen gap's token logits (the
+  insertion-causal decoder's ``log_joint``, where all gaps' token logits would cost ``O(L^2)``);
+* :class:`CanvasSession` / :class:`HistorySession`: step-by-step decoding for the Pyro program and the sampler,
+  re-encoding the canvas or advancing a KV cache.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ip_pyro.canvas import insert_tokens
+from ip_pyro.networks import DecoderOutput
+from ip_pyro.orders import slots_of_positions
+
+__all__ = ["StepLogProbs", "finish_output", "step_scores", "chosen_step_terms", "canvas_passes",
+           "MIN_CANVASES_PER_PASS", "CanvasSession", "HistorySession"]
+
+MIN_CANVASES_PER_PASS = 256
+
+
+class StepLogProbs(NamedTuple):
+    """Scores of ``N`` canvases (histories) from one decoder pass: ``stop`` ``[N]`` (``log p(stop | canvas)``),
+    ``insert`` ``[N, L]`` (``log p(slot(j), token = x_j | canvas, go on)`` for every position ``j`` not yet
+    inserted, ``-inf`` elsewhere) and ``go`` ``[N]`` (``log(1 - p(stop | canvas))``). Unpacks as
+    ``stop, insert, go``. :meth:`InsertionProcess.all_step_log_probs` gives the same fields with a step axis
+    after the row axis."""
+
+    stop: torch.Tensor
+    insert: torch.Tensor
+    go: torch.Tensor
+
+
+def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(log_p))`` for ``log_p <= 0``, accurate at both ends, with finite values and gradients
+    everywhere: each branch only sees inputs where it is used (``torch.where`` differentiates both), and
+    ``log_p`` is capped just below 0, so a certain event gives a very negative number instead of ``-inf``."""
+    cap = -torch.finfo(log_p.dtype).tiny if log_p.dtype.is_floating_point else 0.0
+    log_p = log_p.clamp(max=cap)
+    near_zero = log_p > -math.log(2)
+    near = torch.where(near_zero, log_p, torch.full_like(log_p, -1.0))
+    far = torch.where(near_zero, torch.full_like(log_p, -1.0), log_p)
+    return torch.where(near_zero, torch.log(-torch.expm1(near)), torch.log1p(-torch.exp(far)))
+
+
+def _eos_as_stop(output: DecoderOutput, canvas_lengths: torch.Tensor, vocab_size: int) -> DecoderOutput:
+    """Rewrite (slot, token) scores over ``V + 1`` tokens, with ``EOS`` (id ``V``) allowed only at the last slot,
+    as the equivalent stop / slot-given-go-on / token-given-slot-and-go-on logits."""
+    slot_log_probs = output.slot_logits.log_softmax(-1)  # [N, T+1]
+    token_log_probs = output.token_logits.log_softmax(-1)  # [N, T+1, V+1]
+    last = canvas_lengths.unsqueeze(-1)
+    eos_at_last = token_log_probs[..., vocab_size].gather(1, last).squeeze(-1)  # [N]
+    log_stop = slot_log_probs.gather(1, last).squeeze(-1) + eos_at_last
+    stop_logits = log_stop - _log1mexp(log_stop)
+    keep_last = slot_log_probs.gather(1, last) + _log1mexp(eos_at_last).unsqueeze(-1)
+    keep_last = keep_last.clamp(min=torch.finfo(keep_last.dtype).min)  # finite even when EOS is certain
+    slot_logits = slot_log_probs.scatter(1, last, keep_last)  # unnormalised: p(slot, go on)
+    return DecoderOutput(stop_logits, slot_logits, output.token_logits[..., :vocab_size])
+
+
+def _forced(stop_logits: torch.Tensor, canvas_lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Stop logits with stopping certain at ``max_length`` (an exact 0 / -inf through a finite logit)."""
+    return stop_logits.masked_fill(canvas_lengths >= max_length, torch.finfo(stop_logits.dtype).max)
+
+
+def finish_output(output: DecoderOutput, canvas_lengths: torch.Tensor, model) -> DecoderOutput:
+    """Apply ``model``'s termination rule and its certain stop at ``max_length`` to raw decoder scores."""
+    if model.termination == "eos":
+        output = _eos_as_stop(output, canvas_lengths, model.vocab_size)
+    return DecoderOutput(_forced(output.stop_logits, canvas_lengths, model.max_length), output.slot_logits,
+                         output.token_logits)
+
+
+def step_scores(output: DecoderOutput, tokens, lengths, inserted, canvas_lengths, max_length: int) -> StepLogProbs:
+    """:class:`StepLogProbs` of ``N`` steps from their finished outputs (slot logits ``[N, T+1]``, token logits
+    ``[N, T+1, V]``): every position not yet ``inserted`` ``[N, L]`` of ``tokens`` ``[N, L]`` scored at once."""
+    rows, size = tokens.shape
+    vocab_size = output.token_logits.shape[-1]
+    slots_count = output.slot_logits.shape[1]
+    slot_log_probs = output.slot_logits.log_softmax(-1)  # [N, T+1]
+    token_log_probs = output.token_logits.log_softmax(-1).reshape(rows, slots_count * vocab_size)
+    slots = slots_of_positions(inserted)  # [N, L]
+    joint = slot_log_probs.gather(1, slots) + token_log_probs.gather(1, slots * vocab_size + tokens)
+    remaining = (torch.arange(size, device=tokens.device) < lengths.unsqueeze(-1)) & ~inserted
+    insert = joint.masked_fill(~remaining, -math.inf)
+    stop = F.logsigmoid(output.stop_logits)
+    go = F.logsigmoid(-output.stop_logits).masked_fill(canvas_lengths >= max_length, -math.inf)
+    return StepLogProbs(stop, insert, go)
+
+
+def chosen_step_terms(stop_logits, slot_logits, chosen_slots, chosen_token_logits, chosen_tokens, last_token_logits,
+                      canvas_lengths, model):
+    """``(log p(stop), log p(go on), log p(chosen slot, chosen token | go on))`` ``[...]`` of steps whose raw stop
+    logits ``[...]``, slot logits ``[..., T+1]`` and the token logits of the chosen gap ``[..., V']`` (and, for
+    ``termination="eos"``, of the last gap) are given: the same factors :func:`finish_output` and
+    :func:`step_scores` give, without token logits at the other gaps."""
+    log_slot = slot_logits.log_softmax(-1)
+    chosen_slot_log_prob = log_slot.gather(-1, chosen_slots.unsqueeze(-1)).squeeze(-1)
+    full = chosen_token_logits.log_softmax(-1)
+    if model.termination == "eos":
+        vocab_size = model.vocab_size
+        eos_at_last = last_token_logits.log_softmax(-1)[..., vocab_size]
+        log_stop = log_slot.gather(-1, canvas_lengths.unsqueeze(-1)).squeeze(-1) + eos_at_last
+        stop_logits = log_stop - _log1mexp(log_stop)
+        # EOS may only take the last slot: elsewhere the content tokens are renormalised (see _eos_as_stop)
+        content = chosen_token_logits[..., :vocab_size].log_softmax(-1)
+        token_log_prob = torch.where(chosen_slots == canvas_lengths, full.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1),
+                                     content.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1))
+        insert = chosen_slot_log_prob + token_log_prob - _log1mexp(log_stop)
+    else:
+        insert = chosen_slot_log_prob + full.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1)
+    stop_logits = _forced(stop_logits, canvas_lengths, model.max_length)
+    go = F.logsigmoid(-stop_logits).masked_fill(canvas_lengths >= model.max_length, -math.inf)
+    return F.logsigmoid(stop_logits), go, insert
+
+
+def canvas_passes(sizes: torch.Tensor, chunk_size: int, min_canvases: int = MIN_CANVASES_PER_PASS) -> list:
+    """Split canvases sorted by size ``[N]`` into decoder passes ``[(begin, end), ...]``: at most ``chunk_size``
+    canvases each, and a new pass where the size changes once the current one holds ``min_canvases`` (few, large
+    passes, each padded to little more than its own canvases)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be a positive number of canvases per decoder pass")
+    _, counts = torch.unique_consecutive(sizes, return_counts=True)
+    passes, begin, end = [], 0, 0
+    for count in counts.tolist():
+        if end - begin >= min_canvases:
+            passes.append((begin, end))
+            begin = end
+        end += count
+        while end - begin > chunk_size:
+            passes.append((begin, begin + chunk_size))
+            begin += chunk_size
+    if end > begin:
+        passes.append((begin, end))
+    return passes
+
+
+# ------------------------------------------------------------------------------------------ step by step
+class CanvasSession:
+    """Step-by-step decoding that re-encodes the canvas ``[n, t]`` at every step (``decoder="canvas"``)."""
+
+    def __init__(self, model, rows: int, prompt, prompt_lengths, prompt_cache, device):
+        self.model, self.prompt, self.prompt_lengths, self.cache = model, prompt, prompt_lengths, prompt_cache
+        self.canvas = torch.zeros(rows, 0, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def output(self) -> DecoderOutput:
+        """The finished scores of the current step: stop ``[n]``, slots ``[n, T+1]``, tokens ``[n, T+1, V]``."""
+        return self.model._decode(self.model.network, self.canvas, self.lengths, self.prompt, self.prompt_lengths,
+                                  self.cache)
+
+    def insert(self, slots, tokens, growing) -> None:
+        self.canvas, self.lengths = insert_tokens(self.canvas, self.lengths, slots, tokens, growing)
+
+    def keep(self, rows) -> None:
+        """Only ``rows`` (bool mask) go on."""
+        self.canvas, self.lengths = self.canvas[rows], self.lengths[rows]
+        if self.cache is not None:
+            self.cache = self.cache.rows(rows.nonzero()[:, 0])
+        elif self.prompt is not None:
+            self.prompt, self.prompt_lengths = self.prompt[rows], self.prompt_lengths[rows]
+
+
+class HistorySession:
+    """Step-by-step decoding with the insertion-causal decoder's KV cache (``decoder="causal"``): one cached item
+    per insertion. Rows that do not grow still write an item (their scores are masked by the caller) so that all
+    rows keep one history length; their canvas and ``lengths`` do not change."""
+
+    def __init__(self, model, prompt_cache):
+        self.model = model
+        self.state = model.network.start(prompt_cache)
+        self.canvas = torch.zeros(prompt_cache.lengths.shape[0], 0, dtype=torch.long,
+                                  device=prompt_cache.lengths.device)
+        self.lengths = torch.zeros_like(prompt_cache.lengths)
+
+    def output(self) -> DecoderOutput:
+        return finish_output(self.model.network.scores(self.state), self.lengths, self.model)
+
+    def insert(self, slots, tokens, growing) -> None:
+        self.state = self.model.network.write(self.state, slots, tokens)
+        self.canvas, self.lengths = insert_tokens(self.canvas, self.lengths, slots, tokens, growing)
+
+    def keep(self, rows) -> None:
+        self.state = self.state.rows(rows)
+        self.canvas, self.lengths = self.canvas[rows], self.lengths[rows]
