@@ -6,6 +6,9 @@ from ip_pyro.guides import PlackettLuceGuide
 from ip_pyro.models import InsertionProcess
 
 
+DECODERS = ["canvas", "causal"]  # the IP's two decoders (parametrize the model-level proofs over both)
+
+
 @pytest.fixture(autouse=True)
 def fresh_state():
     """Every test starts from a fixed seed and an empty param store."""

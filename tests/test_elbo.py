@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_model, tiny_pl_guide
+from conftest import DECODERS, tiny_model, tiny_pl_guide
 from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
 from ip_pyro import Batch, collate
 from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
@@ -73,10 +73,11 @@ CASES = [  # (particles, step_sampling, closed_form, sequence, padding, steps sc
 ]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("particles,step_sampling,closed_form,sequence,padding,num_steps", CASES)
-def test_estimator_is_unbiased_for_value_and_gradient(particles, step_sampling, closed_form, sequence, padding,
+def test_estimator_is_unbiased_for_value_and_gradient(decoder, particles, step_sampling, closed_form, sequence, padding,
                                                       num_steps, float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     elbo = InsertionELBO(num_particles=particles, step_sampling=step_sampling, closed_form=closed_form,
                          num_steps=num_steps)
@@ -117,8 +118,9 @@ def test_all_steps_mode_is_exact_for_a_fixed_order(float64):
     assert torch.allclose(estimate.elbo, expected, atol=1e-10)
 
 
-def test_elbo_below_likelihood_and_iwae_close(float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_elbo_below_likelihood_and_iwae_close(decoder, float64):
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     for sequence in ([0, 1, 2, 2, 1], [2, 2, 0], [1]):
         batch = collate([sequence])

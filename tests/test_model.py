@@ -6,7 +6,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from conftest import tiny_model
+from conftest import DECODERS, tiny_model
 from ip_pyro import Batch, collate, orders_to_slots
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import exact_log_likelihood
@@ -24,9 +24,10 @@ def conditioned_trace_log_prob(model, batch, orders):
     return trace.log_prob_sum(), trace
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("with_prompt", [False, True])
-def test_log_joint_equals_the_conditioned_program(with_prompt, float64):
-    model = tiny_model(vocab_size=4, max_length=6)
+def test_log_joint_equals_the_conditioned_program(decoder, with_prompt, float64):
+    model = tiny_model(decoder=decoder, vocab_size=4, max_length=6)
     sequences = [[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0], [1, 2, 0]]
     prompts = [[1, 2], [], [3], [0, 0, 0], [2]] if with_prompt else None
     batch = collate(sequences, prompts)
@@ -99,30 +100,34 @@ def all_sequences(vocab_size, max_length):
             for sequence in itertools.product(range(vocab_size), repeat=length)]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("termination", ["stop", "eos"])
-def test_exact_likelihoods_sum_to_one(termination, float64):
-    model = tiny_model(vocab_size=2, max_length=5, termination=termination)
+def test_exact_likelihoods_sum_to_one(decoder, termination, float64):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=5, termination=termination)
     sequences = all_sequences(2, 5)
     total = exact_log_likelihood(model, collate(sequences)).logsumexp(0)
     assert abs(total.item()) < 1e-5
 
 
-def test_normalised_with_a_prompt(float64):
-    model = tiny_model(vocab_size=2, max_length=3)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_normalised_with_a_prompt(decoder, float64):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=3)
     sequences = all_sequences(2, 3)
     batch = collate(sequences, [[1, 0, 1]] * len(sequences))
     assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("termination", ["stop", "eos"])
-def test_normalised_with_absolute_positions(termination, float64):
-    model = tiny_model(vocab_size=2, max_length=3, termination=termination, max_positions=3 + 3 + 2)
+def test_normalised_with_absolute_positions(decoder, termination, float64):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=3, termination=termination, max_positions=3 + 3 + 2)
     assert model.network.stack.position.num_embeddings == 8
     sequences = all_sequences(2, 3)
     batch = collate(sequences, [[1, 0, 1]] * len(sequences))
     assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8
+    too_long = [[1, 0, 1, 1]] if decoder == "canvas" else [[1, 0, 1, 1, 0, 1, 1, 0]]  # causal: items share one
     with pytest.raises(ValueError, match="position 8 is beyond the 8 absolute positions"):
-        exact_log_likelihood(model, collate(sequences, [[1, 0, 1, 1]] * len(sequences)))
+        exact_log_likelihood(model, collate(sequences, too_long * len(sequences)))
 
 
 def test_absolute_positions_change_the_scores_and_survive_a_checkpoint(tmp_path, float64):
@@ -205,31 +210,35 @@ def exact_distribution(model, prompt=None):
     return torch.tensor([buckets[key] for key in keys]), keys
 
 
-def test_sampler_matches_exact_likelihood():
-    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_sampler_matches_exact_likelihood(decoder):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=5, scale=0.7)
     probabilities, keys = exact_distribution(model)
     assert probabilities.min() > -1e-6
     samples = model.sample(20000)
     assert empirical_tv(samples, probabilities, keys) < 0.02
 
 
-def test_sampler_matches_exact_likelihood_with_a_prompt_and_temperature_one():
-    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_sampler_matches_exact_likelihood_with_a_prompt_and_temperature_one(decoder):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=5, scale=0.7)
     probabilities, keys = exact_distribution(model, prompt=[1, 1, 0])
     samples = model.sample(20000, prompt=[[1, 1, 0]])
     assert empirical_tv(samples, probabilities, keys) < 0.02
 
 
-def test_pyro_program_draws_from_the_same_distribution():
-    model = tiny_model(vocab_size=2, max_length=5, scale=0.7)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_pyro_program_draws_from_the_same_distribution(decoder):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=5, scale=0.7)
     probabilities, keys = exact_distribution(model)
     drawn = model(Batch(num_samples=6000))
     samples = [drawn.tokens[row, : int(drawn.lengths[row])].tolist() for row in range(6000)]
     assert empirical_tv(samples, probabilities, keys) < 0.03
 
 
-def test_greedy_and_limits():
-    model = tiny_model(vocab_size=3, max_length=6)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_greedy_and_limits(decoder):
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     first, second = model.sample(2, greedy=True)
     assert first == second
     assert all(len(sample) <= 2 for sample in model.sample(50, max_length=2))
@@ -258,8 +267,9 @@ def test_eos_termination_is_the_joint_slot_token_distribution_with_eos_at_the_la
     assert abs(float(scores.go + scores.insert[0, 2]) - float(slot[1] + token[1, 2] - content_mid)) < 1e-12
 
 
-def test_eos_sampler_matches_exact_likelihood():
-    model = tiny_model(vocab_size=2, max_length=5, scale=0.7, termination="eos")
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_eos_sampler_matches_exact_likelihood(decoder):
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=5, scale=0.7, termination="eos")
     probabilities, keys = exact_distribution(model)
     assert empirical_tv(model.sample(20000), probabilities, keys) < 0.02
 
@@ -322,10 +332,11 @@ def test_parallel_decoding_fills_more_slots_per_pass(greedy):
         model.sample(2, insertions_per_step=0)
 
 
-def test_prompt_groups_and_embed_std_keep_the_model_normalised_and_survive_a_checkpoint(tmp_path, float64):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_prompt_groups_and_embed_std_keep_the_model_normalised_and_survive_a_checkpoint(decoder, tmp_path, float64):
     from ip_pyro.checkpoint import load_checkpoint, save_checkpoint
 
-    model = tiny_model(vocab_size=2, max_length=3, prompt_group=2, embed_std=1.0)
+    model = tiny_model(decoder=decoder, vocab_size=2, max_length=3, prompt_group=2, embed_std=1.0)
     sequences = all_sequences(2, 3)
     batch = collate(sequences, [[1, 0, 1]] * len(sequences))
     assert abs(exact_log_likelihood(model, batch).logsumexp(0).item()) < 1e-8

@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, ReweightedWakeSleep
 
-from conftest import tiny_model, tiny_pl_guide
+from conftest import DECODERS, tiny_model, tiny_pl_guide
 from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.infer import InsertionRWS, exact_log_likelihood
@@ -86,10 +86,11 @@ CASES = [  # (K, model_gradient, steps per order, guide_update, sequence, paddin
 ]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("particles,model_gradient,num_steps,guide_update,sequence,padding", CASES)
-def test_estimate_and_gradients_match_enumeration(particles, model_gradient, num_steps, guide_update, sequence,
+def test_estimate_and_gradients_match_enumeration(decoder, particles, model_gradient, num_steps, guide_update, sequence,
                                                   padding, float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     objective = InsertionRWS(particles, guide_update=guide_update, model_gradient=model_gradient,
                              num_steps=num_steps)
@@ -110,9 +111,10 @@ def test_estimate_and_gradients_match_enumeration(particles, model_gradient, num
         assert (guide_gradient - exact_guide).norm() / exact_guide.norm() < 1e-6
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("model_gradient", ["full", "steps"])
-def test_elbo_guide_update_gives_the_exact_elbo_gradient(model_gradient, float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+def test_elbo_guide_update_gives_the_exact_elbo_gradient(model_gradient, decoder, float64):
+    model = tiny_model(vocab_size=3, max_length=6, decoder=decoder)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     sequence = [2, 0, 1]
     objective = InsertionRWS(2, guide_update="elbo", model_gradient=model_gradient)
@@ -127,8 +129,9 @@ def test_elbo_guide_update_gives_the_exact_elbo_gradient(model_gradient, float64
     assert (gradients(surrogate, model_parameters) - exact_model).norm() / exact_model.norm() < 1e-6
 
 
-def test_iwae_bound_is_below_log_likelihood_and_rises_with_particles(float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_iwae_bound_is_below_log_likelihood_and_rises_with_particles(decoder, float64):
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     sequence = [1, 0, 2]
     exact = exact_log_likelihood(model, collate([sequence]))[0].item()
@@ -173,9 +176,10 @@ class ReplayOrders:
         return poutine.condition(self.guide, data={"order": order})(batch)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("sequence,particles", [([0, 2, 1], 2), ([1, 1, 0, 2], 4), ([2], 3)])
-def test_losses_and_gradients_equal_pyros_reweighted_wake_sleep(sequence, particles, float64):
-    model = tiny_model(vocab_size=3, max_length=6)
+def test_losses_and_gradients_equal_pyros_reweighted_wake_sleep(decoder, sequence, particles, float64):
+    model = tiny_model(decoder=decoder, vocab_size=3, max_length=6)
     guide = tiny_pl_guide(vocab_size=3, max_length=6)
     batch = collate([sequence])
     torch.manual_seed(5)

@@ -84,7 +84,8 @@ class InsertionELBO(SurrogateObjective):
 
     :param num_particles: ``M`` posterior orders per sequence (RLOO needs ``M >= 2``; ``M = 1`` uses no baseline).
     :param step_sampling: ``"uniform"`` scores one step ``t ~ U{0..L}`` per sequence, scaled by ``L + 1`` (all
-        particles share it); ``"all"`` sums every step exactly (``L + 1`` canvases per particle).
+        particles share it); ``"all"`` sums every step exactly (``model.all_step_log_probs``: ``L + 1`` canvases per
+        particle with the canvas decoder, one pass per particle with the causal decoder).
     :param num_steps: with ``step_sampling="uniform"``, how many distinct steps ``K`` to score per sequence and
         order (one batched decoder pass for all of them); ``1`` is the paper's estimator.
     :param entropy_weight: ``beta`` multiplying the guide's ``-log q`` terms (1 = the ELBO). ``beta < 1`` rewards
@@ -150,12 +151,15 @@ class InsertionELBO(SurrogateObjective):
         count = particles * horizon * size
         rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
         rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
+        scores = self._all_scores(model, batch, orders) if self.step_sampling == "all" else None
         rewards, prefix = self._step_terms(model, q, batch, rows, steps.expand(particles, horizon, size).reshape(-1),
-                                           rows_log_q)
+                                           rows_log_q, scores)
         shape = (particles, horizon, size)
         rewards = rewards.view(shape).masked_fill(~live, 0.0) * weight
         prefix = prefix.view(shape)
-        scored = (steps < lengths) & live
+        # the stop term at t = L is a function of x alone for a canvas-Markov model; a history-dependent model
+        # (the causal decoder) stops from the whole order written, so that term needs its score-function term too
+        scored = ((steps < lengths) | (not getattr(model, "canvas_markov", True))) & live
         baseline = self._leave_one_out(rewards)
         score = (rewards - baseline).detach() * (prefix - prefix.detach())
         surrogate = rewards + torch.where(scored, score, torch.zeros_like(score))
@@ -165,12 +169,25 @@ class InsertionELBO(SurrogateObjective):
         """``K`` distinct steps per sequence, uniform without replacement from ``0..L``: ``[K, B]``."""
         return draw_steps(lengths, width, self.num_steps)
 
-    def _step_terms(self, model, q, batch, orders, steps, step_log_q):
+    @staticmethod
+    def _all_scores(model, batch: Batch, orders: torch.Tensor):
+        """Every step of the ``M`` orders ``[M, B, L]`` (one pass per order with the causal decoder), as rows
+        ``(m, t, b)`` of the model's ``StepLogProbs``."""
+        particles, size, width = orders.shape
+        scores = model.all_step_log_probs(batch, orders.reshape(particles * size, width))
+
+        def rows(field):
+            field = field.view(particles, size, width + 1, *field.shape[2:]).transpose(1, 2)
+            return field.reshape(particles * (width + 1) * size, *field.shape[3:])
+        return type(scores)(*(rows(field) for field in scores))
+
+    def _step_terms(self, model, q, batch, orders, steps, step_log_q, scores=None):
         """``F_t`` and ``log q(prefix)`` for rows ``orders`` ``[N, L]`` at ``steps`` ``[N]`` (rows aligned with
-        ``batch.repeat``)."""
+        ``batch.repeat``); ``scores``: the steps' ``StepLogProbs`` when already computed."""
         lengths = batch.lengths.repeat(orders.shape[0] // batch.batch_size)
         inserted = inserted_before(orders, lengths, steps)
-        scores = model.step_log_probs(batch, inserted)
+        if scores is None:
+            scores = model.step_log_probs(batch, inserted, orders)
         width = orders.shape[1]
         before = torch.arange(width, device=orders.device) < steps.unsqueeze(-1)
         growing = steps < lengths

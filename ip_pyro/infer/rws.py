@@ -55,10 +55,15 @@ class _ConstantScores:
 
     def __init__(self, model):
         self.model = model
+        self.canvas_markov = getattr(model, "canvas_markov", True)
 
-    def step_log_probs(self, batch, inserted):
+    def step_log_probs(self, batch, inserted, orders=None):
         with torch.no_grad():
-            return self.model.step_log_probs(batch, inserted)
+            return self.model.step_log_probs(batch, inserted, orders)
+
+    def all_step_log_probs(self, batch, orders):
+        with torch.no_grad():
+            return self.model.all_step_log_probs(batch, orders)
 
 
 def _has_trainable_parameters(module) -> bool:
@@ -162,7 +167,7 @@ class InsertionRWS(SurrogateObjective):
         flat_steps = safe_steps.reshape(-1)
         flat_lengths = lengths.repeat(horizon)
         inserted = inserted_before(stacked, flat_lengths, flat_steps)
-        scores = model.step_log_probs(batch, inserted)
+        scores = model.step_log_probs(batch, inserted, stacked)
         term = scores.stop
         if width:
             next_position = stacked.gather(1, flat_steps.clamp(max=width - 1).unsqueeze(-1))
