@@ -6,6 +6,7 @@ from typing import Optional
 
 from ip_pyro.guides.registry import FAMILIES as GUIDE_FAMILIES
 from ip_pyro.infer.rws import GUIDE_UPDATES, MODEL_GRADIENTS
+from ip_pyro.models.insertion import DECODERS
 from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
 from ip_pyro.networks.decoder import PROMPT_ATTENTION
 
@@ -38,7 +39,8 @@ class TrainConfig:
     absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
     prompt_group: int = 1  # read the prompt as groups of this many tokens (2: an edge list u v u v ...)
     embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
-    prompt_attention: str = "full"  # IP: "prefix" encodes the prompt once per sequence (FO-ARM: always causal)
+    prompt_attention: Optional[str] = None  # IP: "full" / "prefix" (None: the decoder's own; FO-ARM: always causal)
+    decoder: str = "canvas"  # IP: "canvas" (re-encode the canvas per step) or "causal" (one pass per order)
     guide_d_model: int = 64
     guide_layers: int = 3
     guide_heads: int = 4
@@ -110,9 +112,14 @@ class TrainConfig:
             raise ValueError(f"--objective-switch={self.objective_switch!r} must be a step count >= 0")
         if self.objective_switch and self.objective != "rws":
             raise ValueError("--objective-switch STEP switches from the ELBO to --objective rws; add --objective rws")
-        if self.prompt_attention not in PROMPT_ATTENTION:
+        if self.prompt_attention is not None and self.prompt_attention not in PROMPT_ATTENTION:
             raise ValueError(f"unknown --prompt-attention {self.prompt_attention!r}; choose from "
                              f"{', '.join(PROMPT_ATTENTION)}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown --decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
+        if self.decoder == "causal" and self.prompt_attention == "full":
+            raise ValueError("--decoder causal encodes the prompt once (prefix attention); drop --prompt-attention "
+                             "full or use --decoder canvas")
         if self.step_sampling not in ("uniform", "all"):
             raise ValueError(f"unknown step sampling {self.step_sampling!r}; choose from uniform, all")
         if self.precision not in PRECISIONS:

@@ -159,14 +159,19 @@ class InsertionProcess(PyroModule):
         stop_logits, slot_logits = self.network.step_logits(history)  # [N, L+1], [N, L+1, L+1]
         count, queries = steps.shape
         gaps = slot_logits.shape[-1]
-        pair_steps = steps.unsqueeze(-1).expand(count, queries, gaps).reshape(count, queries * gaps)
-        pair_slots = torch.arange(gaps, device=steps.device).repeat(queries).expand(count, -1)
-        pair_slots = torch.minimum(pair_slots, pair_steps)  # gaps beyond the canvas: any valid one (masked below)
-        token_logits = self.network.token_logits(history, pair_steps, pair_slots)
+        # token logits only at the gaps of each queried step (k <= t: about half of the square for all steps)
+        widths = steps.max(0).values + 1 if count else torch.ones(queries, dtype=torch.long, device=steps.device)
+        pair_query = torch.repeat_interleave(torch.arange(queries, device=steps.device), widths)
+        pair_slot = torch.arange(len(pair_query), device=steps.device) - torch.repeat_interleave(
+            widths.cumsum(0) - widths, widths)
+        pair_steps = steps[:, pair_query]  # [N, P]
+        token_logits = self.network.token_logits(history, pair_steps, torch.minimum(pair_slot, pair_steps))
+        dense = token_logits.new_zeros(count, queries, gaps, token_logits.shape[-1])  # other gaps: never read
+        dense[:, pair_query, pair_slot] = token_logits
         flat = count * queries
         output = DecoderOutput(stop_logits.gather(1, steps).reshape(flat),
                                slot_logits.gather(1, steps.unsqueeze(-1).expand(-1, -1, gaps)).reshape(flat, gaps),
-                               token_logits.reshape(flat, gaps, -1))
+                               dense.reshape(flat, gaps, -1))
         width = orders.shape[1]
         canvas_lengths = steps.reshape(flat)
         ranks = orders_to_ranks(orders).repeat_interleave(queries, 0)
@@ -393,8 +398,10 @@ class InsertionProcess(PyroModule):
             cache = (self.network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
                      if self.prompt_attention == "prefix" else None)
             session = self._session(prompt_ids, prompt_lengths, total, device, cache)
+            # the causal decoder at temperature 1 draws the slot, then the token at that slot only
+            two_stage = self.decoder == "causal" and not greedy and temperature == 1.0
             while True:
-                output = session.output()
+                output = session.output_without_tokens() if two_stage else session.output()
                 canvas = session.canvas
                 rows, length = canvas.shape
                 if length >= limit:
@@ -411,6 +418,11 @@ class InsertionProcess(PyroModule):
                 if bool(stop.any()):
                     session.keep(keep)
                     alive = alive[keep]
+                if two_stage:
+                    slots = torch.multinomial(output.slot_logits[keep].softmax(-1), 1)[:, 0]
+                    tokens = torch.multinomial(session.token_logits(slots).softmax(-1), 1)[:, 0]
+                    session.insert(slots, tokens, torch.ones_like(slots, dtype=torch.bool))
+                    continue
                 slot_log_probs = output.slot_logits[keep].log_softmax(-1)  # [n, t+1]
                 token_log_probs = output.token_logits[keep].log_softmax(-1)  # [n, t+1, V]
                 count = min(insertions_per_step, length + 1, limit - length)

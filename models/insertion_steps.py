@@ -147,13 +147,14 @@ class CanvasSession:
     """Step-by-step decoding that re-encodes the canvas ``[n, t]`` at every step (``decoder="canvas"``)."""
 
     def __init__(self, model, rows: int, prompt, prompt_lengths, prompt_cache, device):
-        self.model, self.prompt, self.prompt_lengths, self.cache = model, prompt, prompt_lengths, prompt_cache
+        self.model, self.network = model, model.network
+        self.prompt, self.prompt_lengths, self.cache = prompt, prompt_lengths, prompt_cache
         self.canvas = torch.zeros(rows, 0, dtype=torch.long, device=device)
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
 
     def output(self) -> DecoderOutput:
         """The finished scores of the current step: stop ``[n]``, slots ``[n, T+1]``, tokens ``[n, T+1, V]``."""
-        return self.model._decode(self.model.network, self.canvas, self.lengths, self.prompt, self.prompt_lengths,
+        return self.model._decode(self.network, self.canvas, self.lengths, self.prompt, self.prompt_lengths,
                                   self.cache)
 
     def insert(self, slots, tokens, growing) -> None:
@@ -174,17 +175,31 @@ class HistorySession:
     rows keep one history length; their canvas and ``lengths`` do not change."""
 
     def __init__(self, model, prompt_cache):
-        self.model = model
-        self.state = model.network.start(prompt_cache)
+        self.model, self.network = model, model.network  # (a PyroModule attribute costs a lookup per access)
+        self.state = self.network.start(prompt_cache)
         self.canvas = torch.zeros(prompt_cache.lengths.shape[0], 0, dtype=torch.long,
                                   device=prompt_cache.lengths.device)
         self.lengths = torch.zeros_like(prompt_cache.lengths)
 
     def output(self) -> DecoderOutput:
-        return finish_output(self.model.network.scores(self.state), self.lengths, self.model)
+        return finish_output(self.network.scores(self.state), self.lengths, self.model)
+
+    def output_without_tokens(self) -> DecoderOutput:
+        """Stop and slot scores of the current step with token logits only where the termination rule needs them
+        (the last gap, for ``"eos"``); ``token_logits`` is then a broadcast view, not to be read. Pair it with
+        :meth:`token_logits` to draw a slot and then its token (the sampler at temperature 1)."""
+        last = self.lengths.unsqueeze(-1)
+        raw = self.network.scores(self.state, last)
+        raw.token_logits = raw.token_logits.expand(-1, raw.slot_logits.shape[1], -1)
+        return finish_output(raw, self.lengths, self.model)
+
+    def token_logits(self, slots: torch.Tensor) -> torch.Tensor:
+        """``log p(token | slot, go on)`` up to a constant ``[n, V]`` at the gaps ``slots`` ``[n]``."""
+        logits = self.network.gap_token_logits(self.state, slots.unsqueeze(-1))[:, 0]
+        return logits[..., :self.model.vocab_size]  # EOS only ever takes the stop decision
 
     def insert(self, slots, tokens, growing) -> None:
-        self.state = self.model.network.write(self.state, slots, tokens)
+        self.state = self.network.write(self.state, slots, tokens)
         self.canvas, self.lengths = insert_tokens(self.canvas, self.lengths, slots, tokens, growing)
 
     def keep(self, rows) -> None:

@@ -145,15 +145,18 @@ def test_sampler_matches_exp_log_p_by_chi_square(with_prompt, monkeypatch):
         return _chi_square_p(model.sample(20000, prompt=None if prompt is None else [prompt]),
                              probabilities / probabilities.sum(), keys)
     assert p_value() > 1e-3
-    scores = model.network.scores
-    for dropped in ("token_logits", "stop_logits"):
-        def without_factor(state, dropped=dropped):
-            output = scores(state)
-            setattr(output, dropped, torch.zeros_like(getattr(output, dropped)))
-            return output
-        monkeypatch.setattr(model.network, "scores", without_factor)
-        assert p_value() < 1e-6, dropped
-    monkeypatch.setattr(model.network, "scores", scores)
+    network = model.network
+    scores, gap_tokens = network.scores, network.gap_token_logits
+    monkeypatch.setattr(network, "gap_token_logits", lambda *args: torch.zeros_like(gap_tokens(*args)))
+    assert p_value() < 1e-6  # tokens drawn uniformly: the token factor dropped
+    monkeypatch.setattr(network, "gap_token_logits", gap_tokens)
+
+    def without_stop_factor(state, gaps=None):
+        output = scores(state, gaps)
+        output.stop_logits = torch.zeros_like(output.stop_logits)
+        return output
+    monkeypatch.setattr(network, "scores", without_stop_factor)
+    assert p_value() < 1e-6  # stopping with probability 1/2: the stop factor dropped
 
 
 def test_exact_likelihood_sums_orders_and_the_subset_recursion_refuses(float64):

@@ -28,7 +28,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
                          compile=args.compile, absolute_positions=args.absolute_positions,
                          prompt_group=args.prompt_group, embed_std=args.embed_std,
-                         prompt_attention=args.prompt_attention,
+                         prompt_attention=args.prompt_attention, decoder=args.decoder,
                          max_prompt_length=max_prompt_length,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
@@ -116,9 +116,14 @@ def add_parser(commands) -> None:
     train.add_argument("--embed-std", type=float, default=0.02,
                        help="initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far "
                             "sooner, see benchmarks/edge_lookup.py)")
-    train.add_argument("--prompt-attention", default="full", help="IP: full (the prompt also reads the canvas) or "
-                       "prefix (the prompt attends to itself only and is encoded once per sequence for all its "
-                       "canvases and the whole decoding; FO-ARM is causal either way)")
+    train.add_argument("--prompt-attention", default=None, choices=["full", "prefix"], help="IP: full (the prompt "
+                       "also reads the canvas) or prefix (the prompt attends to itself only and is encoded once per "
+                       "sequence for all its canvases and the whole decoding; FO-ARM is causal either way). Default: "
+                       "full with --decoder canvas; --decoder causal always uses prefix")
+    train.add_argument("--decoder", default="canvas", choices=["canvas", "causal"], help="IP: canvas (re-encode "
+                       "the canvas at every insertion; L + 1 passes per order) or causal (attention causal in "
+                       "writing order: one pass scores every step of an order, sampling keeps a KV cache; see "
+                       "docs/method.md). Default: canvas")
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)

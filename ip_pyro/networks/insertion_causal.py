@@ -14,7 +14,7 @@ left of the item of rank ``k + 1``, or END):
 
 * stop: ``w . h_t``;
 * gap ``k``: ``q^L_t . k^L_left + q^R_t . k^R_right`` (scaled) ``+ b(bucket(k - R[t, t]))`` -- each gap once;
-* tokens at gap ``k``: ``MLP(U h_t + U_L s_left + U_R s_right)`` over ``token_classes``.
+* tokens at gap ``k``: ``W silu(U h_t + U_L s_left + U_R s_right + b)`` over ``token_classes``.
 
 Item states never change once written (a later neighbour acts only through the newest query): this is what the
 model gives up against the re-encoding :class:`~ip_pyro.networks.InsertionDecoder`, measured in ``docs``.
@@ -29,7 +29,7 @@ from torch import nn
 
 from ip_pyro.canvas import insert_tokens
 from ip_pyro.networks.decoder import DecoderOutput, PromptCache, encode_prompt
-from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights
+from ip_pyro.networks.stack import TransformerStack, _init_weights
 
 __all__ = ["InsertionCausalDecoder", "History", "DecodingState", "offset_buckets"]
 
@@ -58,8 +58,10 @@ class History(NamedTuple):
 
 class DecodingState:
     """KV-cached decoding of ``n`` rows after ``t`` insertions: per-layer ``caches`` (prompt and items), the
-    last item's state ``query`` ``[n, D]``, every item's gap-key and token-side projections ``sides``
-    ``[n, t+1, 4 D]``, ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS, items in canvas order, END = -1)."""
+    last item's state ``query`` ``[n, D]``, the gap-key and token-side projections of every item in ``sides``
+    ``[n, >= t+1, 4 D]`` (the first ``t + 1`` rows are written; without autograd it is a buffer that grows by
+    doubling, with autograd it is rebuilt each step), ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS,
+    items in canvas order, END = -1)."""
 
     def __init__(self, caches, prompt_valid, positions, query, sides, ranks, item_at):
         self.caches, self.prompt_valid, self.positions = caches, prompt_valid, positions
@@ -97,8 +99,8 @@ class InsertionCausalDecoder(nn.Module):
         self.gap_query = nn.Linear(d_model, 2 * d_model, bias=False)
         self.item_sides = nn.Linear(d_model, 4 * d_model, bias=False)  # gap keys (left, right), token sides (l, r)
         self.token_query = nn.Linear(d_model, d_model)
-        self.token_out = nn.Sequential(nn.SiLU(), nn.Linear(d_model, d_model), RMSNorm(d_model),
-                                       nn.Linear(d_model, token_classes or vocab_size))
+        # one hidden layer per gap: the all-steps ELBO evaluates it at every gap of every step (O(L^2) gaps)
+        self.token_out = nn.Sequential(nn.SiLU(), nn.Linear(d_model, token_classes or vocab_size))
         for module in (self.stop_head, self.gap_query, self.item_sides, self.token_query, self.token_out):
             module.apply(_init_weights)
         nn.init.zeros_(self.offset_bias.weight)
@@ -181,9 +183,8 @@ class InsertionCausalDecoder(nn.Module):
         states, _, item_at = history
         sides = self._extended_sides(states)[..., 2 * self.d_model:]
         depth = self.d_model
-        left = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2])).gather(2, slots.unsqueeze(-1))
-        right = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2])).gather(
-            2, (slots + 1).unsqueeze(-1))
+        at_step = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2]))  # [N, M, S+2]
+        left, right = at_step.gather(2, slots.unsqueeze(-1)), at_step.gather(2, (slots + 1).unsqueeze(-1))
 
         def take(values, index):
             return values.gather(1, index.expand(-1, -1, values.shape[-1]))
@@ -208,26 +209,47 @@ class InsertionCausalDecoder(nn.Module):
         return DecodingState(caches, prompt_cache.valid, positions, states[:, 0], self.item_sides(states),
                              torch.zeros(rows, 1, dtype=torch.long, device=device), item_at)
 
-    def scores(self, state: DecodingState) -> DecoderOutput:
+    def _end_sides(self, dtype) -> torch.Tensor:
+        return self.item_sides(self.end.to(dtype))  # [4 D]
+
+    def scores(self, state: DecodingState, gaps: Optional[torch.Tensor] = None) -> DecoderOutput:
         """The current step's ``stop_logits`` ``[n]``, ``slot_logits`` ``[n, t+1]`` and ``token_logits``
-        ``[n, t+1, token_classes]`` (every gap), from the cached history."""
+        ``[n, G, token_classes]`` at every gap (``G = t + 1``) or at the gaps ``gaps`` ``[n, G]``, from the cache."""
         depth = self.d_model
-        count = state.sides.shape[1]  # items written so far, BOS included; END takes index `count`
-        end = self.item_sides(self.end.to(state.sides.dtype)).expand(state.sides.shape[0], 1, -1)
-        sides = torch.cat([state.sides, end], dim=1)
+        count = state.ranks.shape[1]  # items written so far, BOS included
+        items = state.sides[:, :count]
+        end = self._end_sides(items.dtype)
+        query_left, query_right = self.gap_query(state.query).split(depth, dim=-1)  # [n, D]
+        left_scores = (items[..., :depth] @ query_left.unsqueeze(-1)).squeeze(-1)  # [n, t+1]
+        right_scores = torch.cat([(items[..., depth:2 * depth] @ query_right.unsqueeze(-1)).squeeze(-1),
+                                  query_right @ end[depth:2 * depth].unsqueeze(-1)], dim=-1)  # END at index t+1
         neighbours = state.item_at.masked_fill(state.item_at < 0, count)  # [n, t+2]
-        left, right = neighbours[:, None, :-1], neighbours[:, None, 1:]
-        own_rank = state.ranks[:, -1:]
-        gap_offsets = (torch.arange(count, device=own_rank.device) - own_rank).unsqueeze(1)
-        query = state.query.unsqueeze(1)
-        slot_logits = self._gap_logits(query, sides, left, right, gap_offsets).squeeze(1)
+        gap_offsets = torch.arange(count, device=state.ranks.device) - state.ranks[:, -1:]
+        slot_logits = (left_scores.gather(1, neighbours[:, :-1]) + right_scores.gather(1, neighbours[:, 1:])
+                       ) / math.sqrt(depth) + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
+        gaps = torch.arange(count, device=state.ranks.device).expand(state.ranks.shape[0], count) if gaps is None \
+            else gaps
+        return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits,
+                             self.gap_token_logits(state, gaps, neighbours, end))
+
+    def gap_token_logits(self, state: DecodingState, gaps: torch.Tensor, neighbours=None, end=None) -> torch.Tensor:
+        """Token logits ``[n, G, token_classes]`` of the current step at the gaps ``gaps`` ``[n, G]``."""
+        depth = self.d_model
+        count = state.ranks.shape[1]
+        items = state.sides[:, :count]
+        if neighbours is None:
+            neighbours = state.item_at.masked_fill(state.item_at < 0, count)
+        if end is None:
+            end = self._end_sides(items.dtype)
+        left, right = neighbours.gather(1, gaps), neighbours.gather(1, gaps + 1)  # right may be END (= count)
 
         def take(values, index):
-            return values.gather(1, index.squeeze(1).unsqueeze(-1).expand(-1, -1, depth))
+            return values.gather(1, index.clamp(max=count - 1).unsqueeze(-1).expand(-1, -1, depth))
 
-        hidden = self.token_query(query) + take(sides[..., 2 * depth:3 * depth], left) + take(sides[..., 3 * depth:],
-                                                                                              right)
-        return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits, self.token_out(hidden))
+        right_sides = torch.where((right == count).unsqueeze(-1), end[3 * depth:],
+                                  take(items[..., 3 * depth:], right))
+        hidden = self.token_query(state.query).unsqueeze(1) + take(items[..., 2 * depth:3 * depth], left) + right_sides
+        return self.token_out(hidden)
 
     def write(self, state: DecodingState, slots: torch.Tensor, tokens: torch.Tensor) -> DecodingState:
         """Insert ``tokens`` ``[n]`` into gap ``slots`` ``[n]`` of every row: ranks updated in place (items right of
@@ -243,5 +265,12 @@ class InsertionCausalDecoder(nn.Module):
         mask = torch.cat([self._prompt_mask(state.prompt_valid, 1, dtype), bias], dim=-1)
         ids = tokens.unsqueeze(-1)
         states = self.stack.forward_masked(ids, state.positions, torch.ones_like(ids), mask, caches=state.caches)
-        sides = torch.cat([state.sides, self.item_sides(states)], dim=1)
+        new_sides = self.item_sides(states)  # [n, 1, 4 D]
+        if torch.is_grad_enabled():  # no in-place writes into a tensor autograd may still need
+            sides = torch.cat([state.sides[:, :count], new_sides], dim=1)
+        else:  # a buffer that doubles when full: O(1) amortised per step instead of a copy of every item
+            sides = state.sides
+            if sides.shape[1] == count:
+                sides = torch.cat([sides, torch.empty_like(sides)], dim=1)
+            sides[:, count] = new_sides[:, 0]
         return DecodingState(state.caches, state.prompt_valid, state.positions, states[:, 0], sides, ranks, item_at)
