@@ -17,6 +17,9 @@ and summarised by medians). Sections:
 * sampling: sequences/s for 1,000 sequences of star-medium length (prompted) and of QM9 length (unconditional):
   the IP one insertion per pass, the IP with parallel decoding (4 slots per pass), FO-ARM with and without its KV
   cache. Untrained networks are biased never to stop early, so every model writes the same number of tokens;
+* decoders (``benchmarks/decoders.py``): the canvas and the insertion-causal decoder against FO-ARM at QM9 and
+  star-hard shapes: training steps per scored order (ELBO M = 2, RWS K = 4), sampling tokens/s, activation memory,
+  and one order's cost at L = 16, 64, 256 (``decoders.qm9.step_over_fo_arm.causal_rws_k4``, ...);
 * scaling: step time against sequence length (16 ... 256) and batch size;
 * FLOP/s: FLOPs of one training step (``torch.utils.flop_counter``) over its time, as a fraction of this machine's
   measured matmul throughput.
@@ -38,6 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import decoders  # noqa: E402  (the two IP decoders against FO-ARM)
 import train_step  # noqa: E402  (the training-step benchmark, reused as the first section)
 
 from ip_pyro.guides import PlackettLuceGuide  # noqa: E402
@@ -377,6 +381,9 @@ def main(args) -> dict:
     for name, entry in sampling.items():
         rates = ", ".join(f"{key} {value:.0f}/s" for key, value in entry["sequences_per_s"].items())
         print(f"  {name} (length {entry['length']}): {rates}; IP / FO-ARM(KV) {entry['ip_over_arm']:.2f}x")
+    print("== decoders: canvas vs insertion-causal vs FO-ARM")
+    decoder_result = decoders.run(args)
+    decoders.report(decoder_result)
     print("== scaling")
     scaling = scaling_section(args)
     for axis, entries in scaling.items():
@@ -397,7 +404,7 @@ def main(args) -> dict:
         "elbo_speedup_over_tracegraph": training["elbo_speedup_over_tracegraph"],
         "training": {**training, **{task: entry["training"] for task, entry in cache.items()}},
         "memory": memory, "sampling": {**sampling, **{task: entry["sampling"] for task, entry in cache.items()}},
-        "scaling": scaling, "flops": flops,
+        "scaling": scaling, "flops": flops, "decoders": decoder_result,
         "seconds": time.perf_counter() - started,
     }
     print(f"train_step_ratio_ip_over_arm {report['train_step_ratio_ip_over_arm']:.2f} (target <= 1.5), "
@@ -421,7 +428,7 @@ def parse_args(argv=None):
     parser.add_argument("--guide-d-model", type=int, default=64)
     parser.add_argument("--guide-layers", type=int, default=3)
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    args = decoders.configure(parser.parse_args(argv))
     if args.quick:
         args.cache_samples, args.cache_batch, args.cache_repeats = 200, 8, 1
         args.rounds, args.repeats, args.samples, args.sampling_rounds = 2, 4, 1000, 1

@@ -1,9 +1,11 @@
-"""Quickstart: train the Insertion Process with three guide families and two objectives on a language where
-insertion order matters.
+"""Quickstart: train the Insertion Process with three guide families, two objectives and two decoders on a language
+where insertion order matters.
 
 Default language: mirror strings ``w + reversed(w)`` (see :mod:`ip_pyro.data.synthetic`); ``--language checksum``
 uses checksum-first strings instead. For each arm (uniform order, left-to-right, learned Plackett–Luce under the
-ELBO, and learned Plackett–Luce under the importance-weighted objective ``InsertionRWS``) the script trains with
+ELBO, and learned Plackett–Luce under the importance-weighted objective ``InsertionRWS``; then the uniform order and
+the learned one under ``InsertionRWS`` again with the insertion-causal decoder, ``causal-*``, which scores every step
+of an order in one pass, so its ELBO uses all steps) the script trains with
 ``svi.step(batch)`` and reports, on held-out strings, the ELBO, the importance-weighted and the exact
 log-likelihood (nats per string), the guide's order entropy relative to uniform, the share of samples that belong
 to the language, and one sample.
@@ -28,28 +30,36 @@ from ip_pyro.infer import (InsertionELBO, InsertionRWS, exact_log_likelihood, im
                            log_importance_weights)
 from ip_pyro.models import InsertionProcess
 
-ARMS = ("uniform", "l2r", "pl", "pl-rws")
+ARMS = ("uniform", "l2r", "pl", "pl-rws", "causal-uniform", "causal-pl-rws")
+
+
+def decoder_of(name: str) -> str:
+    """``causal-*`` arms use the insertion-causal decoder, the others the canvas decoder."""
+    return "causal" if name.startswith("causal-") else "canvas"
 
 
 def make_guide(name: str, args):
     """The guide of an arm, from the registry (``pl-rws`` is the PL guide trained under InsertionRWS)."""
-    family = "pl" if name == "pl-rws" else name
+    family = name.removeprefix("causal-")
+    family = "pl" if family == "pl-rws" else family
     return build_guide(family, args.vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers, n_heads=2,
                        max_length=args.max_length)
 
 
 def make_objective(name: str, args):
-    """The ELBO (the paper's estimator) for every arm but ``pl-rws``: IWAE + reweighted wake-sleep."""
-    if name == "pl-rws":
+    """The ELBO (the paper's estimator; every step of each order with the causal decoder, which scores them in one
+    pass) for every arm but ``*pl-rws``: IWAE + reweighted wake-sleep."""
+    if name.endswith("pl-rws"):
         return InsertionRWS(num_particles=args.rws_particles)
-    return InsertionELBO(num_particles=args.particles)
+    return InsertionELBO(num_particles=args.particles,
+                         step_sampling="all" if decoder_of(name) == "causal" else "uniform")
 
 
 def train_one(guide_name: str, train, args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = InsertionProcess(args.vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
-                             max_length=args.max_length).to(args.device)
+                             max_length=args.max_length, decoder=decoder_of(guide_name)).to(args.device)
     guide = make_guide(guide_name, args).to(args.device)
     optimizer = pyro.optim.ClippedAdam({"lr": args.lr, "clip_norm": 1.0})
     svi = SVI(model, guide, optimizer, loss=make_objective(guide_name, args))
@@ -59,7 +69,7 @@ def train_one(guide_name: str, train, args):
             recent.append(svi.step(batch) / batch.batch_size)
             step += 1
             if step % args.log_every == 0:
-                bound = "-IWAE" if guide_name == "pl-rws" else "-ELBO"
+                bound = "-IWAE" if guide_name.endswith("pl-rws") else "-ELBO"
                 print(f"  [{guide_name}] step {step:5d}  {bound}/string {sum(recent) / len(recent):7.3f}")
                 recent = []
             if step >= args.steps:
@@ -109,19 +119,22 @@ def main(args):
         model, guide, seconds = train_one(name, train, args)
         rows.append((name, seconds, evaluate(model, guide, test, args)))
     print()
-    print(f"{'arm':8s} {'train s':>8s} {'ELBO':>8s} {'IWAE':>8s} {'exact':>8s} {'entropy':>8s} {'valid %':>8s}  sample")
+    print(f"{'arm':14s} {'train s':>8s} {'ELBO':>8s} {'IWAE':>8s} {'exact':>8s} {'entropy':>8s} {'valid %':>8s}  "
+          "sample")
     for name, seconds, result in rows:
-        print(f"{name:8s} {seconds:8.1f} {result['elbo']:8.3f} {result['iwae']:8.3f} {result['exact']:8.3f} "
+        print(f"{name:14s} {seconds:8.1f} {result['elbo']:8.3f} {result['iwae']:8.3f} {result['exact']:8.3f} "
               f"{result['entropy']:8.2f} {100 * result['valid']:8.1f}  {result['sample']}")
     print("(log-likelihoods in nats per test string; higher is better. ELBO <= IWAE <= exact. entropy: the guide's "
-          "order entropy / log L!, 1 = uniform, 0 = one order. pl-rws: the PL guide under InsertionRWS.)")
+          "order entropy / log L!, 1 = uniform, 0 = one order. pl-rws: the PL guide under InsertionRWS. causal-*: the "
+          "insertion-causal decoder, one pass per order; its ELBO scores every step.)")
     return rows
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guides", nargs="+", default=list(ARMS), choices=ARMS,
-                        help="arms: uniform, l2r, pl (ELBO) and pl-rws (the PL guide under InsertionRWS)")
+                        help="arms: uniform, l2r, pl (ELBO) and pl-rws (the PL guide under InsertionRWS); causal-uniform "
+                             "and causal-pl-rws with the insertion-causal decoder")
     parser.add_argument("--language", default="mirror", choices=["mirror", "checksum"])
     parser.add_argument("--size", type=int, default=3, help="half length (mirror) or digit count (checksum)")
     parser.add_argument("--steps", type=int, default=1200)

@@ -34,10 +34,11 @@ from pyro.nn import PyroModule, pyro_method
 from ip_pyro.batch import Batch, check_batch
 from ip_pyro.canvas import gather_canvas, insert_many
 from ip_pyro.models.insertion_steps import (MIN_CANVASES_PER_PASS, CanvasSession, HistorySession, StepLogProbs,
-                                            canvas_passes, chosen_step_terms, finish_output, step_scores)
+                                            canvas_passes, finish_output, history_log_joint, history_steps,
+                                            step_scores)
 from ip_pyro.networks import (DecoderOutput, InsertionCausalDecoder, InsertionDecoder, check_max_positions,
                               check_network_sizes)
-from ip_pyro.orders import orders_to_ranks, orders_to_slots
+from ip_pyro.orders import orders_to_ranks
 from ip_pyro.sampling import sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
 
@@ -146,43 +147,6 @@ class InsertionProcess(PyroModule):
                              f"{tuple(orders.shape)}")
         return batch.repeat(orders.shape[0] // batch.batch_size)
 
-    def _history(self, batch: Batch, rows: Batch, orders: torch.Tensor):
-        """The causal decoder's one pass over the orders ``[N, L]`` (rows aligned with ``rows``)."""
-        cache = self._prompt_cache(self.network, batch)
-        index = torch.arange(orders.shape[0], device=orders.device) % batch.batch_size
-        return self.network.encode(rows.tokens.gather(1, orders), orders, cache.rows(index))
-
-    def _history_steps(self, batch: Batch, orders: torch.Tensor, steps: torch.Tensor) -> StepLogProbs:
-        """Causal decoder: :class:`StepLogProbs` ``[N, Q(, L)]`` of steps ``[N, Q]`` of the orders ``[N, L]``."""
-        rows = self._check_orders(batch, orders)
-        history = self._history(batch, rows, orders)
-        stop_logits, slot_logits = self.network.step_logits(history)  # [N, L+1], [N, L+1, L+1]
-        count, queries = steps.shape
-        gaps = slot_logits.shape[-1]
-        # token logits only at the gaps of each queried step (k <= t: about half of the square for all steps)
-        widths = steps.max(0).values + 1 if count else torch.ones(queries, dtype=torch.long, device=steps.device)
-        pair_query = torch.repeat_interleave(torch.arange(queries, device=steps.device), widths)
-        pair_slot = torch.arange(len(pair_query), device=steps.device) - torch.repeat_interleave(
-            widths.cumsum(0) - widths, widths)
-        pair_steps = steps[:, pair_query]  # [N, P]
-        token_logits = self.network.token_logits(history, pair_steps, torch.minimum(pair_slot, pair_steps))
-        dense = token_logits.new_zeros(count, queries, gaps, token_logits.shape[-1])  # other gaps: never read
-        dense[:, pair_query, pair_slot] = token_logits
-        flat = count * queries
-        output = DecoderOutput(stop_logits.gather(1, steps).reshape(flat),
-                               slot_logits.gather(1, steps.unsqueeze(-1).expand(-1, -1, gaps)).reshape(flat, gaps),
-                               dense.reshape(flat, gaps, -1))
-        width = orders.shape[1]
-        canvas_lengths = steps.reshape(flat)
-        ranks = orders_to_ranks(orders).repeat_interleave(queries, 0)
-        row_lengths = rows.lengths.repeat_interleave(queries)
-        inserted = (ranks < canvas_lengths.unsqueeze(-1)) & (torch.arange(width, device=orders.device)
-                                                             < row_lengths.unsqueeze(-1))
-        scores = step_scores(finish_output(output, canvas_lengths, self), rows.tokens.repeat_interleave(queries, 0),
-                             row_lengths, inserted, canvas_lengths, self.max_length)
-        return StepLogProbs(scores.stop.view(count, queries), scores.insert.view(count, queries, width),
-                            scores.go.view(count, queries))
-
     @pyro_method
     def step_log_probs(self, batch: Batch, inserted: torch.Tensor, orders: Optional[torch.Tensor] = None
                        ) -> StepLogProbs:
@@ -210,7 +174,7 @@ class InsertionProcess(PyroModule):
             if not bool((orders_to_ranks(orders) < steps.unsqueeze(-1)).eq(inserted).all()):
                 raise ValueError("inserted must hold the first inserted.sum(-1) positions of each order "
                                  "(inserted_before(orders, lengths, steps))")
-            scores = self._history_steps(batch, orders, steps.unsqueeze(-1))
+            scores = history_steps(self, batch, self._check_orders(batch, orders), orders, steps.unsqueeze(-1))
             return StepLogProbs(scores.stop[:, 0], scores.insert[:, 0], scores.go[:, 0])
         rows = batch.repeat(inserted.shape[0] // batch.batch_size)
         cache = self._prompt_cache(self.network, batch)  # prefix attention: once for all k * B canvases
@@ -228,7 +192,7 @@ class InsertionProcess(PyroModule):
         width = orders.shape[1]
         steps = torch.arange(width + 1, device=orders.device).expand(orders.shape[0], width + 1)
         if self.decoder == "causal":
-            return self._history_steps(batch, orders, steps.clamp(max=rows.lengths.unsqueeze(-1)))
+            return history_steps(self, batch, rows, orders, steps.clamp(max=rows.lengths.unsqueeze(-1)))
 
         stop, insert, go = (torch.full(shape, -math.inf, dtype=torch.get_default_dtype(), device=orders.device)
                             for shape in ((orders.shape[0], width + 1), (orders.shape[0], width + 1, width),
@@ -284,7 +248,7 @@ class InsertionProcess(PyroModule):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
         if self.decoder == "causal":
             spans = [(begin, min(begin + chunk_size, len(orders))) for begin in range(0, len(orders), chunk_size)]
-            parts = [self._history_log_joint(batch, rows[begin:end], orders[begin:end], begin) for begin, end in spans]
+            parts = [history_log_joint(self, batch, rows[begin:end], orders[begin:end], begin) for begin, end in spans]
             return torch.cat(parts) if parts else torch.zeros(0, device=orders.device)
         total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
         for index, step, scores in self._canvas_prefixes(batch, rows, orders, chunk_size, by_canvas_size):
@@ -295,24 +259,6 @@ class InsertionProcess(PyroModule):
                 term = torch.where(step < rows.lengths[index], inserting, scores.stop)
             total = total.to(term.dtype).index_add(0, index, term)
         return total
-
-    def _history_log_joint(self, batch: Batch, rows: Batch, orders: torch.Tensor, first_row: int) -> torch.Tensor:
-        """Causal decoder: ``log p(x, sigma)`` of orders ``[n, L]`` (global rows ``first_row..``) from one pass,
-        with token logits only at each step's chosen gap (and the last gap for ``termination="eos"``)."""
-        count, width = orders.shape
-        cache = self._prompt_cache(self.network, batch)
-        index = (torch.arange(count, device=orders.device) + first_row) % batch.batch_size
-        history = self.network.encode(rows.tokens.gather(1, orders), orders, cache.rows(index))
-        stop_logits, slot_logits = self.network.step_logits(history)  # [n, L+1], [n, L+1, L+1]
-        steps = torch.arange(width + 1, device=orders.device).expand(count, width + 1)
-        slots = torch.nn.functional.pad(orders_to_slots(orders, rows.lengths), (0, 1))  # step L: none (masked)
-        tokens = torch.nn.functional.pad(rows.tokens.gather(1, orders), (0, 1))
-        chosen_logits = self.network.token_logits(history, steps, slots)
-        last_logits = self.network.token_logits(history, steps, steps) if self.termination == "eos" else None
-        stop, go, insert = chosen_step_terms(stop_logits, slot_logits, slots, chosen_logits, tokens, last_logits,
-                                             steps, self)
-        terms = torch.where(steps < rows.lengths.unsqueeze(-1), go + insert, stop)
-        return terms.masked_fill(steps > rows.lengths.unsqueeze(-1), 0.0).sum(-1)
 
     # ------------------------------------------------------------------------------------------ the program
     def _session(self, batch_prompt, prompt_lengths, rows: int, device, cache=None):

@@ -221,3 +221,26 @@ def test_benchmark_scoring_section_times_both_canvas_layouts():
         assert set(entry["seconds"]) == {"no_grad_row_order", "no_grad_by_size", "grad_row_order", "grad_by_size"}
         assert entry["by_size_speedup_no_grad"] > 0 and entry["by_size_speedup_grad"] > 0
         assert entry["canvases"] == 4 * (4 * entry["target_tokens_mean"] + 4)
+
+
+def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
+    import decoders
+
+    args = decoders.configure(decoders.parse_args(["--quick", "--batch-size", "4", "--d-model", "16", "--layers",
+                                                   "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers",
+                                                   "1", "--device", "cpu"]))
+    args.decoder_settings.update(rounds=1, repeats=1, samples=3, sampling_rounds=1, lengths=[6], growth_batch=2,
+                                 growth_repeats=1)
+    result = decoders.run(args)
+    for shape in ("qm9", "star-hard"):
+        entry = result[shape]
+        assert set(entry["seconds_per_step"]) == set(decoders.ARMS)
+        assert entry["step_over_fo_arm"]["fo_arm"] == 1.0
+        for name in decoders.ARMS:
+            per_order = entry["step_over_fo_arm"][name] / decoders.ORDERS_SCORED[name]
+            assert abs(entry["step_over_fo_arm_per_scored_order"][name] - per_order) < 1e-12
+            assert entry["saved_activation_mib"][name] > 0
+        rates = entry["sampling_tokens_per_s"]
+        assert abs(entry["sampling_causal_over_fo_arm"] - rates["causal"] / rates["fo_arm_kv_cache"]) < 1e-12
+    assert set(result["growth"]) == {6} and set(result["growth"][6]["seconds"]) == {"fo_arm", "canvas", "causal"}
+    decoders.report(result)

@@ -58,13 +58,14 @@ class History(NamedTuple):
 
 class DecodingState:
     """KV-cached decoding of ``n`` rows after ``t`` insertions: per-layer ``caches`` (prompt and items), the
+    additive mask of the prompt keys ``prompt_bias`` ``[n, H, 1, P]``, the rotary position of the items, the
     last item's state ``query`` ``[n, D]``, the gap-key and token-side projections of every item in ``sides``
     ``[n, >= t+1, 4 D]`` (the first ``t + 1`` rows are written; without autograd it is a buffer that grows by
     doubling, with autograd it is rebuilt each step), ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS,
     items in canvas order, END = -1)."""
 
-    def __init__(self, caches, prompt_valid, positions, query, sides, ranks, item_at):
-        self.caches, self.prompt_valid, self.positions = caches, prompt_valid, positions
+    def __init__(self, caches, prompt_bias, positions, query, sides, ranks, item_at):
+        self.caches, self.prompt_bias, self.positions = caches, prompt_bias, positions
         self.query, self.sides, self.ranks, self.item_at = query, sides, ranks, item_at
 
     @property
@@ -75,7 +76,7 @@ class DecodingState:
     def rows(self, index: torch.Tensor) -> "DecodingState":
         """The state of the rows ``index`` (an index or a bool mask): finished sequences leave the batch."""
         caches = [{name: tensor[index] for name, tensor in cache.items()} for cache in self.caches]
-        return DecodingState(caches, self.prompt_valid[index], self.positions[index], self.query[index],
+        return DecodingState(caches, self.prompt_bias[index], self.positions[index], self.query[index],
                              self.sides[index], self.ranks[index], self.item_at[index])
 
 
@@ -106,6 +107,9 @@ class InsertionCausalDecoder(nn.Module):
         nn.init.zeros_(self.offset_bias.weight)
         nn.init.zeros_(self.gap_offset_bias.weight)
         nn.init.normal_(self.end, std=0.02)
+        # buckets saturate at max_distance, so a table over -max_distance..max_distance serves every offset
+        span = torch.arange(-max_distance, max_distance + 1)
+        self.register_buffer("bucket_table", offset_buckets(span, num_buckets, max_distance), persistent=False)
 
     # ------------------------------------------------------------------------------------------- prompt
     def encode_prompt(self, prompt, prompt_lengths, rows: Optional[int] = None) -> PromptCache:
@@ -113,7 +117,8 @@ class InsertionCausalDecoder(nn.Module):
         return encode_prompt(self.stack, prompt, prompt_lengths, rows)
 
     def _buckets(self, offsets: torch.Tensor) -> torch.Tensor:
-        return offset_buckets(offsets, self.num_buckets, self.max_distance)
+        """:func:`offset_buckets` of ``offsets`` by table lookup."""
+        return self.bucket_table[offsets.clamp(-self.max_distance, self.max_distance) + self.max_distance]
 
     def _prompt_mask(self, valid: torch.Tensor, queries: int, dtype) -> torch.Tensor:
         """Additive mask ``[n, H, queries, P]`` of the prompt keys (0 where valid, ``-inf`` on padding)."""
@@ -199,14 +204,14 @@ class InsertionCausalDecoder(nn.Module):
         rows = prompt_cache.lengths.shape[0]
         device = prompt_cache.lengths.device
         ids = torch.full((rows, 1), self.bos, dtype=torch.long, device=device)
-        dtype = self.offset_bias.weight.dtype
+        prompt_bias = self._prompt_mask(prompt_cache.valid, 1, self.offset_bias.weight.dtype)
         own = self.offset_bias(self._buckets(torch.zeros(rows, 1, 1, dtype=torch.long, device=device)))
-        mask = torch.cat([self._prompt_mask(prompt_cache.valid, 1, dtype), own.permute(0, 3, 1, 2)], dim=-1)
+        mask = torch.cat([prompt_bias, own.permute(0, 3, 1, 2)], dim=-1)
         caches = [{"k": k, "v": v} for k, v in zip(prompt_cache.keys, prompt_cache.values)]
         positions = prompt_cache.lengths.unsqueeze(-1)
         states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
         item_at = torch.tensor([0, -1], device=device).expand(rows, 2).clone()
-        return DecodingState(caches, prompt_cache.valid, positions, states[:, 0], self.item_sides(states),
+        return DecodingState(caches, prompt_bias, positions, states[:, 0], self.item_sides(states),
                              torch.zeros(rows, 1, dtype=torch.long, device=device), item_at)
 
     def _end_sides(self, dtype) -> torch.Tensor:
@@ -260,9 +265,8 @@ class InsertionCausalDecoder(nn.Module):
         ranks = torch.cat([ranks, new_rank.unsqueeze(-1)], dim=1)  # [n, t+2]
         item_at, _ = insert_tokens(state.item_at, torch.zeros_like(slots), new_rank,
                                    torch.full_like(slots, count), torch.ones_like(slots, dtype=torch.bool))
-        dtype = self.offset_bias.weight.dtype
         bias = self.offset_bias(self._buckets(new_rank.unsqueeze(-1) - ranks)).permute(0, 2, 1).unsqueeze(2)
-        mask = torch.cat([self._prompt_mask(state.prompt_valid, 1, dtype), bias], dim=-1)
+        mask = torch.cat([state.prompt_bias, bias], dim=-1)
         ids = tokens.unsqueeze(-1)
         states = self.stack.forward_masked(ids, state.positions, torch.ones_like(ids), mask, caches=state.caches)
         new_sides = self.item_sides(states)  # [n, 1, 4 D]
@@ -273,4 +277,4 @@ class InsertionCausalDecoder(nn.Module):
             if sides.shape[1] == count:
                 sides = torch.cat([sides, torch.empty_like(sides)], dim=1)
             sides[:, count] = new_sides[:, 0]
-        return DecodingState(state.caches, state.prompt_valid, state.positions, states[:, 0], sides, ranks, item_at)
+        return DecodingState(state.caches, state.prompt_bias, state.positions, states[:, 0], sides, ranks, item_at)
