@@ -111,18 +111,6 @@ def _interleaved(runs: dict, device: str, rounds: int, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def _saved_bytes(loss_fn) -> int:
-    total = 0
-
-    def pack(tensor):
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
-        return tensor
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss_fn().backward()
-    return total
-
-
 def _sampling(nets, prompts, length: int, count: int, device: str, rounds: int) -> dict:
     """Tokens per second writing ``count`` sequences of exactly ``length`` tokens (stop suppressed)."""
     with torch.no_grad():
@@ -145,7 +133,7 @@ def section(args) -> dict:
         losses = _losses(nets, batch)
         seconds = _interleaved(_steps(nets, losses), args.device, args.rounds, args.repeats)
         over_arm = {name: seconds[name] / seconds["fo_arm"] for name in ARMS}
-        memory = {name: _saved_bytes(losses[name]) / 2 ** 20 for name in ARMS}
+        memory = {name: train_step.saved_activation_bytes(losses[name]) / 2 ** 20 for name in ARMS}
         rates = _sampling(nets, prompts, length, args.samples, args.device, args.sampling_rounds)
         result[shape] = {
             "batch_size": batch.batch_size, "target_tokens_mean": float(batch.lengths.float().mean()),
@@ -170,13 +158,12 @@ def growth(args) -> dict:
         nets = _networks(args, 32, length, False)
         orders = torch.stack([torch.randperm(length, generator=generator) for _ in range(args.growth_batch)])
         orders = orders.to(args.device)
-        runs = {"fo_arm": lambda: nets["arm"].log_prob(batch).sum().backward(),
-                "canvas": lambda: nets["canvas"].log_joint(batch, orders).sum().backward(),
-                "causal": lambda: nets["causal"].log_joint(batch, orders).sum().backward()}
+        losses = {"fo_arm": lambda: nets["arm"].log_prob(batch).sum(),
+                  "canvas": lambda: nets["canvas"].log_joint(batch, orders).sum(),
+                  "causal": lambda: nets["causal"].log_joint(batch, orders).sum()}
+        runs = {name: (lambda loss=loss: loss().backward()) for name, loss in losses.items()}
         seconds = _interleaved(runs, args.device, 1, args.growth_repeats)
-        memory = {"fo_arm": _saved_bytes(lambda: nets["arm"].log_prob(batch).sum()) / 2 ** 20,
-                  "canvas": _saved_bytes(lambda: nets["canvas"].log_joint(batch, orders).sum()) / 2 ** 20,
-                  "causal": _saved_bytes(lambda: nets["causal"].log_joint(batch, orders).sum()) / 2 ** 20}
+        memory = {name: train_step.saved_activation_bytes(loss) / 2 ** 20 for name, loss in losses.items()}
         result[length] = {"seconds": seconds, "saved_activation_mib": memory,
                           "canvas_over_fo_arm": seconds["canvas"] / seconds["fo_arm"],
                           "causal_over_fo_arm": seconds["causal"] / seconds["fo_arm"]}

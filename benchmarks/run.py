@@ -238,25 +238,12 @@ def prompt_cache_section(args) -> dict:
     return result
 
 
-def saved_activation_bytes(loss_fn) -> int:
-    """Bytes of the tensors autograd saves for backward during one loss evaluation (activation memory)."""
-    total = 0
-
-    def pack(tensor):
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
-        return tensor
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss_fn().backward()
-    return total
-
-
 def memory_section(args) -> dict:
     ip, arm, guide = _models(args, 32, 26)
     batch = _random_batch(32, args.batch_size, 24, args.device)
     result = {}
     for name, (loss_fn, step) in _steps(ip, arm, guide, batch).items():
-        entry = {"saved_activation_mib": saved_activation_bytes(loss_fn) / 2 ** 20}
+        entry = {"saved_activation_mib": train_step.saved_activation_bytes(loss_fn) / 2 ** 20}
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
             step()

@@ -46,6 +46,19 @@ def timed(step, device, repeats):
     return times
 
 
+def saved_activation_bytes(loss_fn) -> int:
+    """Bytes of the tensors autograd saves for backward during one loss evaluation (activation memory)."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss_fn().backward()
+    return total
+
+
 def main(args):
     pyro.set_rng_seed(args.seed)
     rng = random.Random(args.seed)

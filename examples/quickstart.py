@@ -133,8 +133,8 @@ def main(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guides", nargs="+", default=list(ARMS), choices=ARMS,
-                        help="arms: uniform, l2r, pl (ELBO) and pl-rws (the PL guide under InsertionRWS); causal-uniform "
-                             "and causal-pl-rws with the insertion-causal decoder")
+                        help="arms: uniform, l2r, pl (ELBO) and pl-rws (the PL guide under InsertionRWS); "
+                             "causal-uniform and causal-pl-rws with the insertion-causal decoder")
     parser.add_argument("--language", default="mirror", choices=["mirror", "checksum"])
     parser.add_argument("--size", type=int, default=3, help="half length (mirror) or digit count (checksum)")
     parser.add_argument("--steps", type=int, default=1200)

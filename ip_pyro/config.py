@@ -41,6 +41,7 @@ class TrainConfig:
     embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
     prompt_attention: Optional[str] = None  # IP: "full" / "prefix" (None: the decoder's own; FO-ARM: always causal)
     decoder: str = "canvas"  # IP: "canvas" (re-encode the canvas per step) or "causal" (one pass per order)
+    gap_context: int = 2  # IP with the causal decoder: canvas items read on each side of a gap
     guide_d_model: int = 64
     guide_layers: int = 3
     guide_heads: int = 4
@@ -83,7 +84,7 @@ class TrainConfig:
         if self.model == "ip" and self.guide not in GUIDE_NAMES:
             raise ValueError(f"unknown guide {self.guide!r}; choose from {', '.join(GUIDE_NAMES)}")
         for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
-                     "checkpoint_every", "steps_per_order", "prompt_group", "elbo_particles"):
+                     "checkpoint_every", "steps_per_order", "prompt_group", "elbo_particles", "gap_context"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")

@@ -47,7 +47,8 @@ def build_model(config: TrainConfig):
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
                        **shared)
     model = models.build_model("ip", config.vocab_size, termination=config.termination,
-                               prompt_attention=config.prompt_attention, decoder=config.decoder, **sizes)
+                               prompt_attention=config.prompt_attention, decoder=config.decoder,
+                               **({"gap_context": config.gap_context} if config.decoder == "causal" else {}), **sizes)
     return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
 
 

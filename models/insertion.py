@@ -70,6 +70,8 @@ class InsertionProcess(PyroModule):
         computed once per sequence and shared by every canvas scored or sampled for it (a different model from
         ``"full"``, not an approximation of it; a task without a prompt gives the same model either way). Default
         (``None``): ``"full"`` for the canvas decoder; the causal decoder always uses ``"prefix"``.
+    :param gap_context: causal decoder only: how many items of the current canvas on each side of a gap its gap and
+        token heads read (``1``: the two neighbours; ``2``, the default: two on each side).
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -79,7 +81,7 @@ class InsertionProcess(PyroModule):
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
                  max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0,
                  prompt_group: int = 1, embed_std: float = 0.02, prompt_attention: Optional[str] = None,
-                 decoder: str = "canvas"):
+                 decoder: str = "canvas", gap_context: int = 2):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
@@ -102,11 +104,14 @@ class InsertionProcess(PyroModule):
                            max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions,
                            prompt_group=prompt_group, embed_std=embed_std, prompt_attention=prompt_attention,
                            decoder=decoder)
+        if decoder == "causal":
+            self.config["gap_context"] = gap_context
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
         sizes = dict(token_classes=token_classes, max_positions=max_positions, prompt_group=prompt_group,
                      embed_std=embed_std)
         if decoder == "causal":
-            self.network = InsertionCausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, **sizes)
+            self.network = InsertionCausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, context=gap_context,
+                                                  **sizes)
         else:
             self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout,
                                             prompt_attention=prompt_attention, **sizes)

@@ -112,8 +112,9 @@ def chosen_step_terms(stop_logits, slot_logits, chosen_slots, chosen_token_logit
         stop_logits = log_stop - _log1mexp(log_stop)
         # EOS may only take the last slot: elsewhere the content tokens are renormalised (see _eos_as_stop)
         content = chosen_token_logits[..., :vocab_size].log_softmax(-1)
-        token_log_prob = torch.where(chosen_slots == canvas_lengths, full.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1),
-                                     content.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1))
+        chosen = chosen_tokens.unsqueeze(-1)
+        token_log_prob = torch.where(chosen_slots == canvas_lengths, full.gather(-1, chosen).squeeze(-1),
+                                     content.gather(-1, chosen).squeeze(-1))
         insert = chosen_slot_log_prob + token_log_prob - _log1mexp(log_stop)
     else:
         insert = chosen_slot_log_prob + full.gather(-1, chosen_tokens.unsqueeze(-1)).squeeze(-1)

@@ -13,7 +13,6 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyro import poutine
 from pyro.infer import SVI, TraceGraph_ELBO
 from scipy import stats
 
@@ -48,10 +47,11 @@ def one_pass_scores(model, tokens, keys, prompt=None):
     return stop, slots, token.view(tokens.shape[0], steps, steps, -1)
 
 
+@pytest.mark.parametrize("gap_context", [1, 2, 3])
 @pytest.mark.parametrize("termination", ["stop", "eos"])
 @pytest.mark.parametrize("with_prompt", [False, True])
-def test_kv_cache_equals_the_one_pass_scores_at_every_step(termination, with_prompt, float64):
-    model = causal_model(vocab_size=4, max_length=6, termination=termination)
+def test_kv_cache_equals_the_one_pass_scores_at_every_step(termination, with_prompt, gap_context, float64):
+    model = causal_model(vocab_size=4, max_length=6, termination=termination, gap_context=gap_context)
     network = model.network
     orders = torch.tensor([[2, 0, 4, 1, 3], [0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
     tokens = torch.tensor([[3, 1, 0, 0, 2], [1, 1, 1, 1, 1], [0, 2, 3, 1, 2]])
@@ -71,10 +71,11 @@ def test_kv_cache_equals_the_one_pass_scores_at_every_step(termination, with_pro
     assert state.item_at[:, 1:-1].tolist() == (torch.argsort(orders, -1) + 1).tolist()  # canvas order of items
 
 
-def test_earlier_steps_do_not_see_later_insertions(float64):
+@pytest.mark.parametrize("gap_context", [1, 2])
+def test_earlier_steps_do_not_see_later_insertions(gap_context, float64):
     """Step t's scores depend on the first t insertions only: change what is written later (tokens, where it
     lands, how many tokens follow) and every earlier step's stop, slot and token scores stay the same."""
-    model = causal_model(vocab_size=4, max_length=8)
+    model = causal_model(vocab_size=4, max_length=8, gap_context=gap_context)
     # the same history for the first 3 steps (write 1, then 2 right of it, then 0 left of both) ...
     tokens = torch.tensor([[1, 2, 0, 3, 3, 1], [1, 2, 0, 1, 0, 2]])
     # ... with different final positions for it: 4 tokens land between the first two items in row 0, none in row 1
@@ -114,6 +115,7 @@ def test_offset_buckets_are_exact_near_zero_signed_and_monotone():
     buckets = offset_buckets(offsets, 64, 256)
     assert buckets.min() >= 0 and buckets.max() < 64
     assert len(set(buckets[(offsets >= 0) & (offsets < 16)].tolist())) == 16  # exact
+    assert torch.equal(causal_model().network._buckets(offsets), buckets)  # the lookup table agrees
     assert not set(buckets[offsets >= 0].tolist()) & set(buckets[offsets < 0].tolist())  # signed
     positive = buckets[offsets >= 0]
     assert bool((positive[1:] >= positive[:-1]).all())
@@ -190,15 +192,12 @@ def test_step_log_probs_needs_the_order_and_refuses_a_mismatched_one(float64):
     assert abs(joint - float(model.log_joint(batch, orders)[0])) < 1e-10
 
 
-def test_tracegraph_elbo_and_svi_run_on_the_program():
+def test_svi_steps_with_the_all_steps_elbo_and_with_tracegraph():
+    """(TraceGraph_ELBO's value = log_joint - log q on this decoder: tests/test_svi.py, parametrized.)"""
     model, guide = tiny_model(decoder="causal"), tiny_pl_guide()
     batch = collate([[0, 1, 2], [2], [], [1, 1, 0, 2]])
-    pyro.set_rng_seed(5)
-    loss = TraceGraph_ELBO().loss(model, guide, batch)
-    pyro.set_rng_seed(5)
-    orders = poutine.trace(guide).get_trace(batch).nodes["order"]["value"]
-    log_weight = model.log_joint(batch, orders) - guide.order_distribution(batch).log_prob(orders)
-    assert abs(loss + log_weight.sum().item()) < 1e-4
+    tracegraph = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=TraceGraph_ELBO())
+    assert math.isfinite(tracegraph.step(batch))
     before = [p.detach().clone() for p in model.parameters()]
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=InsertionELBO(2, step_sampling="all"))
     assert math.isfinite(svi.step(batch))
@@ -238,6 +237,7 @@ def test_checkpoint_round_trip_keeps_the_decoder(tmp_path, float64):
 @pytest.mark.parametrize("kwargs,message", [
     ({"decoder": "lstm"}, "unknown decoder 'lstm'; choose from canvas, causal"),
     ({"decoder": "causal", "prompt_attention": "full"}, "the causal decoder encodes the prompt once"),
+    ({"decoder": "causal", "gap_context": 0}, "context=0 must be a positive number of canvas neighbours"),
 ])
 def test_bad_decoder_options_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
-from conftest import tiny_model, tiny_pl_guide
+from conftest import DECODERS, tiny_model, tiny_pl_guide
 from ip_pyro.guides import LeftToRightGuide, PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import collate
 from ip_pyro.data import iterate_batches, mirror_language
@@ -21,8 +21,9 @@ GUIDES = {
 }
 
 
-def test_tracegraph_single_sample_equals_log_joint_minus_log_q():
-    model, guide = tiny_model(), tiny_pl_guide()
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_tracegraph_single_sample_equals_log_joint_minus_log_q(decoder):
+    model, guide = tiny_model(decoder=decoder), tiny_pl_guide()
     batch = collate([[0, 1, 2], [2], [], [1, 1, 0, 2]])
     pyro.set_rng_seed(5)
     loss = TraceGraph_ELBO().loss(model, guide, batch)

@@ -28,7 +28,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
                          compile=args.compile, absolute_positions=args.absolute_positions,
                          prompt_group=args.prompt_group, embed_std=args.embed_std,
-                         prompt_attention=args.prompt_attention, decoder=args.decoder,
+                         prompt_attention=args.prompt_attention, decoder=args.decoder, gap_context=args.gap_context,
                          max_prompt_length=max_prompt_length,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
@@ -124,6 +124,8 @@ def add_parser(commands) -> None:
                        "the canvas at every insertion; L + 1 passes per order) or causal (attention causal in "
                        "writing order: one pass scores every step of an order, sampling keeps a KV cache; see "
                        "docs/method.md). Default: canvas")
+    train.add_argument("--gap-context", type=int, default=2, help="IP with --decoder causal: items of the current "
+                       "canvas read on each side of a gap by the gap and token heads (default 2)")
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--ema-decay", type=float, default=0.999)
     train.add_argument("--ema-start", type=int, default=200)

@@ -7,6 +7,6 @@ from ip_pyro.networks.scorer import OrderScorer
 from ip_pyro.networks.stack import (RMSNorm, TransformerStack, check_max_positions, check_network_sizes,
                                     positions_needed)
 
-__all__ = ["TransformerStack", "RMSNorm", "InsertionDecoder", "InsertionCausalDecoder", "DecoderOutput", "PromptCache", "PROMPT_ATTENTION",
-           "OrderScorer", "CausalDecoder",
-           "check_network_sizes", "check_max_positions", "positions_needed"]
+__all__ = ["TransformerStack", "RMSNorm", "InsertionDecoder", "InsertionCausalDecoder", "DecoderOutput", "PromptCache",
+           "PROMPT_ATTENTION", "OrderScorer", "CausalDecoder", "check_network_sizes", "check_max_positions",
+           "positions_needed"]

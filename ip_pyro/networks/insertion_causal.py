@@ -60,7 +60,7 @@ class DecodingState:
     """KV-cached decoding of ``n`` rows after ``t`` insertions: per-layer ``caches`` (prompt and items), the
     additive mask of the prompt keys ``prompt_bias`` ``[n, H, 1, P]``, the rotary position of the items, the
     last item's state ``query`` ``[n, D]``, the gap-key and token-side projections of every item in ``sides``
-    ``[n, >= t+1, 4 D]`` (the first ``t + 1`` rows are written; without autograd it is a buffer that grows by
+    ``[n, >= t+1, 2 W D]`` (the first ``t + 1`` rows are written; without autograd it is a buffer that grows by
     doubling, with autograd it is rebuilt each step), ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS,
     items in canvas order, END = -1)."""
 
@@ -86,8 +86,11 @@ class InsertionCausalDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dropout: float,
                  token_classes: Optional[int] = None, max_positions: int = 0, prompt_group: int = 1,
-                 embed_std: float = 0.02, num_buckets: int = 64, max_distance: int = 256):
+                 embed_std: float = 0.02, num_buckets: int = 64, max_distance: int = 256, context: int = 2):
         super().__init__()
+        if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+            raise ValueError(f"context={context!r} must be a positive number of canvas neighbours per side of a gap")
+        self.context = context
         self.vocab_size, self.bos = vocab_size, vocab_size
         self.n_heads, self.d_model = n_heads, d_model
         self.num_buckets, self.max_distance = num_buckets, max_distance
@@ -97,8 +100,9 @@ class InsertionCausalDecoder(nn.Module):
         self.gap_offset_bias = nn.Embedding(num_buckets, 1)
         self.end = nn.Parameter(torch.empty(d_model))
         self.stop_head = nn.Linear(d_model, 1)
-        self.gap_query = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.item_sides = nn.Linear(d_model, 4 * d_model, bias=False)  # gap keys (left, right), token sides (l, r)
+        window = 2 * context  # a gap's neighbours: ranks k - context + 1 .. k + context on the current canvas
+        self.gap_query = nn.Linear(d_model, window * d_model, bias=False)  # one query per neighbour
+        self.item_sides = nn.Linear(d_model, 2 * window * d_model, bias=False)  # its gap keys, then token sides
         self.token_query = nn.Linear(d_model, d_model)
         # one hidden layer per gap: the all-steps ELBO evaluates it at every gap of every step (O(L^2) gaps)
         self.token_out = nn.Sequential(nn.SiLU(), nn.Linear(d_model, token_classes or vocab_size))
@@ -156,20 +160,27 @@ class InsertionCausalDecoder(nn.Module):
         return History(states, ranks, item_at[..., :steps + 2])
 
     def _extended_sides(self, states: torch.Tensor) -> torch.Tensor:
-        """Gap keys and token sides ``[N, S+2, 4 D]`` of every item and of END (index ``S + 1``)."""
+        """Gap keys and token sides ``[N, S+2, 2 W D]`` of every item and of END (index ``S + 1``), ``W`` the
+        window of neighbours of a gap."""
         end = self.end.to(states.dtype).expand(states.shape[0], 1, -1)
         return self.item_sides(torch.cat([states, end], dim=1))
 
-    def _gap_logits(self, query, sides, left, right, gap_offsets) -> torch.Tensor:
-        """Gap logits ``[N, Q, G]`` for queries ``[N, Q, D]`` over gaps with neighbours ``left``/``right``
-        ``[N, Q, G]`` (indices into ``sides`` ``[N, I, 4 D]``) and canvas offsets ``gap_offsets`` ``[N, Q, G]``."""
-        depth = self.d_model
-        query_left, query_right = self.gap_query(query).split(depth, dim=-1)
-        keys = sides[..., :2 * depth]
-        left_scores = query_left @ keys[..., :depth].transpose(1, 2)  # [N, Q, I]
-        right_scores = query_right @ keys[..., depth:].transpose(1, 2)
-        scores = left_scores.gather(2, left) + right_scores.gather(2, right)
-        return scores / math.sqrt(depth) + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
+    def _windows(self, item_at: torch.Tensor, edge: int) -> torch.Tensor:
+        """The neighbours of every gap ``[..., G, W]`` from canvases in rank order ``item_at`` ``[..., G + 1]``
+        (BOS first, END last): ranks ``k - context + 1 .. k + context`` of gap ``k``, ``edge`` (END's index)
+        beyond either end of the canvas."""
+        pad = self.context - 1
+        padded = torch.nn.functional.pad(item_at, (pad, pad), value=edge)
+        return padded.unfold(-1, 2 * self.context, 1)
+
+    def _gap_scores(self, query, keys, windows) -> torch.Tensor:
+        """``sum_w q_w . k_w[window w]`` ``[N, Q, G]`` for queries ``[N, Q, D]``, item gap keys ``[N, I, W D]``
+        and neighbour windows ``[N, Q, G, W]``."""
+        depth, count = self.d_model, windows.shape[-1]
+        queries = self.gap_query(query).unflatten(-1, (count, depth))  # [N, Q, W, D]
+        scores = torch.einsum("nqwd,niwd->nqwi", queries, keys.unflatten(-1, (count, depth)))  # [N, Q, W, I]
+        picked = scores.gather(3, windows.transpose(2, 3))  # [N, Q, W, G]
+        return picked.sum(2) / math.sqrt(depth)
 
     def step_logits(self, history: History):
         """Stop logits ``[N, S+1]`` and gap (slot) logits ``[N, S+1, S+1]`` of every step (``-inf`` for gaps
@@ -177,26 +188,34 @@ class InsertionCausalDecoder(nn.Module):
         states, ranks, item_at = history
         steps = states.shape[1] - 1
         sides = self._extended_sides(states)
+        window = 2 * self.context
         gaps = torch.arange(steps + 1, device=states.device)
         gap_offsets = gaps - ranks.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # k - R[t, t]
-        slot_logits = self._gap_logits(states, sides, item_at[..., :-1], item_at[..., 1:], gap_offsets)
+        scores = self._gap_scores(states, sides[..., :window * self.d_model], self._windows(item_at, steps + 1))
+        slot_logits = scores + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
         slot_logits = slot_logits.masked_fill(gaps > gaps.unsqueeze(-1), -math.inf)
         return self.stop_head(states).squeeze(-1), slot_logits
+
+    def _token_hidden(self, query_part, sides, windows) -> torch.Tensor:
+        """``U h_t + sum_w U_w s[window w]`` ``[N, M, D]``: ``query_part`` ``[N, M, D]``, item token sides
+        ``[N, I, W D]``, windows ``[N, M, W]``."""
+        depth, count = self.d_model, windows.shape[-1]
+        sides = sides.unflatten(-1, (count, depth))  # [N, I, W, D]
+        hidden = query_part
+        for slot in range(count):
+            hidden = hidden + sides[:, :, slot].gather(1, windows[..., slot:slot + 1].expand(-1, -1, depth))
+        return hidden
 
     def token_logits(self, history: History, steps: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Token logits ``[N, M, token_classes]`` at gap ``slots[n, m]`` of step ``steps[n, m]`` (``[N, M]``)."""
         states, _, item_at = history
-        sides = self._extended_sides(states)[..., 2 * self.d_model:]
-        depth = self.d_model
-        at_step = item_at.gather(1, steps.unsqueeze(-1).expand(-1, -1, item_at.shape[2]))  # [N, M, S+2]
-        left, right = at_step.gather(2, slots.unsqueeze(-1)), at_step.gather(2, (slots + 1).unsqueeze(-1))
-
-        def take(values, index):
-            return values.gather(1, index.expand(-1, -1, values.shape[-1]))
-
-        hidden = (take(self.token_query(states), steps.unsqueeze(-1)) + take(sides[..., :depth], left)
-                  + take(sides[..., depth:], right))
-        return self.token_out(hidden)
+        window = 2 * self.context
+        sides = self._extended_sides(states)[..., window * self.d_model:]
+        windows = self._windows(item_at, states.shape[1]).flatten(1, 2)  # [N, (S+1) G, W]: step-major
+        gaps = states.shape[1]
+        picked = windows.gather(1, (steps * gaps + slots).unsqueeze(-1).expand(-1, -1, window))  # [N, M, W]
+        query_part = self.token_query(states).gather(1, steps.unsqueeze(-1).expand(-1, -1, self.d_model))
+        return self.token_out(self._token_hidden(query_part, sides, picked))
 
     # ------------------------------------------------------------------------ incremental (KV cache)
     def start(self, prompt_cache: PromptCache) -> DecodingState:
@@ -215,46 +234,44 @@ class InsertionCausalDecoder(nn.Module):
                              torch.zeros(rows, 1, dtype=torch.long, device=device), item_at)
 
     def _end_sides(self, dtype) -> torch.Tensor:
-        return self.item_sides(self.end.to(dtype))  # [4 D]
+        return self.item_sides(self.end.to(dtype))  # [2 W D]
+
+    def _state_windows(self, state: DecodingState) -> torch.Tensor:
+        """Neighbour windows ``[n, t+1, W]`` of the current canvas's gaps (END = the item count)."""
+        count = state.ranks.shape[1]
+        return self._windows(state.item_at.masked_fill(state.item_at < 0, count), count)
+
+    def _state_sides(self, state: DecodingState) -> torch.Tensor:
+        """Sides ``[n, t+2, 2 W D]`` of the written items and END (index ``t + 1``)."""
+        count = state.ranks.shape[1]
+        items = state.sides[:, :count]
+        end = self._end_sides(items.dtype).expand(items.shape[0], 1, -1)
+        return torch.cat([items, end], dim=1)
 
     def scores(self, state: DecodingState, gaps: Optional[torch.Tensor] = None) -> DecoderOutput:
         """The current step's ``stop_logits`` ``[n]``, ``slot_logits`` ``[n, t+1]`` and ``token_logits``
         ``[n, G, token_classes]`` at every gap (``G = t + 1``) or at the gaps ``gaps`` ``[n, G]``, from the cache."""
-        depth = self.d_model
-        count = state.ranks.shape[1]  # items written so far, BOS included
-        items = state.sides[:, :count]
-        end = self._end_sides(items.dtype)
-        query_left, query_right = self.gap_query(state.query).split(depth, dim=-1)  # [n, D]
-        left_scores = (items[..., :depth] @ query_left.unsqueeze(-1)).squeeze(-1)  # [n, t+1]
-        right_scores = torch.cat([(items[..., depth:2 * depth] @ query_right.unsqueeze(-1)).squeeze(-1),
-                                  query_right @ end[depth:2 * depth].unsqueeze(-1)], dim=-1)  # END at index t+1
-        neighbours = state.item_at.masked_fill(state.item_at < 0, count)  # [n, t+2]
-        gap_offsets = torch.arange(count, device=state.ranks.device) - state.ranks[:, -1:]
-        slot_logits = (left_scores.gather(1, neighbours[:, :-1]) + right_scores.gather(1, neighbours[:, 1:])
-                       ) / math.sqrt(depth) + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
-        gaps = torch.arange(count, device=state.ranks.device).expand(state.ranks.shape[0], count) if gaps is None \
-            else gaps
-        return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits,
-                             self.gap_token_logits(state, gaps, neighbours, end))
-
-    def gap_token_logits(self, state: DecodingState, gaps: torch.Tensor, neighbours=None, end=None) -> torch.Tensor:
-        """Token logits ``[n, G, token_classes]`` of the current step at the gaps ``gaps`` ``[n, G]``."""
-        depth = self.d_model
+        window = 2 * self.context
         count = state.ranks.shape[1]
-        items = state.sides[:, :count]
-        if neighbours is None:
-            neighbours = state.item_at.masked_fill(state.item_at < 0, count)
-        if end is None:
-            end = self._end_sides(items.dtype)
-        left, right = neighbours.gather(1, gaps), neighbours.gather(1, gaps + 1)  # right may be END (= count)
+        sides, windows = self._state_sides(state), self._state_windows(state)
+        gap_offsets = torch.arange(count, device=state.ranks.device) - state.ranks[:, -1:]
+        scores = self._gap_scores(state.query.unsqueeze(1), sides[..., :window * self.d_model],
+                                  windows.unsqueeze(1)).squeeze(1)
+        slot_logits = scores + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
+        if gaps is None:
+            gaps = torch.arange(count, device=state.ranks.device).expand(state.ranks.shape[0], count)
+        return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits,
+                             self._gap_tokens(state, gaps, sides, windows))
 
-        def take(values, index):
-            return values.gather(1, index.clamp(max=count - 1).unsqueeze(-1).expand(-1, -1, depth))
+    def gap_token_logits(self, state: DecodingState, gaps: torch.Tensor) -> torch.Tensor:
+        """Token logits ``[n, G, token_classes]`` of the current step at the gaps ``gaps`` ``[n, G]``."""
+        return self._gap_tokens(state, gaps, self._state_sides(state), self._state_windows(state))
 
-        right_sides = torch.where((right == count).unsqueeze(-1), end[3 * depth:],
-                                  take(items[..., 3 * depth:], right))
-        hidden = self.token_query(state.query).unsqueeze(1) + take(items[..., 2 * depth:3 * depth], left) + right_sides
-        return self.token_out(hidden)
+    def _gap_tokens(self, state, gaps, sides, windows) -> torch.Tensor:
+        window = 2 * self.context
+        picked = windows.gather(1, gaps.unsqueeze(-1).expand(-1, -1, window))  # [n, G, W]
+        query_part = self.token_query(state.query).unsqueeze(1).expand(-1, gaps.shape[1], -1)
+        return self.token_out(self._token_hidden(query_part, sides[..., window * self.d_model:], picked))
 
     def write(self, state: DecodingState, slots: torch.Tensor, tokens: torch.Tensor) -> DecodingState:
         """Insert ``tokens`` ``[n]`` into gap ``slots`` ``[n]`` of every row: ranks updated in place (items right of
@@ -269,7 +286,7 @@ class InsertionCausalDecoder(nn.Module):
         mask = torch.cat([state.prompt_bias, bias], dim=-1)
         ids = tokens.unsqueeze(-1)
         states = self.stack.forward_masked(ids, state.positions, torch.ones_like(ids), mask, caches=state.caches)
-        new_sides = self.item_sides(states)  # [n, 1, 4 D]
+        new_sides = self.item_sides(states)  # [n, 1, 2 W D]
         if torch.is_grad_enabled():  # no in-place writes into a tensor autograd may still need
             sides = torch.cat([state.sides[:, :count], new_sides], dim=1)
         else:  # a buffer that doubles when full: O(1) amortised per step instead of a copy of every item
