@@ -47,6 +47,30 @@ def one_pass_scores(model, tokens, keys, prompt=None):
     return stop, slots, token.view(tokens.shape[0], steps, steps, -1)
 
 
+@pytest.mark.parametrize("termination", ["stop", "eos"])
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_one_pass_log_joint_equals_the_kv_cached_program_to_1e9(termination, with_prompt, float64):
+    """log_joint (one pass) = the Pyro program's log-probability of the same trajectory (which decodes with the KV
+    cache), per sequence, with mixed lengths, padding, prompts and both terminations; and = the sum of
+    all_step_log_probs' chosen terms."""
+    from test_model import conditioned_trace_log_prob
+
+    model = causal_model(vocab_size=4, max_length=7, termination=termination)
+    sequences = [[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0, 1], [1, 2, 0]]
+    prompts = [[1, 2], [], [3], [0, 0, 0], [2]] if with_prompt else None
+    batch = collate(sequences, prompts)
+    orders = PlackettLuce(torch.randn(5, 7), batch.lengths).sample()
+    joint = model.log_joint(batch, orders)
+    every = model.all_step_log_probs(batch, orders)
+    for row in range(5):
+        expected, _ = conditioned_trace_log_prob(model, batch[row], orders[row: row + 1])
+        assert abs(joint[row].item() - expected.item()) < 1e-9
+        length = int(batch.lengths[row])
+        summed = sum(float(every.go[row, t] + every.insert[row, t, orders[row, t]]) for t in range(length))
+        assert abs(summed + float(every.stop[row, length]) - joint[row].item()) < 1e-9
+    assert abs(model.log_joint(batch, orders, chunk_size=2).sum().item() - joint.sum().item()) < 1e-9
+
+
 @pytest.mark.parametrize("gap_context", [1, 2, 3])
 @pytest.mark.parametrize("termination", ["stop", "eos"])
 @pytest.mark.parametrize("with_prompt", [False, True])

@@ -51,7 +51,7 @@ def test_quickstart_runs_every_arm_including_rws():
                                "--layers", "1", "--guide-d-model", "8", "--guide-layers", "1", "--iwae-samples", "4",
                                "--elbo-samples", "2", "--num-samples", "8", "--device", "cpu"])
     rows = example.main(args)
-    assert [name for name, _, _ in rows] == ["uniform", "l2r", "pl", "pl-rws"]
+    assert [name for name, _, _ in rows] == ["uniform", "l2r", "pl", "pl-rws", "causal-uniform", "causal-pl-rws"]
     for name, _, result in rows:
         assert math.isfinite(result["elbo"]) and result["exact"] < 0 and 0.0 <= result["valid"] <= 1.0
         assert (result["entropy"] == 0.0) if name == "l2r" else 0.5 < result["entropy"] < 1.1

@@ -195,13 +195,14 @@ def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path,
         tiny_config(tmp_path, time_limit=-1).validate()
 
 
-def test_cli_data_train_eval_sample(tmp_path, capsys):
+@pytest.mark.parametrize("decoder_flags", [[], ["--decoder", "causal", "--step-sampling", "all"]])
+def test_cli_data_train_eval_sample(decoder_flags, tmp_path, capsys):
     data = tmp_path / "data"
     assert main(["data", "star-easy", "--out", str(data), "--train", "64", "--valid", "8", "--test", "8"]) == 0
     run = tmp_path / "run"
     common = ["train", "--task", "star-easy", "--steps", "4", "--batch-size", "8", "--d-model", "16", "--layers",
               "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers", "1", "--eval-every", "2",
-              "--data", str(data), "--out", str(run), "--no-progress"]
+              "--data", str(data), "--out", str(run), "--no-progress"] + decoder_flags
     assert main(common) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("valid_exact_match" in record for record in records)
@@ -215,6 +216,8 @@ def test_cli_data_train_eval_sample(tmp_path, capsys):
     assert {"exact_match", "token_accuracy", "termination_rate", "edges_in_graph", "nll"} <= set(results)
     assert main(["sample", "--checkpoint", checkpoint, "--data", str(data), "-n", "3"]) == 0
     assert "source" in capsys.readouterr().out
+    from ip_pyro.checkpoint import load_checkpoint
+    assert load_checkpoint(checkpoint)[0].decoder == ("causal" if decoder_flags else "canvas")
 
 
 @pytest.mark.parametrize("arguments,message", [
@@ -222,6 +225,9 @@ def test_cli_data_train_eval_sample(tmp_path, capsys):
     (["train", "--guide", "zigzag", "--out", "X"], "unknown guide 'zigzag'"),
     (["train", "--steps", "0", "--out", "X"], "--steps=0 must be a positive integer"),
     (["data", "maze-huge", "--out", "X"], "unknown task 'maze-huge'"),
+    (["train", "--decoder", "causal", "--prompt-attention", "full", "--out", "X"],
+     "--decoder causal encodes the prompt once"),
+    (["train", "--decoder", "causal", "--gap-context", "0", "--out", "X"], "--gap-context=0 must be a positive"),
 ])
 def test_cli_bad_names_are_one_line_errors(arguments, message, tmp_path, capsys):
     assert main([a.replace("X", str(tmp_path / "x")) for a in arguments]) == 2

@@ -124,6 +124,7 @@ CLI_CORPUS = [
      "unknown --rws-guide-update 'sleep'"),
     ("unknown prompt attention", ["train", "--prompt-attention", "both", "--out", "WORK/r"],
      "unknown --prompt-attention 'both'"),
+    ("unknown decoder", ["train", "--decoder", "lstm", "--out", "WORK/r"], "unknown --decoder 'lstm'"),
     ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
                                      "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
 ]

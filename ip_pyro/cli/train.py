@@ -116,11 +116,11 @@ def add_parser(commands) -> None:
     train.add_argument("--embed-std", type=float, default=0.02,
                        help="initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far "
                             "sooner, see benchmarks/edge_lookup.py)")
-    train.add_argument("--prompt-attention", default=None, choices=["full", "prefix"], help="IP: full (the prompt "
+    train.add_argument("--prompt-attention", default=None, help="IP: full (the prompt "
                        "also reads the canvas) or prefix (the prompt attends to itself only and is encoded once per "
                        "sequence for all its canvases and the whole decoding; FO-ARM is causal either way). Default: "
                        "full with --decoder canvas; --decoder causal always uses prefix")
-    train.add_argument("--decoder", default="canvas", choices=["canvas", "causal"], help="IP: canvas (re-encode "
+    train.add_argument("--decoder", default="canvas", help="IP: canvas (re-encode "
                        "the canvas at every insertion; L + 1 passes per order) or causal (attention causal in "
                        "writing order: one pass scores every step of an order, sampling keeps a KV cache; see "
                        "docs/method.md). Default: canvas")

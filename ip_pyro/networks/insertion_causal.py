@@ -196,14 +196,19 @@ class InsertionCausalDecoder(nn.Module):
         slot_logits = slot_logits.masked_fill(gaps > gaps.unsqueeze(-1), -math.inf)
         return self.stop_head(states).squeeze(-1), slot_logits
 
-    def _token_hidden(self, query_part, sides, windows) -> torch.Tensor:
+    def _token_hidden(self, query_part, sides, windows, end=None) -> torch.Tensor:
         """``U h_t + sum_w U_w s[window w]`` ``[N, M, D]``: ``query_part`` ``[N, M, D]``, item token sides
-        ``[N, I, W D]``, windows ``[N, M, W]``."""
+        ``[N, I, W D]``, windows ``[N, M, W]``; with ``end`` (END's token sides ``[W D]``), index ``I`` is END."""
         depth, count = self.d_model, windows.shape[-1]
+        items = sides.shape[1]
         sides = sides.unflatten(-1, (count, depth))  # [N, I, W, D]
         hidden = query_part
         for slot in range(count):
-            hidden = hidden + sides[:, :, slot].gather(1, windows[..., slot:slot + 1].expand(-1, -1, depth))
+            index = windows[..., slot:slot + 1]
+            taken = sides[:, :, slot].gather(1, index.clamp(max=items - 1).expand(-1, -1, depth))
+            if end is not None:
+                taken = torch.where(index == items, end[slot * depth:(slot + 1) * depth], taken)
+            hidden = hidden + taken
         return hidden
 
     def token_logits(self, history: History, steps: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -241,37 +246,37 @@ class InsertionCausalDecoder(nn.Module):
         count = state.ranks.shape[1]
         return self._windows(state.item_at.masked_fill(state.item_at < 0, count), count)
 
-    def _state_sides(self, state: DecodingState) -> torch.Tensor:
-        """Sides ``[n, t+2, 2 W D]`` of the written items and END (index ``t + 1``)."""
-        count = state.ranks.shape[1]
-        items = state.sides[:, :count]
-        end = self._end_sides(items.dtype).expand(items.shape[0], 1, -1)
-        return torch.cat([items, end], dim=1)
-
     def scores(self, state: DecodingState, gaps: Optional[torch.Tensor] = None) -> DecoderOutput:
         """The current step's ``stop_logits`` ``[n]``, ``slot_logits`` ``[n, t+1]`` and ``token_logits``
         ``[n, G, token_classes]`` at every gap (``G = t + 1``) or at the gaps ``gaps`` ``[n, G]``, from the cache."""
-        window = 2 * self.context
+        window, depth = 2 * self.context, self.d_model
         count = state.ranks.shape[1]
-        sides, windows = self._state_sides(state), self._state_windows(state)
+        items, windows = state.sides[:, :count], self._state_windows(state)  # END: index `count` of the windows
+        end = self._end_sides(items.dtype)
+        queries = self.gap_query(state.query).unflatten(-1, (window, depth))  # [n, W, D]
+        item_scores = torch.einsum("nwd,niwd->nwi", queries, items[..., :window * depth].unflatten(-1, (window, depth)))
+        end_scores = torch.einsum("nwd,wd->nw", queries, end[:window * depth].unflatten(-1, (window, depth)))
+        scores = torch.cat([item_scores, end_scores.unsqueeze(-1)], dim=-1)  # [n, W, t+2]
+        picked = scores.gather(2, windows.transpose(1, 2)).sum(1) / math.sqrt(depth)  # [n, t+1]
         gap_offsets = torch.arange(count, device=state.ranks.device) - state.ranks[:, -1:]
-        scores = self._gap_scores(state.query.unsqueeze(1), sides[..., :window * self.d_model],
-                                  windows.unsqueeze(1)).squeeze(1)
-        slot_logits = scores + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
+        slot_logits = picked + self.gap_offset_bias(self._buckets(gap_offsets)).squeeze(-1)
         if gaps is None:
             gaps = torch.arange(count, device=state.ranks.device).expand(state.ranks.shape[0], count)
         return DecoderOutput(self.stop_head(state.query).squeeze(-1), slot_logits,
-                             self._gap_tokens(state, gaps, sides, windows))
+                             self._gap_tokens(state, gaps, items, windows, end))
 
     def gap_token_logits(self, state: DecodingState, gaps: torch.Tensor) -> torch.Tensor:
         """Token logits ``[n, G, token_classes]`` of the current step at the gaps ``gaps`` ``[n, G]``."""
-        return self._gap_tokens(state, gaps, self._state_sides(state), self._state_windows(state))
+        count = state.ranks.shape[1]
+        items = state.sides[:, :count]
+        return self._gap_tokens(state, gaps, items, self._state_windows(state), self._end_sides(items.dtype))
 
-    def _gap_tokens(self, state, gaps, sides, windows) -> torch.Tensor:
-        window = 2 * self.context
+    def _gap_tokens(self, state, gaps, items, windows, end) -> torch.Tensor:
+        window, depth = 2 * self.context, self.d_model
         picked = windows.gather(1, gaps.unsqueeze(-1).expand(-1, -1, window))  # [n, G, W]
         query_part = self.token_query(state.query).unsqueeze(1).expand(-1, gaps.shape[1], -1)
-        return self.token_out(self._token_hidden(query_part, sides[..., window * self.d_model:], picked))
+        return self.token_out(self._token_hidden(query_part, items[..., window * depth:], picked,
+                                                 end[window * depth:]))
 
     def write(self, state: DecodingState, slots: torch.Tensor, tokens: torch.Tensor) -> DecodingState:
         """Insert ``tokens`` ``[n]`` into gap ``slots`` ``[n]`` of every row: ranks updated in place (items right of
