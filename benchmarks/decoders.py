@@ -192,9 +192,8 @@ def report(result: dict) -> None:
               f"{memory['fo_arm']:.1f} / {memory['canvas']:.1f} / {memory['causal']:.1f}")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+def add_size_arguments(parser) -> None:
+    """The device, sizes and JSON path shared with ``benchmarks/run.py``."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--d-model", type=int, default=128)
@@ -203,8 +202,13 @@ def parse_args(argv=None):
     parser.add_argument("--guide-d-model", type=int, default=64)
     parser.add_argument("--guide-layers", type=int, default=3)
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    return configure(args)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (about 3 minutes on 2 cores)")
+    add_size_arguments(parser)
+    return configure(parser.parse_args(argv))
 
 
 def configure(args):

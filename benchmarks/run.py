@@ -407,14 +407,7 @@ def main(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller grid (< 3 min on 2 cores)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--guide-d-model", type=int, default=64)
-    parser.add_argument("--guide-layers", type=int, default=3)
-    parser.add_argument("--json", default=None)
+    decoders.add_size_arguments(parser)
     args = decoders.configure(parser.parse_args(argv))
     if args.quick:
         args.cache_samples, args.cache_batch, args.cache_repeats = 200, 8, 1
