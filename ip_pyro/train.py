@@ -48,7 +48,7 @@ def build_model(config: TrainConfig):
                        **shared)
     model = models.build_model("ip", config.vocab_size, termination=config.termination,
                                prompt_attention=config.prompt_attention, decoder=config.decoder,
-                               **({"gap_context": config.gap_context} if config.decoder == "causal" else {}), **sizes)
+                               gap_context=config.gap_context, **sizes)
     return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
 
 

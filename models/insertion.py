@@ -267,10 +267,9 @@ class InsertionProcess(PyroModule):
 
     # ------------------------------------------------------------------------------------------ the program
     def _session(self, batch_prompt, prompt_lengths, rows: int, device, cache=None):
-        """Step-by-step decoding of ``rows`` sequences (a canvas re-encoded per step, or the causal KV cache)."""
+        """Step-by-step decoding of ``rows`` sequences (a canvas re-encoded per step, or the causal KV cache, which
+        starts from the prompt ``cache``: the causal decoder always has one)."""
         if self.decoder == "causal":
-            if cache is None:
-                cache = self.network.encode_prompt(batch_prompt, prompt_lengths, rows=rows)
             return HistorySession(self, cache)
         uncached = cache is None
         return CanvasSession(self, rows, batch_prompt if uncached else None, prompt_lengths if uncached else None,

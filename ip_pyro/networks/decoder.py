@@ -114,7 +114,6 @@ class InsertionDecoder(nn.Module):
         if prompt_attention not in PROMPT_ATTENTION:
             raise ValueError(f"prompt_attention={prompt_attention!r}; choose from {', '.join(PROMPT_ATTENTION)}")
         self.prompt_attention = prompt_attention
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.vocab_size = vocab_size
         self.bos, self.end = vocab_size, vocab_size + 1
         self.pack = pack

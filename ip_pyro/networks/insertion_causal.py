@@ -9,12 +9,13 @@ step: ``R[t, j]`` is the rank of item ``j`` on the canvas after step ``t`` (BOS 
 the *written* items, so nothing about tokens not yet written (how many will land between two items, the final
 positions of ``x``) can reach a score. The prompt is encoded once (prefix attention) and attended by every item.
 
-Heads from ``h_t`` (canvas of ``t`` tokens, gaps ``k = 0..t``; gap ``k`` lies right of the item of rank ``k`` and
-left of the item of rank ``k + 1``, or END):
+Heads from ``h_t`` (canvas of ``t`` tokens, gaps ``k = 0..t``; gap ``k`` lies right of the item of rank ``k``).
+Each gap reads a window ``n_w(k)``, ``w = 0..2c-1``, of the current canvas: the items of ranks ``k - c + 1 .. k + c``
+(``c = context``; a learned END vector beyond either edge):
 
-* stop: ``w . h_t``;
-* gap ``k``: ``q^L_t . k^L_left + q^R_t . k^R_right`` (scaled) ``+ b(bucket(k - R[t, t]))`` -- each gap once;
-* tokens at gap ``k``: ``W silu(U h_t + U_L s_left + U_R s_right + b)`` over ``token_classes``.
+* stop: ``a . h_t``;
+* gap ``k``: ``sum_w q^w_t . key^w(n_w(k))`` (scaled) ``+ b(bucket(k - R[t, t]))`` -- each gap once;
+* tokens at gap ``k``: ``W silu(U h_t + sum_w U_w s(n_w(k)) + u)`` over ``token_classes``.
 
 Item states never change once written (a later neighbour acts only through the newest query): this is what the
 model gives up against the re-encoding :class:`~ip_pyro.networks.InsertionDecoder`, measured in ``docs``.
@@ -48,12 +49,14 @@ def offset_buckets(offsets: torch.Tensor, num_buckets: int, max_distance: int) -
 
 class History(NamedTuple):
     """One pass over written histories of ``S`` items after BOS: ``states`` ``[N, S+1, D]``, ``ranks``
-    ``[N, S+1, S+1]`` (``ranks[t, j]`` = rank of item ``j`` after step ``t``, for ``j <= t``) and ``item_at``
-    ``[N, S+1, S+2]`` (``item_at[t, r]`` = the item of rank ``r`` after step ``t``; ``S + 1`` = END for ``r > t``)."""
+    ``[N, S+1, S+1]`` (``ranks[t, j]`` = rank of item ``j`` after step ``t``, for ``j <= t``), ``item_at``
+    ``[N, S+1, S+2]`` (``item_at[t, r]`` = the item of rank ``r`` after step ``t``; ``S + 1`` = END for ``r > t``)
+    and ``sides`` ``[N, S+2, 2 W D]`` (every item's and END's gap keys and token sides, computed once per pass)."""
 
     states: torch.Tensor
     ranks: torch.Tensor
     item_at: torch.Tensor
+    sides: torch.Tensor
 
 
 class DecodingState:
@@ -157,7 +160,7 @@ class InsertionCausalDecoder(nn.Module):
         target = torch.where(written, ranks, torch.full_like(ranks, steps + 2))
         item_at = torch.full((rows, steps + 1, steps + 3), steps + 1, dtype=torch.long, device=device)
         item_at.scatter_(2, target, torch.arange(steps + 1, device=device).expand(rows, steps + 1, steps + 1))
-        return History(states, ranks, item_at[..., :steps + 2])
+        return History(states, ranks, item_at[..., :steps + 2], self._extended_sides(states))
 
     def _extended_sides(self, states: torch.Tensor) -> torch.Tensor:
         """Gap keys and token sides ``[N, S+2, 2 W D]`` of every item and of END (index ``S + 1``), ``W`` the
@@ -185,9 +188,8 @@ class InsertionCausalDecoder(nn.Module):
     def step_logits(self, history: History):
         """Stop logits ``[N, S+1]`` and gap (slot) logits ``[N, S+1, S+1]`` of every step (``-inf`` for gaps
         ``k > t``); slot ``k`` of step ``t`` is the gap right of the item of rank ``k``."""
-        states, ranks, item_at = history
+        states, ranks, item_at, sides = history
         steps = states.shape[1] - 1
-        sides = self._extended_sides(states)
         window = 2 * self.context
         gaps = torch.arange(steps + 1, device=states.device)
         gap_offsets = gaps - ranks.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # k - R[t, t]
@@ -213,9 +215,9 @@ class InsertionCausalDecoder(nn.Module):
 
     def token_logits(self, history: History, steps: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Token logits ``[N, M, token_classes]`` at gap ``slots[n, m]`` of step ``steps[n, m]`` (``[N, M]``)."""
-        states, _, item_at = history
+        states, _, item_at, sides = history
         window = 2 * self.context
-        sides = self._extended_sides(states)[..., window * self.d_model:]
+        sides = sides[..., window * self.d_model:]
         windows = self._windows(item_at, states.shape[1]).flatten(1, 2)  # [N, (S+1) G, W]: step-major
         gaps = states.shape[1]
         picked = windows.gather(1, (steps * gaps + slots).unsqueeze(-1).expand(-1, -1, window))  # [N, M, W]
