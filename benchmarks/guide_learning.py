@@ -51,6 +51,8 @@ SETTINGS = {
     "RWS K=4, guide lr x3": ("pl", 3.0, 4, 0.0, False, "rws:full:wake"),
     "RWS K=4, sequential guide": ("sequential", 1.0, 4, 0.0, False, "rws:full:wake"),
     "RWS K=8, sequential guide": ("sequential", 1.0, 8, 0.0, False, "rws:full:wake"),
+    "RWS K=4, pointer guide": ("pointer", 1.0, 4, 0.0, False, "rws:full:wake"),
+    "RWS K=8, pointer guide": ("pointer", 1.0, 8, 0.0, False, "rws:full:wake"),
     "IWAE K=4, uniform proposal": ("uniform", 1.0, 4, 0.0, False, "rws:full:none"),
     "ELBO all steps, uniform": ("uniform", 1.0, 2, 0.0, False, "elbo:all"),
     "ELBO all steps, PL": ("pl", 1.0, 2, 0.0, False, "elbo:all"),

@@ -9,6 +9,7 @@ from ip_pyro.guides.binary_tree import BinaryTreeGuide
 from ip_pyro.guides.left_to_right import LeftToRightGuide
 from ip_pyro.guides.outside_in import OutsideInGuide
 from ip_pyro.guides.plackett_luce import PlackettLuceGuide
+from ip_pyro.guides.pointer import PointerGuide
 from ip_pyro.guides.right_to_left import RightToLeftGuide
 from ip_pyro.guides.sequential import SequentialGuide
 from ip_pyro.guides.uniform import UniformOrderGuide
@@ -23,8 +24,9 @@ FAMILIES = {
     "tree": BinaryTreeGuide,  # middle out
     "pl": PlackettLuceGuide,  # learned: Plackett-Luce over amortised scores
     "sequential": SequentialGuide,  # learned: each choice conditioned on the canvas so far
+    "pointer": PointerGuide,  # learned: Plackett-Luce plus a causal stream over the order written (one pass)
 }
-LEARNED = ("pl", "sequential")  # families with a network, built from vocab_size and sizes
+LEARNED = ("pl", "sequential", "pointer")  # families with a network, built from vocab_size and sizes
 
 
 def build_guide(name: str, vocab_size: int = 0, **sizes):

@@ -22,7 +22,7 @@ class SequentialOrders(OrderDistribution):
 
     def __init__(self, scorer: OrderScorer, batch: Batch, chunk_size: int = 4096):
         self.scorer, self.batch, self.chunk_size = scorer, batch, chunk_size
-        self.width = batch.max_length
+        self.width, self.lengths = batch.max_length, batch.lengths
         self.valid = torch.arange(self.width, device=batch.device) < batch.lengths.unsqueeze(-1)
         super().__init__(batch.lengths.shape, torch.Size([self.width]), validate_args=False)
 
@@ -49,17 +49,11 @@ class SequentialOrders(OrderDistribution):
 
     def log_prob_steps(self, orders: torch.Tensor) -> torch.Tensor:
         """``[..., B, L]`` per-step log-probabilities, all prefixes scored in one batched pass."""
-        shape = orders.shape
-        flat = orders.reshape(-1, self.width)  # rows k * B + b
-        ranks = torch.empty_like(flat).scatter_(1, flat, torch.arange(self.width, device=flat.device).expand_as(flat))
-        steps = torch.arange(self.width, device=flat.device)
-        inserted = ranks.unsqueeze(1) < steps.view(1, -1, 1)  # [R, step, L]
-        inserted = inserted & self.valid.repeat(flat.shape[0] // self.batch_shape[0], 1).unsqueeze(1)
-        rows = inserted.permute(1, 0, 2).reshape(-1, self.width)  # [step * R + r]: still aligned with the batch
-        log_probs = self._log_probs(rows).view(self.width, flat.shape[0], self.width).permute(1, 0, 2)
-        chosen = log_probs.gather(2, flat.unsqueeze(-1)).squeeze(-1)  # [R, step]
-        live = self.valid.repeat(flat.shape[0] // self.batch_shape[0], 1)
-        return torch.where(live, chosen, torch.zeros_like(chosen)).reshape(shape)
+        return self.log_prob_steps_and_next(orders)[0]
+
+    def log_prob_steps_and_next(self, orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        all_next = self.all_next_index_log_probs(orders)  # the L prefix sets of every order, one batched pass
+        return self._chosen_steps(all_next, orders), all_next
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape

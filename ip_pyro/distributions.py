@@ -8,7 +8,11 @@ Every order distribution here (and every object a guide's ``order_distribution``
 * ``log_prob_steps(orders)`` -> ``[..., L]``: ``log q(orders[t] | orders[:t])`` per step, 0 on padding steps;
 * ``next_index_log_probs(inserted)`` -> ``[..., L]``: ``log q(next = j | inserted)``, ``-inf`` on inserted
   and padding positions. ``inserted`` is a bool mask ``[..., L]``; its rows may also be ``k * B`` rows of a
-  batch repeated particle-major (row ``m * B + b`` belongs to sequence ``b``).
+  batch repeated particle-major (row ``m * B + b`` belongs to sequence ``b``). A history-dependent distribution
+  (the pointer guide's), whose next position depends on the order written and not only on the set, refuses it;
+* ``all_next_index_log_probs(orders)`` -> ``[..., L, L]``: every step's ``log q(sigma_t = j | sigma_<t)`` (step,
+  position) for orders ``[..., B, L]``, which every distribution answers (the ELBO's closed form reads it);
+* ``log_prob_steps_and_next(orders)``: both of the above, from one pass where a distribution can.
 """
 from __future__ import annotations
 
@@ -90,6 +94,31 @@ class OrderDistribution(TorchDistribution):
             copies = particle_copies(rows[0], size)
             return inserted.reshape(copies, size, inserted.shape[-1]), inserted.shape
         return inserted, None
+
+    def all_next_index_log_probs(self, orders: torch.Tensor) -> torch.Tensor:
+        """``[..., B, L, L]``: ``log q(sigma_t = j | sigma_<t)`` at every step ``t`` of the orders ``[..., B, L]``
+        (``-inf`` on written and padding positions; rows of padding steps are not used). This default asks
+        ``next_index_log_probs`` for the ``L`` prefix sets of every order in one call, step-major (row
+        ``t * R + r``, still particle-major aligned with the batch)."""
+        shape, width = orders.shape, orders.shape[-1]
+        flat = orders.reshape(-1, width)
+        steps = torch.arange(width, device=flat.device)
+        ranks = torch.empty_like(flat).scatter_(1, flat, steps.expand_as(flat))
+        inserted = (ranks.unsqueeze(0) < steps.view(-1, 1, 1)).reshape(-1, width)  # [t * R + r, L]
+        log_probs = self.next_index_log_probs(inserted).view(width, flat.shape[0], width).transpose(0, 1)
+        return log_probs.reshape(shape + (width,))
+
+    def log_prob_steps_and_next(self, orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob_steps(orders), all_next_index_log_probs(orders))``; a distribution whose steps come from
+        the same pass overrides it with :meth:`_chosen_steps` (one pass for both)."""
+        return self.log_prob_steps(orders), self.all_next_index_log_probs(orders)
+
+    def _chosen_steps(self, all_next: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        """``log q(sigma_t | sigma_<t)`` ``[..., B, L]`` read from every step's distribution ``[..., B, L, L]``; 0 on
+        padding steps (``lengths`` is the distribution's ``[B]`` lengths)."""
+        chosen = all_next.gather(-1, orders.unsqueeze(-1)).squeeze(-1)
+        valid = _valid_mask(self.lengths, orders.shape[-1]).expand(orders.shape)
+        return torch.where(valid, chosen, torch.zeros_like(chosen))
 
     def _row_sequences(self, rows: int, device, begin: int = 0) -> torch.Tensor:
         """The sequence of each of rows ``begin .. begin + rows - 1`` of a ``k * B`` particle-major stack."""

@@ -133,7 +133,10 @@ class InsertionELBO(SurrogateObjective):
             orders = q.sample((particles,))
         if orders.shape != (particles, size, width):
             raise ValueError(f"orders must have shape {(particles, size, width)}, got {tuple(orders.shape)}")
-        step_log_q = q.log_prob_steps(orders)  # [M, B, L]
+        if self.closed_form:  # every step's next-index distribution, from the same pass where the guide allows
+            step_log_q, all_next = q.log_prob_steps_and_next(orders)  # [M, B, L], [M, B, L, L]
+        else:
+            step_log_q, all_next = q.log_prob_steps(orders), None
         if self.step_sampling == "all":
             steps = torch.arange(width + 1, device=batch.device).unsqueeze(-1).expand(width + 1, size)
             live = steps <= lengths
@@ -152,9 +155,15 @@ class InsertionELBO(SurrogateObjective):
         rows = orders.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
         rows_log_q = step_log_q.unsqueeze(1).expand(particles, horizon, size, width).reshape(count, width)
         scores = self._all_scores(model, batch, orders) if self.step_sampling == "all" else None
-        rewards, prefix = self._step_terms(model, q, batch, rows, steps.expand(particles, horizon, size).reshape(-1),
-                                           rows_log_q, scores)
+        row_steps = steps.expand(particles, horizon, size).reshape(-1)
         shape = (particles, horizon, size)
+        next_log_q = None
+        if all_next is not None:  # row (m, h, b): sequence b's next-index distribution after order m's prefix
+            particle = torch.arange(particles, device=batch.device).view(-1, 1, 1).expand(shape).reshape(-1)
+            sequence = torch.arange(size, device=batch.device).expand(shape).reshape(-1)
+            last = row_steps.clamp(max=width - 1)  # the stop step t = L reads no next index
+            next_log_q = all_next[particle, sequence, last] if width else all_next.new_zeros(count, 0)
+        rewards, prefix = self._step_terms(model, batch, rows, row_steps, rows_log_q, scores, next_log_q)
         rewards = rewards.view(shape).masked_fill(~live, 0.0) * weight
         prefix = prefix.view(shape)
         # the stop term at t = L is a function of x alone for a canvas-Markov model; a history-dependent model
@@ -181,9 +190,10 @@ class InsertionELBO(SurrogateObjective):
             return field.reshape(particles * (width + 1) * size, *field.shape[3:])
         return type(scores)(*(rows(field) for field in scores))
 
-    def _step_terms(self, model, q, batch, orders, steps, step_log_q, scores=None):
+    def _step_terms(self, model, batch, orders, steps, step_log_q, scores=None, next_log_q=None):
         """``F_t`` and ``log q(prefix)`` for rows ``orders`` ``[N, L]`` at ``steps`` ``[N]`` (rows aligned with
-        ``batch.repeat``); ``scores``: the steps' ``StepLogProbs`` when already computed."""
+        ``batch.repeat``); ``scores``: the steps' ``StepLogProbs`` when already computed; ``next_log_q``: the
+        guide's next-index distribution after each row's prefix ``[N, L]`` (needed in closed form)."""
         lengths = batch.lengths.repeat(orders.shape[0] // batch.batch_size)
         inserted = inserted_before(orders, lengths, steps)
         if scores is None:
@@ -192,8 +202,7 @@ class InsertionELBO(SurrogateObjective):
         before = torch.arange(width, device=orders.device) < steps.unsqueeze(-1)
         growing = steps < lengths
         if self.closed_form:
-            next_log_q = q.next_index_log_probs(inserted)
-            candidate = torch.isfinite(next_log_q)
+            candidate = torch.isfinite(next_log_q) & growing.unsqueeze(-1)  # the stop step reads no next index
             safe_log_q = next_log_q.masked_fill(~candidate, 0.0)
             safe_insert = scores.insert.masked_fill(~candidate, 0.0)
             weights = safe_log_q.exp().masked_fill(~candidate, 0.0)

@@ -30,6 +30,10 @@ class OrderScorer(nn.Module):
     def forward(self, tokens, lengths, prompt=None, prompt_lengths=None, inserted=None):
         """Scores ``[N, L]``; ``inserted`` (bool ``[N, L]``, optional) marks positions already on the canvas
         (a third segment embedding), for state-dependent order policies."""
+        return self.score(self.encode(tokens, lengths, prompt, prompt_lengths, inserted)[:, 1:]).squeeze(-1)
+
+    def encode(self, tokens, lengths, prompt=None, prompt_lengths=None, inserted=None):
+        """The encoder's states of ``[BOS ; x]``: ``[N, L + 1, D]`` (BOS first; it has read the prompt and ``x``)."""
         rows, width = tokens.shape
         device = tokens.device
         prompt, prompt_lengths, prompt_valid = _layout_prompt(prompt, prompt_lengths, rows, device)
@@ -43,5 +47,4 @@ class OrderScorer(nn.Module):
             body_segments[:, 1:] += inserted.long()
         segments = torch.cat([torch.zeros_like(prompt), body_segments], dim=1)
         key_mask = torch.cat([prompt_valid, region <= lengths.unsqueeze(-1)], dim=1)
-        states = self.stack(ids, positions, segments, key_mask)[:, offset + 1:]
-        return self.score(states).squeeze(-1)
+        return self.stack(ids, positions, segments, key_mask)[:, offset:]

@@ -1,0 +1,153 @@
+"""The pointer network of the pointer guide: a causal stream over an insertion order that scores, at every step,
+the positions not yet written (see ``docs/method.md``, "The pointer guide").
+
+Inputs come from a bidirectional encoder of ``[prompt ; BOS ; x]`` run once per sequence: ``states`` ``[B, L, D]``
+(one per position of ``x``) and ``start`` ``[B, D]`` (BOS, which has read the prompt and ``x``). For an order
+``sigma`` the stream's items are ``start, sigma_0, ..., sigma_{L-2}`` (item ``t + 1`` is the position written at
+step ``t``, with how it was written: which canvas neighbours were already there, and the share of the canvas left
+of it); attention is causal over the steps, so the stream's state ``s_t`` after item ``t`` has read exactly
+``sigma_<t``. Step ``t`` scores a candidate position ``j`` as
+
+    score_t(j) = sum_f phi_f(t, j) <Q_f s_t, K_f h_j> / sqrt(r)
+
+over the features ``phi(t, j)`` of ``j``'s relation to what is written (1; left neighbour written; right neighbour
+written; the share of the written positions left of ``j``), all computed for every step at once from the order's
+ranks. The guide adds a static score per position (Plackett–Luce) and normalises over the unwritten positions.
+The query projections start at zero, so a fresh pointer guide is its Plackett–Luce part.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ip_pyro.networks.stack import Block, RMSNorm, _init_weights
+
+__all__ = ["OrderPointer", "PointerState", "candidate_features", "written_masks"]
+
+NUM_FEATURES = 4  # 1, left neighbour written, right neighbour written, share of the written positions on the left
+
+
+def written_masks(orders: torch.Tensor) -> torch.Tensor:
+    """``[R, L, L]``: entry ``[r, t, j]`` says position ``j`` was written before step ``t`` of order ``r`` ``[R, L]``
+    (padding positions ``j >= length`` sit at rank ``j`` and are never written before a valid step)."""
+    width = orders.shape[-1]
+    steps = torch.arange(width, device=orders.device)
+    ranks = torch.empty_like(orders).scatter_(-1, orders, steps.expand_as(orders))
+    return ranks.unsqueeze(-2) < steps.view(-1, 1)
+
+
+def candidate_features(written: torch.Tensor) -> torch.Tensor:
+    """``[..., L, F]`` features of each position's relation to a written set ``[..., L]`` (bool): 1, left
+    neighbour written, right neighbour written, share of the written positions that lie to its left."""
+    flags = written.to(torch.get_default_dtype())
+    none = torch.zeros_like(flags[..., :1])
+    left = torch.cat([none, flags[..., :-1]], dim=-1)
+    right = torch.cat([flags[..., 1:], none], dim=-1)
+    written_left = flags.cumsum(-1) - flags
+    share = written_left / flags.sum(-1, keepdim=True).clamp(min=1.0)
+    return torch.stack([torch.ones_like(flags), left, right, share], dim=-1)
+
+
+class PointerState:
+    """KV-cached stream of ``R`` rows: the blocks' ``caches``, the positions ``written`` so far ``[R, L]`` (bool),
+    the last stream state ``query`` ``[R, D]`` and the number of ``items`` read (the start item included)."""
+
+    def __init__(self, caches: list, written: torch.Tensor, query: torch.Tensor, items: int):
+        self.caches, self.written, self.query, self.items = caches, written, query, items
+
+
+class OrderPointer(nn.Module):
+    """The causal stream and pointer scores (module docstring). ``n_layers`` stream blocks of width ``d_model``;
+    ``rank``: width ``r`` of each feature's query-key product."""
+
+    def __init__(self, d_model: int, n_heads: int, n_layers: int = 1, rank: int = 16, dropout: float = 0.0):
+        super().__init__()
+        self.rank = rank
+        self.item_in = nn.Linear(d_model, d_model)
+        self.first = nn.Parameter(torch.zeros(d_model))  # marks the start item
+        self.written_as = nn.Embedding(4, d_model)  # neighbours already written: none, left, right, both
+        self.share_in = nn.Linear(1, d_model, bias=False)  # share of the canvas left of the written position
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.norm = RMSNorm(d_model)
+        self.query = nn.Linear(d_model, NUM_FEATURES * rank, bias=False)
+        self.key = nn.Linear(d_model, NUM_FEATURES * rank)
+        head_dim = d_model // n_heads
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)),
+                             persistent=False)
+        self.apply(_init_weights)
+        for block in self.blocks:
+            for projection in (block.attn.out, block.mlp.out):
+                nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * n_layers))
+        nn.init.zeros_(self.query.weight)  # a fresh guide is its static (Plackett-Luce) part
+
+    def keys(self, states: torch.Tensor) -> torch.Tensor:
+        """Per-feature keys ``[B, L, F, r]`` of the position states ``[B, L, D]``."""
+        return self.key(states).unflatten(-1, (NUM_FEATURES, self.rank))
+
+    def _rotary(self, steps: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = steps.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
+        angles = torch.cat([angles, angles], dim=-1)  # [T, hd], shared by the rows and heads
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def _item(self, position_states: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Items ``[..., D]`` for written positions' states ``[..., D]`` and their features when written ``[..., F]``."""
+        code = (features[..., 1] + 2 * features[..., 2]).long()
+        return self.item_in(position_states) + self.written_as(code) + self.share_in(features[..., 3:])
+
+    def _scores(self, stream: torch.Tensor, keys: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Pointer scores ``[R, T, L]`` from stream states ``[R, T, D]``, keys ``[R, L, F, r]`` and candidate
+        features ``[R, T, L, F]``."""
+        queries = self.query(stream).unflatten(-1, (NUM_FEATURES, self.rank))  # [R, T, F, r]
+        products = torch.einsum("rtfk,rjfk->rtjf", queries, keys) / math.sqrt(self.rank)
+        return (products * features.to(products.dtype)).sum(-1)
+
+    def forward(self, states: torch.Tensor, start: torch.Tensor, keys: torch.Tensor,
+                orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every step of ``R`` orders ``[R, L]`` in one pass, rows aligned with ``states`` ``[R, L, D]``,
+        ``start`` ``[R, D]`` and ``keys`` ``[R, L, F, r]``: pointer scores ``[R, L, L]`` (step, position) and the
+        written masks ``[R, L, L]``."""
+        rows, width = orders.shape
+        written = written_masks(orders)
+        features = candidate_features(written).to(states.dtype)  # [R, L, L, F]
+        if width == 0:
+            return states.new_zeros(rows, 0, 0), written
+        index = orders[:, :-1]
+        written_states = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+        written_features = features[:, :-1].gather(2, index[:, :, None, None].expand(-1, -1, 1, NUM_FEATURES))
+        items = torch.cat([(self.item_in(start) + self.first).unsqueeze(1),
+                           self._item(written_states, written_features.squeeze(2))], dim=1)
+        cos, sin = self._rotary(torch.arange(width, device=orders.device), items.dtype)
+        for block in self.blocks:
+            items = block(items, cos, sin, None, True)
+        return self._scores(self.norm(items), keys, features), written
+
+    # ------------------------------------------------------------------------ incremental sampling (KV cache)
+    def begin(self, start: torch.Tensor, width: int) -> PointerState:
+        """The stream after its start item, for rows ``start`` ``[R, D]`` over sequences of padded length ``width``."""
+        written = torch.zeros(start.shape[0], width, dtype=torch.bool, device=start.device)
+        return self._run((self.item_in(start) + self.first).unsqueeze(1), PointerState(
+            [{} for _ in self.blocks], written, start, 0))
+
+    def scores(self, state: PointerState, keys: torch.Tensor) -> torch.Tensor:
+        """Pointer scores ``[R, L]`` of the state's next step."""
+        features = candidate_features(state.written).to(keys.dtype)
+        return self._scores(state.query.unsqueeze(1), keys, features.unsqueeze(1)).squeeze(1)
+
+    def write(self, state: PointerState, states: torch.Tensor, positions: torch.Tensor) -> PointerState:
+        """Write ``positions`` ``[R]`` (states ``[R, L, D]``): the stream reads them as its next items."""
+        rows = torch.arange(positions.shape[0], device=positions.device)
+        features = candidate_features(state.written).to(states.dtype)[rows, positions]  # [R, F]
+        item = self._item(states[rows, positions], features).unsqueeze(1)
+        state.written = state.written.clone()
+        state.written[rows, positions] = True
+        return self._run(item, state)
+
+    def _run(self, item: torch.Tensor, state: PointerState) -> PointerState:
+        cos, sin = self._rotary(torch.tensor([state.items], device=item.device), item.dtype)
+        for block, cache in zip(self.blocks, state.caches):
+            item = block(item, cos, sin, None, False, cache)
+        state.query = self.norm(item)[:, 0]
+        state.items += 1
+        return state
