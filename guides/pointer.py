@@ -13,9 +13,10 @@ and the Plackett–Luce family is the special case ``pointer = 0``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.nn import pyro_method
-from torch.distributions import Categorical
 
 from ip_pyro.batch import Batch
 from ip_pyro.distributions import OrderDistribution, masked_log_softmax
@@ -72,19 +73,21 @@ class PointerOrders(OrderDistribution):
                          "set inserted: use all_next_index_log_probs(orders) (every step of given orders)")
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        """Orders ``[*sample_shape, B, L]``: ``L`` KV-cached stream steps, each a categorical over the unwritten
-        positions (padding steps keep the padding convention, step ``t`` at position ``t``)."""
+        """Orders ``[*sample_shape, B, L]``: ``L`` KV-cached stream steps, each a categorical (Gumbel-max) over the
+        unwritten positions (padding steps keep the padding convention, step ``t`` at position ``t``)."""
         shape = torch.Size(sample_shape) + self.batch_shape
         copies = shape.numel() // self.batch_shape[0] if self.batch_shape[0] else 0
+        rows = copies * self.batch_shape[0]
         with torch.no_grad():
-            orders, _ = self._decode(copies, lambda log_probs, step: Categorical(logits=log_probs).sample())
+            gumbel = -torch.empty(rows, self.width, self.width, device=self.valid.device).exponential_().log()
+            orders, _ = self._decode(copies, lambda scores, step: (scores + gumbel[:, step]).argmax(-1))
         return orders.reshape(shape + (self.width,))
 
     def greedy_order(self) -> torch.Tensor:
         """The order that takes the most probable position at every step ``[B, L]`` (a cheap stand-in for the
         mode of a history-dependent distribution)."""
         with torch.no_grad():
-            return self._decode(1, lambda log_probs, step: log_probs.argmax(-1))[0]
+            return self._decode(1, lambda scores, step: scores.argmax(-1))[0]
 
     def log_prob_stepwise(self, orders: torch.Tensor) -> torch.Tensor:
         """``log q(orders)`` ``[..., B]`` accumulated step by step through the KV-cached stream the sampler uses
@@ -92,11 +95,11 @@ class PointerOrders(OrderDistribution):
         shape = orders.shape
         flat = orders.reshape(-1, self.width)
         copies = flat.shape[0] // self.batch_shape[0] if self.batch_shape[0] else 0
-        return self._decode(copies, lambda log_probs, step: flat[:, step])[1].reshape(shape[:-1])
+        return self._decode(copies, lambda scores, step: flat[:, step], score=True)[1].reshape(shape[:-1])
 
-    def _decode(self, copies: int, choose) -> tuple[torch.Tensor, torch.Tensor]:
-        """Orders ``[copies * B, L]`` built step by step with ``choose(log_probs [R, L], step) -> positions [R]``,
-        and their ``log q`` ``[copies * B]``."""
+    def _decode(self, copies: int, choose, score: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Orders ``[copies * B, L]`` built step by step with ``choose(scores [R, L], step) -> positions [R]`` (scores
+        ``-inf`` where not allowed), and with ``score`` their ``log q`` ``[copies * B]`` (else zeros)."""
         states, start, keys, static, valid = self._rows(copies)
         orders = torch.arange(self.width, device=valid.device).repeat(valid.shape[0], 1)
         log_q = static.new_zeros(valid.shape[0])
@@ -105,11 +108,12 @@ class PointerOrders(OrderDistribution):
             live = valid[:, step]
             if not bool(live.any()):
                 break
-            log_probs = masked_log_softmax(static + self.pointer.scores(state, keys), valid & ~state.written)
-            safe = torch.where(live.unsqueeze(-1), log_probs, torch.zeros_like(log_probs))
-            position = torch.where(live, choose(safe, step), torch.full_like(live, step, dtype=torch.long))
+            scores, allowed = static + self.pointer.scores(state, keys), valid & ~state.written
+            position = torch.where(live, choose(scores.masked_fill(~allowed, -math.inf), step), step)
             orders[:, step] = position
-            log_q = log_q + torch.where(live, safe.gather(1, position.unsqueeze(-1)).squeeze(-1), 0.0)
+            if score:
+                chosen = masked_log_softmax(scores, allowed).gather(1, position.unsqueeze(-1)).squeeze(-1)
+                log_q = log_q + torch.where(live, chosen, 0.0)
             if step + 1 < self.width:
                 state = self.pointer.write(state, states, position)
         return orders, log_q
@@ -120,17 +124,20 @@ class PointerGuide(ScorerGuide):
     score of each unwritten position given the order so far (:mod:`guides.pointer`).
 
     Arguments as :class:`ip_pyro.guides.base.ScorerGuide`, and
-    :param stream_layers: causal blocks in the stream over the order (its width is ``d_model``).
+    :param stream_width, stream_heads, stream_layers: the causal stream over the order (narrower than the encoder:
+        it runs once per order, the encoder once per string).
     :param rank: width of each feature's query-key product.
     Starts at the uniform order. ``log_prob`` and every step's next-position distribution take one encoder pass
     and one stream pass; sampling takes one encoder pass and ``L`` cached stream steps.
     """
 
-    def __init__(self, vocab_size: int, *, stream_layers: int = 1, rank: int = 16, **sizes):
-        check_network_sizes(stream_layers=stream_layers, rank=rank)
+    def __init__(self, vocab_size: int, *, stream_width: int = 32, stream_heads: int = 2, stream_layers: int = 1,
+                 rank: int = 16, **sizes):
+        check_network_sizes(d_model=stream_width, n_heads=stream_heads, n_layers=stream_layers, rank=rank)
         super().__init__(vocab_size, **sizes)
-        self.config.update(stream_layers=stream_layers, rank=rank)
-        self.pointer = OrderPointer(self.config["d_model"], self.config["n_heads"], stream_layers, rank,
+        self.config.update(stream_width=stream_width, stream_heads=stream_heads, stream_layers=stream_layers,
+                           rank=rank)
+        self.pointer = OrderPointer(self.config["d_model"], stream_width, stream_heads, stream_layers, rank,
                                     self.config["dropout"])
 
     @pyro_method

@@ -171,22 +171,21 @@ def test_registry_checkpoint_and_arviz(tmp_path):
     assert 0.0 < diagnostics.guide_order_entropy(guide, batch) < 1.0
 
 
-def test_order_mh_with_pointer_proposals_targets_the_exact_posterior():
-    """Independence proposals from the pointer guide are only correct when its log q is: the chain's
-    insertion-step marginals must approach the exact posterior's."""
-    import numpy as np
-
+def test_order_mh_takes_independence_proposals_from_the_pointer_guide():
+    """OrderMH is exact given a proposal's sampler and log q agree (its own test, tests/test_diagnostics.py); here
+    the pointer guide's do (tests above), so this checks the plumbing: proposals drawn and accepted, permutations
+    out, ArviZ in."""
+    from ip_pyro import diagnostics
     from ip_pyro.infer import OrderMH
-    from test_diagnostics import exact_marginals
 
     model = tiny_model(vocab_size=3, max_length=6, scale=0.8)
-    guide = tiny_pointer(max_length=6, scale=1.0).float()
-    batch = collate([[0, 1, 2, 1, 0]])
-    exact = exact_marginals(model, batch)
+    guide = tiny_pointer(max_length=6, scale=0.5).float()
+    batch = collate([[0, 2, 1, 0]])
     pyro.set_rng_seed(1)
-    kernel = OrderMH(model, guide, independence_prob=0.8)
-    mcmc = pyro.infer.MCMC(kernel, num_samples=800, warmup_steps=100, num_chains=2, disable_progbar=True)
+    kernel = OrderMH(model, guide, independence_prob=1.0)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=60, warmup_steps=10, num_chains=1, disable_progbar=True)
     mcmc.run(batch)
-    steps = mcmc.get_samples()["insertion_step"].numpy()
-    empirical = np.stack([(steps == s).mean(0) for s in range(5)], axis=-1)
-    assert (0.5 * np.abs(empirical - exact).sum(-1)).max() < 0.1
+    assert kernel.acceptance_rates()["independence"] > 0.05
+    steps = mcmc.get_samples()["insertion_step"]
+    assert bool((steps.sort(-1).values == torch.arange(4)).all())
+    assert "insertion_step" in diagnostics.mcmc_to_inference_data(mcmc, batch).posterior

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ip_pyro.networks.stack import Block, RMSNorm, _init_weights
@@ -42,12 +43,9 @@ def candidate_features(written: torch.Tensor) -> torch.Tensor:
     """``[..., L, F]`` features of each position's relation to a written set ``[..., L]`` (bool): 1, left
     neighbour written, right neighbour written, share of the written positions that lie to its left."""
     flags = written.to(torch.get_default_dtype())
-    none = torch.zeros_like(flags[..., :1])
-    left = torch.cat([none, flags[..., :-1]], dim=-1)
-    right = torch.cat([flags[..., 1:], none], dim=-1)
-    written_left = flags.cumsum(-1) - flags
-    share = written_left / flags.sum(-1, keepdim=True).clamp(min=1.0)
-    return torch.stack([torch.ones_like(flags), left, right, share], dim=-1)
+    padded = F.pad(flags, (1, 1))
+    share = (flags.cumsum(-1) - flags) / flags.sum(-1, keepdim=True).clamp(min=1.0)
+    return torch.stack([torch.ones_like(flags), padded[..., :-2], padded[..., 2:], share], dim=-1)
 
 
 class PointerState:
@@ -56,24 +54,28 @@ class PointerState:
 
     def __init__(self, caches: list, written: torch.Tensor, query: torch.Tensor, items: int):
         self.caches, self.written, self.query, self.items = caches, written, query, items
+        self.features = None  # the candidates' features at the last scored step [R, L, F]
+        self.rotary = None  # the stream's rotary tables (cos, sin) [L, head_dim]
 
 
 class OrderPointer(nn.Module):
-    """The causal stream and pointer scores (module docstring). ``n_layers`` stream blocks of width ``d_model``;
-    ``rank``: width ``r`` of each feature's query-key product."""
+    """The causal stream and pointer scores (module docstring): ``n_layers`` stream blocks of ``width`` with
+    ``n_heads`` heads over items projected from the encoder's ``d_model``; ``rank``: width ``r`` of each feature's
+    query-key product."""
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int = 1, rank: int = 16, dropout: float = 0.0):
+    def __init__(self, d_model: int, width: int = 32, n_heads: int = 2, n_layers: int = 1, rank: int = 16,
+                 dropout: float = 0.0):
         super().__init__()
         self.rank = rank
-        self.item_in = nn.Linear(d_model, d_model)
-        self.first = nn.Parameter(torch.zeros(d_model))  # marks the start item
-        self.written_as = nn.Embedding(4, d_model)  # neighbours already written: none, left, right, both
-        self.share_in = nn.Linear(1, d_model, bias=False)  # share of the canvas left of the written position
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
-        self.norm = RMSNorm(d_model)
-        self.query = nn.Linear(d_model, NUM_FEATURES * rank, bias=False)
+        self.item_in = nn.Linear(d_model, width)
+        self.first = nn.Parameter(torch.zeros(width))  # marks the start item
+        self.written_as = nn.Embedding(4, width)  # neighbours already written: none, left, right, both
+        self.share_in = nn.Linear(1, width, bias=False)  # share of the canvas left of the written position
+        self.blocks = nn.ModuleList(Block(width, n_heads, dropout) for _ in range(n_layers))
+        self.norm = RMSNorm(width)
+        self.query = nn.Linear(width, NUM_FEATURES * rank, bias=False)
         self.key = nn.Linear(d_model, NUM_FEATURES * rank)
-        head_dim = d_model // n_heads
+        head_dim = width // n_heads
         self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)),
                              persistent=False)
         self.apply(_init_weights)
@@ -86,9 +88,10 @@ class OrderPointer(nn.Module):
         """Per-feature keys ``[B, L, F, r]`` of the position states ``[B, L, D]``."""
         return self.key(states).unflatten(-1, (NUM_FEATURES, self.rank))
 
-    def _rotary(self, steps: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = steps.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
-        angles = torch.cat([angles, angles], dim=-1)  # [T, hd], shared by the rows and heads
+    def _rotary(self, count: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary tables ``[count, head_dim]`` for stream positions ``0 .. count - 1``."""
+        angles = torch.arange(count, device=device, dtype=self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
+        angles = torch.cat([angles, angles], dim=-1)  # shared by the rows and heads
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def _item(self, position_states: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -118,7 +121,7 @@ class OrderPointer(nn.Module):
         written_features = features[:, :-1].gather(2, index[:, :, None, None].expand(-1, -1, 1, NUM_FEATURES))
         items = torch.cat([(self.item_in(start) + self.first).unsqueeze(1),
                            self._item(written_states, written_features.squeeze(2))], dim=1)
-        cos, sin = self._rotary(torch.arange(width, device=orders.device), items.dtype)
+        cos, sin = self._rotary(width, items.dtype, orders.device)
         for block in self.blocks:
             items = block(items, cos, sin, None, True)
         return self._scores(self.norm(items), keys, features), written
@@ -127,25 +130,26 @@ class OrderPointer(nn.Module):
     def begin(self, start: torch.Tensor, width: int) -> PointerState:
         """The stream after its start item, for rows ``start`` ``[R, D]`` over sequences of padded length ``width``."""
         written = torch.zeros(start.shape[0], width, dtype=torch.bool, device=start.device)
-        return self._run((self.item_in(start) + self.first).unsqueeze(1), PointerState(
-            [{} for _ in self.blocks], written, start, 0))
-
-    def scores(self, state: PointerState, keys: torch.Tensor) -> torch.Tensor:
-        """Pointer scores ``[R, L]`` of the state's next step."""
-        features = candidate_features(state.written).to(keys.dtype)
-        return self._scores(state.query.unsqueeze(1), keys, features.unsqueeze(1)).squeeze(1)
-
-    def write(self, state: PointerState, states: torch.Tensor, positions: torch.Tensor) -> PointerState:
-        """Write ``positions`` ``[R]`` (states ``[R, L, D]``): the stream reads them as its next items."""
-        rows = torch.arange(positions.shape[0], device=positions.device)
-        features = candidate_features(state.written).to(states.dtype)[rows, positions]  # [R, F]
-        item = self._item(states[rows, positions], features).unsqueeze(1)
-        state.written = state.written.clone()
-        state.written[rows, positions] = True
+        item = (self.item_in(start) + self.first).unsqueeze(1)
+        state = PointerState([{} for _ in self.blocks], written, start, 0)
+        state.rotary = self._rotary(max(width, 1), item.dtype, item.device)
         return self._run(item, state)
 
+    def scores(self, state: PointerState, keys: torch.Tensor) -> torch.Tensor:
+        """Pointer scores ``[R, L]`` of the state's next step (the candidates' features are kept for ``write``)."""
+        state.features = candidate_features(state.written).to(keys.dtype)
+        return self._scores(state.query.unsqueeze(1), keys, state.features.unsqueeze(1)).squeeze(1)
+
+    def write(self, state: PointerState, states: torch.Tensor, positions: torch.Tensor) -> PointerState:
+        """Write ``positions`` ``[R]`` (states ``[R, L, D]``) chosen after ``scores``: the stream reads them next."""
+        index = positions.unsqueeze(-1)
+        features = state.features.gather(1, index.unsqueeze(-1).expand(-1, -1, NUM_FEATURES)).squeeze(1)
+        chosen = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1])).squeeze(1)
+        state.written = state.written.scatter(1, index, True)
+        return self._run(self._item(chosen, features).unsqueeze(1), state)
+
     def _run(self, item: torch.Tensor, state: PointerState) -> PointerState:
-        cos, sin = self._rotary(torch.tensor([state.items], device=item.device), item.dtype)
+        cos, sin = (table[state.items: state.items + 1] for table in state.rotary)
         for block, cache in zip(self.blocks, state.caches):
             item = block(item, cos, sin, None, False, cache)
         state.query = self.norm(item)[:, 0]
