@@ -20,6 +20,9 @@ and summarised by medians). Sections:
 * decoders (``benchmarks/decoders.py``): the canvas and the insertion-causal decoder against FO-ARM at QM9 and
   star-hard shapes: training steps per scored order (ELBO M = 2, RWS K = 4), sampling tokens/s, activation memory,
   and one order's cost at L = 16, 64, 256 (``decoders.qm9.step_over_fo_arm.causal_rws_k4``, ...);
+* guides (``benchmarks/guide_cost.py``): the Plackett–Luce, pointer and sequential guides drawing K = 4 orders
+  with ``log q`` and its backward pass, and the ELBO's M = 2 with every step's next-position distribution
+  (``guides.qm9.over_pl.pointer/rws_k4``, ...);
 * scaling: step time against sequence length (16 ... 256) and batch size;
 * FLOP/s: FLOPs of one training step (``torch.utils.flop_counter``) over its time, as a fraction of this machine's
   measured matmul throughput.
@@ -42,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import decoders  # noqa: E402  (the two IP decoders against FO-ARM)
+import guide_cost  # noqa: E402  (the learned guides against each other)
 import train_step  # noqa: E402  (the training-step benchmark, reused as the first section)
 
 from ip_pyro.guides import PlackettLuceGuide  # noqa: E402
@@ -371,6 +375,9 @@ def main(args) -> dict:
     print("== decoders: canvas vs insertion-causal vs FO-ARM")
     decoder_result = decoders.run(args)
     decoders.report(decoder_result)
+    print("== guides: Plackett-Luce vs pointer vs sequential")
+    guide_result = guide_cost.run(args)
+    guide_cost.report(guide_result)
     print("== scaling")
     scaling = scaling_section(args)
     for axis, entries in scaling.items():
@@ -391,7 +398,7 @@ def main(args) -> dict:
         "elbo_speedup_over_tracegraph": training["elbo_speedup_over_tracegraph"],
         "training": {**training, **{task: entry["training"] for task, entry in cache.items()}},
         "memory": memory, "sampling": {**sampling, **{task: entry["sampling"] for task, entry in cache.items()}},
-        "scaling": scaling, "flops": flops, "decoders": decoder_result,
+        "scaling": scaling, "flops": flops, "decoders": decoder_result, "guides": guide_result,
         "seconds": time.perf_counter() - started,
     }
     print(f"train_step_ratio_ip_over_arm {report['train_step_ratio_ip_over_arm']:.2f} (target <= 1.5), "
@@ -408,7 +415,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller grid (< 3 min on 2 cores)")
     decoders.add_size_arguments(parser)
-    args = decoders.configure(parser.parse_args(argv))
+    args = guide_cost.configure(decoders.configure(parser.parse_args(argv)))
     if args.quick:
         args.cache_samples, args.cache_batch, args.cache_repeats = 200, 8, 1
         args.rounds, args.repeats, args.samples, args.sampling_rounds = 2, 4, 1000, 1

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["relative_ranks", "plot_rank_heatmap", "plot_token_class_timing", "plot_path_growth", "first_landmarks",
-           "smiles_token_class", "order_statistics", "describe_order"]
+           "smiles_token_class", "order_statistics", "modal_order_share", "describe_order"]
 
 
 def relative_ranks(steps: np.ndarray) -> np.ndarray:
@@ -209,12 +209,29 @@ def plot_path_growth(steps: np.ndarray, path, *, landmarks: Optional[Sequence[di
     return _save(figure, path)
 
 
+def modal_order_share(steps: np.ndarray) -> float:
+    """Mean over the sequences with two or more tokens of the share of draws ``(..., draws, B, L)`` that equal the
+    sequence's most frequent order: 1 when the guide writes each sequence one way, about ``1 / L!`` when random."""
+    flat = steps.reshape(-1, *steps.shape[-2:])
+    shares = []
+    for sequence in range(flat.shape[1]):
+        length = int(np.sum(np.isfinite(flat[0, sequence])))
+        if length < 2:
+            continue
+        _, counts = np.unique(flat[:, sequence, :length], axis=0, return_counts=True)
+        shares.append(counts.max() / flat.shape[0])
+    return float(np.mean(shares)) if shares else float("nan")
+
+
 def describe_order(steps: np.ndarray) -> str:
-    """One sentence, in words, of the order the draws prefer."""
+    """One sentence, in words, of the order the draws ``(..., draws, B, L)`` prefer: a positional pattern when
+    there is one; otherwise whether each sequence is still written one way (a concentrated guide is never called
+    random) or the order is close to random."""
     stats = order_statistics(steps)
     if not stats["direction"].size:
         return "no sequence has two or more tokens; there is no order to describe"
     direction, outward = float(stats["direction"].mean()), float(stats["outward"].mean())
+    agreement = modal_order_share(steps)
     if direction > 0.6:
         words = "mostly left to right"
     elif direction < -0.6:
@@ -223,8 +240,12 @@ def describe_order(steps: np.ndarray) -> str:
         words = "mostly from the middle outwards"
     elif outward < -0.6:
         words = "mostly from the ends inwards"
+    elif agreement >= 0.5:
+        words = (f"one order per sequence ({agreement:.0%} of draws are the sequence's most frequent order) "
+                 "without a single positional pattern across sequences")
     else:
-        words = "no single positional pattern (close to a random order)"
+        words = (f"no single positional pattern, and {agreement:.0%} of draws are the sequence's most frequent "
+                 "order" + (" (close to a random order)" if agreement < 0.1 else ""))
     return (f"{words}: mean rank correlation of position and insertion step {direction:+.2f}, of distance from "
             f"the centre and insertion step {outward:+.2f}; the first token lands in the left third "
             f"{np.mean(stats['start'] < 1 / 3):.0%} of the time, the right third "

@@ -75,7 +75,7 @@ def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_p
 
     args = guide_learning.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--seeds", "0", "1",
                                       "--settings", "ELBO, left to right", "RWS K=2", "RWS K=4, sampled-step gradient",
-                                      "RWS K=4, sequential guide",
+                                      "RWS K=4, sequential guide", "RWS K=4, pointer guide",
                                       "--json", str(tmp_path / "out.json")])
     results = guide_learning.main(args)
     assert results["ELBO, left to right"]["relative_order_entropy"]["max"] == 0.0
@@ -244,3 +244,17 @@ def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
         assert abs(entry["sampling_causal_over_fo_arm"] - rates["causal"] / rates["fo_arm_kv_cache"]) < 1e-12
     assert set(result["growth"]) == {6} and set(result["growth"][6]["seconds"]) == {"fo_arm", "canvas", "causal"}
     decoders.report(result)
+
+
+def test_guide_cost_section_times_every_guide_against_plackett_luce():
+    import guide_cost
+
+    args = guide_cost.parse_args(["--quick", "--batch-size", "2", "--guide-d-model", "16", "--guide-layers", "1"])
+    args.guide_settings = dict(rounds=1, repeats=1)
+    result = guide_cost.run(args)
+    for shape in ("qm9", "star-hard"):
+        entry = result[shape]
+        assert set(entry["seconds"]) == {f"{g}/{op}" for g in guide_cost.GUIDES for op in ("rws_k4", "elbo_m2")}
+        assert entry["over_pl"]["pl/rws_k4"] == 1.0 and all(value > 0 for value in entry["seconds"].values())
+    guide_cost.report(result)
+
