@@ -20,11 +20,11 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
-from ip_pyro.batch import Batch
+from ip_pyro.batch import Batch, check_batch
 from ip_pyro.distributions import FixedOrder
 from ip_pyro.networks import OrderScorer, check_max_positions, check_network_sizes
 from ip_pyro.orders import orders_to_slots, pad_orders
-from ip_pyro.utils import check_same_device, unique_pyro_name
+from ip_pyro.utils import unique_pyro_name
 
 __all__ = ["OrderGuide", "FixedOrderGuide", "ScorerGuide"]
 
@@ -110,7 +110,4 @@ class ScorerGuide(OrderGuide):
 
     def _check(self, batch: Batch) -> None:
         super()._check(batch)
-        check_same_device(batch, self, "guide")
-        if batch.max_length and int(batch.lengths.max()) > self.max_length:
-            raise ValueError(f"a sequence has length {int(batch.lengths.max())} > the guide's "
-                             f"max_length={self.max_length}; build the guide with a larger max_length")
+        check_batch(batch, self.vocab_size, self.max_length, module=self, component="guide")

@@ -14,7 +14,7 @@ import torch
 
 from ip_pyro.utils import check_same_device
 
-__all__ = ["Batch", "collate", "check_batch"]
+__all__ = ["Batch", "collate", "check_batch", "check_model_and_guide"]
 
 
 @dataclass
@@ -172,13 +172,14 @@ def collate(sequences, prompts=None, *, vocab_size: Optional[int] = None) -> Bat
 
 
 def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: bool = True,
-                module: torch.nn.Module = None) -> None:
-    """One-line ``ValueError`` for a batch a model cannot score: shapes, dtypes, lengths and every id, padding
-    included (cheap tensor checks, always on); with ``module``, also that the batch is on the module's device."""
+                module: torch.nn.Module = None, component: str = "model") -> None:
+    """One-line ``ValueError`` for a batch a model (or guide: ``component``) cannot score: shapes, dtypes, lengths
+    and every id, padding included (cheap tensor checks, always on); with ``module``, also that the batch is on the
+    module's device."""
     if not isinstance(batch, Batch):
         raise ValueError(f"expected an ip_pyro.Batch, got {type(batch).__name__}; build one with ip_pyro.collate")
     if module is not None:
-        check_same_device(batch, module, "model")
+        check_same_device(batch, module, component)
     if need_tokens and batch.tokens is None:
         raise ValueError("this needs a batch with tokens; build one with ip_pyro.collate(sequences)")
     for name in ("tokens", "lengths", "prompt", "prompt_lengths"):
@@ -192,8 +193,8 @@ def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: 
                              f"{batch.tokens.shape[0]} rows; build batches with ip_pyro.collate")
         longest = int(batch.lengths.max()) if batch.lengths.numel() else 0
         if longest > max_length:
-            raise ValueError(f"a sequence has length {longest} > max_length={max_length}; build the model with a "
-                             "larger max_length or drop long sequences")
+            raise ValueError(f"a sequence has length {longest} > the {component}'s max_length={max_length}; build the "
+                             f"{component} with a larger max_length or drop long sequences")
         if int(batch.lengths.min()) < 0 or longest > batch.tokens.shape[1]:
             raise ValueError("batch.lengths must lie in 0..tokens.shape[1]; build batches with ip_pyro.collate")
     if batch.prompt is not None and batch.prompt.shape[0] != batch.batch_size:
@@ -207,7 +208,46 @@ def check_batch(batch: Batch, vocab_size: int, max_length: int, *, need_tokens: 
         if bool(outside.any()):
             real = torch.arange(tensor.shape[1], device=tensor.device) < lengths.unsqueeze(-1)
             if bool(outside[real].any()):
-                raise ValueError(f"batch.{name} holds ids outside 0..{vocab_size - 1}; re-encode the data or build "
-                                 "the model with a larger vocab_size")
+                raise ValueError(f"batch.{name} holds ids outside the {component}'s 0..{vocab_size - 1}; re-encode "
+                                 f"the data or build the {component} with a larger vocab_size")
             raise ValueError(f"the padding of batch.{name} holds ids outside 0..{vocab_size - 1}; pad with 0 (as "
                              "ip_pyro.collate does)")
+
+
+def check_model_and_guide(model, guide, batch: Batch) -> None:
+    """Before an objective's step: one ``ValueError`` naming every component that cannot take ``batch`` or
+    disagrees with the other (vocabulary, ``max_length``, absolute positions for prompt + sequence), so that a user
+    fixes all of them at once. Components without ``vocab_size`` / ``max_length`` (the fixed-order guides) pass."""
+    components = {name: module for name, module in (("model", model), ("guide", guide))
+                  if getattr(module, "vocab_size", None) is not None}
+    if not isinstance(batch, Batch) or batch.tokens is None or not components:
+        return
+    problems = []
+    vocabularies = {name: int(module.vocab_size) for name, module in components.items()}
+    if len(set(vocabularies.values())) > 1:
+        problems.append("the model and guide disagree on the vocabulary (" + ", ".join(
+            f"{name} vocab_size={size}" for name, size in vocabularies.items()) + "); build both with the data's")
+    real = torch.arange(batch.max_length, device=batch.device) < batch.lengths.unsqueeze(-1)
+    highest = int(batch.tokens[real].max()) if bool(real.any()) else -1
+    if batch.prompt is not None and batch.prompt.numel():
+        prompt_real = torch.arange(batch.prompt.shape[1], device=batch.device) < batch.prompt_lengths.unsqueeze(-1)
+        highest = max(highest, int(batch.prompt[prompt_real].max()) if bool(prompt_real.any()) else -1)
+    small = [f"{name} vocab_size={size}" for name, size in vocabularies.items() if highest >= size]
+    if small:
+        problems.append(f"id {highest} is outside " + " and ".join(small) + f"; build with vocab_size >= {highest + 1}")
+    longest = int(batch.lengths.max()) if batch.batch_size else 0
+    short = [f"{name} max_length={module.max_length}" for name, module in components.items()
+             if longest > module.max_length]
+    if short:
+        problems.append(f"a sequence has length {longest} > " + " and ".join(short)
+                        + f"; build with max_length >= {longest}")
+    prompt = int(batch.prompt_lengths.max()) if batch.prompt is not None and batch.batch_size else 0
+    needed = prompt + longest + 2  # [prompt ; BOS ; sequence ; END]
+    positions = [f"{name} max_positions={module.config['max_positions']}" for name, module in components.items()
+                 if 0 < getattr(module, "config", {}).get("max_positions", 0) < needed]
+    if positions:
+        problems.append(f"a prompt of {prompt} and a sequence of {longest} tokens need {needed} absolute positions > "
+                        + " and ".join(positions) + f"; build with max_positions >= {needed}")
+    if problems:
+        raise ValueError("; ".join(problems))
+

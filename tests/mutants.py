@@ -4,9 +4,9 @@
     python tests/mutants.py --list     # the mutants and the tests that must catch them
     python tests/mutants.py 3 7        # only some
 
-Each mutant is one deliberate bug in ``ip_pyro/infer/``, ``ip_pyro/distributions.py`` or ``ip_pyro/orders.py``. The
-script copies the tracked files of the repository to a temporary folder, applies one mutant there, runs the test
-files that should catch it, and reports the mutant as *killed* (some test failed) or *survived*. Survivors are
+Each mutant is one deliberate bug in ``ip_pyro/infer/``, ``ip_pyro/distributions.py``, ``ip_pyro/orders.py`` or the
+pointer guide. The script copies the tracked files of the repository to a temporary folder, applies one mutant there,
+runs the test files that should catch it, and reports the mutant as *killed* (some test failed) or *survived*. Survivors are
 listed with their reason in ``docs/testing.md`` (the one survivor is an equivalent mutant, marked as such).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ESTIMATOR_TESTS = ["tests/test_elbo.py", "tests/test_estimator_statistics.py", "tests/test_numerics.py"]
 RWS_TESTS = ["tests/test_rws.py"]
 ORDER_TESTS = ["tests/test_orders.py", "tests/test_plackett_luce.py", "tests/test_model.py"]
+POINTER_TESTS = ["tests/test_pointer_guide.py"]
 
 # (what the bug is, file, exact text, replacement, tests that must catch it)
 MUTANTS = [
@@ -68,6 +69,17 @@ MUTANTS = [
      "remaining = chosen.flip(-1).logcumsumexp(-1).flip(-1)", "remaining = chosen.logcumsumexp(-1)", ORDER_TESTS),
     ("Gumbel noise at half scale", "ip_pyro/distributions.py", "self.logits.detach() + gumbel",
      "self.logits.detach() + 0.5 * gumbel", ORDER_TESTS),
+    ("pointer stream not causal (a step reads the order's later items)", "ip_pyro/networks/pointer.py",
+     "items = block(items, cos, sin, None, True)", "items = block(items, cos, sin, None, False)", POINTER_TESTS),
+    ("pointer sampler never marks a written position", "ip_pyro/networks/pointer.py",
+     "state.written = state.written.scatter(1, index, True)", "state.written = state.written", POINTER_TESTS),
+    ("pointer sampler's stream positions all 0", "ip_pyro/networks/pointer.py", "state.items += 1",
+     "state.items += 0", POINTER_TESTS),
+    ("pointer written mask includes the step's own position", "ip_pyro/networks/pointer.py",
+     "return ranks.unsqueeze(-2) < steps.view(-1, 1)", "return ranks.unsqueeze(-2) <= steps.view(-1, 1)",
+     POINTER_TESTS),
+    ("pointer sampler's Gumbel noise at half scale", "guides/pointer.py", "(scores + gumbel[:, step])",
+     "(scores + 0.5 * gumbel[:, step])", POINTER_TESTS),
 ]
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ip_pyro.guides import PlackettLuceGuide, UniformOrderGuide
 from ip_pyro import Batch, collate, slots_to_orders
-from ip_pyro.infer import InsertionELBO, exact_log_likelihood, importance_log_likelihood
+from ip_pyro.infer import InsertionELBO, InsertionRWS, exact_log_likelihood, importance_log_likelihood
 from ip_pyro.models import InsertionProcess, LeftToRightLM
 
 
@@ -28,9 +28,9 @@ CASES = [
     ("prompts wrong size", lambda: collate([[0], [1]], [[0]]), r"prompts has 1 entries but sequences has 2"),
     ("float tensor ids", lambda: collate([torch.tensor([0.0, 1.0])]), r"1-D integer tensor"),
     ("model sees id over vocab", lambda: model().step_log_probs(collate([[0, 9]]), torch.zeros(1, 2, dtype=torch.bool)),
-     r"ids outside 0..3; re-encode the data or build the model with a larger vocab_size"),
+     r"ids outside the model.s 0..3; re-encode the data or build the model with a larger vocab_size"),
     ("sequence longer than max_length", lambda: model().log_joint(collate([[0] * 6]), torch.arange(6)[None]),
-     r"length 6 > max_length=5; build the model with a larger max_length"),
+     r"length 6 > the model.s max_length=5; build the model with a larger max_length"),
     ("float token tensor", lambda: model()(Batch(tokens=torch.zeros(1, 2), lengths=torch.tensor([2]))),
      r"batch.tokens has dtype torch.float32.*torch.long"),
     ("prompt rows mismatch", lambda: model()(Batch(tokens=torch.zeros(2, 1, dtype=torch.long),
@@ -75,6 +75,19 @@ CASES = [
      r"the batch is on meta but the model is on cpu; call batch.to\('cpu'\)"),
     ("guide batch on another device", lambda: PlackettLuceGuide(4, d_model=8, n_layers=1, n_heads=2)
      .order_distribution(good_batch().to("meta")), r"the batch is on meta but the guide is on cpu"),
+    ("guide sees id over its vocab", lambda: PlackettLuceGuide(3, d_model=8, n_layers=1, n_heads=2)
+     .order_distribution(collate([[0, 3]])), r"ids outside the guide's 0..2; re-encode the data or build the guide"),
+    ("guide sees prompt id over its vocab", lambda: PlackettLuceGuide(4, d_model=8, n_layers=1, n_heads=2)
+     .order_distribution(collate([[0]], [[7]])), r"batch.prompt holds ids outside the guide's 0..3"),
+    ("model and guide vocabularies differ", lambda: InsertionELBO().loss(
+        model(), PlackettLuceGuide(6, d_model=8, n_layers=1, n_heads=2), good_batch()),
+     r"disagree on the vocabulary \(model vocab_size=4, guide vocab_size=6\)"),
+    ("every component too short, in one message", lambda: InsertionRWS(2).loss(
+        model(), PlackettLuceGuide(4, d_model=8, n_layers=1, n_heads=2, max_length=4), collate([[0] * 6])),
+     r"length 6 > model max_length=5 and guide max_length=4; build with max_length >= 6"),
+    ("ids over both vocabularies, in one message", lambda: importance_log_likelihood(
+        model(), PlackettLuceGuide(3, d_model=8, n_layers=1, n_heads=2), collate([[0, 5]]), 2),
+     r"disagree on the vocabulary .*; id 5 is outside model vocab_size=4 and guide vocab_size=3"),
     ("tokens of the wrong shape", lambda: Batch(tokens=torch.zeros(3, dtype=torch.long), lengths=torch.tensor([3])),
      r"tokens must be a \[B, L_max\] tensor"),
 ]

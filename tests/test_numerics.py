@@ -79,7 +79,7 @@ def test_padding_with_ids_outside_the_vocabulary_is_refused_in_one_line():
     batch = Batch(tokens=tokens, lengths=torch.tensor([2, 1]))
     with pytest.raises(ValueError, match="the padding of batch.tokens holds ids outside 0..2; pad with 0"):
         model.step_log_probs(batch, torch.zeros(2, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="batch.tokens holds ids outside 0..2; re-encode"):
+    with pytest.raises(ValueError, match="batch.tokens holds ids outside the model.s 0..2; re-encode"):
         model.log_joint(Batch(tokens=torch.tensor([[0, 4]]), lengths=torch.tensor([2])), torch.tensor([[0, 1]]))
 
 

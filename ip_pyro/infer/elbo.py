@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 import torch
 from pyro.infer import ELBO
 
-from ip_pyro.batch import Batch
+from ip_pyro.batch import Batch, check_model_and_guide
 from ip_pyro.orders import inserted_before
 
 __all__ = ["InsertionELBO", "ELBOEstimate", "SurrogateObjective", "draw_steps", "check_steps"]
@@ -125,6 +125,7 @@ class InsertionELBO(SurrogateObjective):
         """
         if not isinstance(batch, Batch) or batch.tokens is None:
             raise ValueError("InsertionELBO needs a batch with tokens; build one with ip_pyro.collate")
+        check_model_and_guide(model, guide, batch)
         particles = self.num_particles
         size, width = batch.tokens.shape
         lengths = batch.lengths

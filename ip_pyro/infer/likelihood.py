@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ip_pyro.batch import Batch
+from ip_pyro.batch import Batch, check_model_and_guide
 from ip_pyro.utils import evaluating
 
 __all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
@@ -175,6 +175,7 @@ def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, 
     """``log p(x, sigma_k) - log q(sigma_k | x)`` ``[K, B]`` for ``K = num_samples`` orders from the guide."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
+    check_model_and_guide(model, guide, batch)
     weights = []
     with evaluating(model, guide), torch.no_grad():
         q = guide.order_distribution(batch)

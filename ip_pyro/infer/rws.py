@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ip_pyro.batch import Batch
+from ip_pyro.batch import Batch, check_model_and_guide
 from ip_pyro.infer.elbo import InsertionELBO, SurrogateObjective, check_steps, draw_steps
 from ip_pyro.orders import inserted_before
 
@@ -117,6 +117,7 @@ class InsertionRWS(SurrogateObjective):
         """
         if not isinstance(batch, Batch) or batch.tokens is None:
             raise ValueError("InsertionRWS needs a batch with tokens; build one with ip_pyro.collate")
+        check_model_and_guide(model, guide, batch)
         particles = self.num_particles
         size, width = batch.tokens.shape
         q = guide.order_distribution(batch)
