@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -106,6 +107,7 @@ class Trainer:
                                  model_gradient=config.rws_gradient, num_steps=config.steps_per_order)
                     if guide is not None and config.objective == "rws" else None)
         self.step, self.epoch, self.position = 0, 0, 0
+        self._rws_cost_said = False  # the RWS step's cost is printed once per process, before its first RWS step
         self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
         self.history: list = []
@@ -206,6 +208,8 @@ class Trainer:
         try:
             out_of_time = self._out_of_time()
             while self.step < self.config.steps and not out_of_time:
+                if main and self.objective() is self.rws and self.rws is not None and not self._rws_cost_said:
+                    self._say_rws_cost()
                 tick = time.perf_counter()
                 objective = self.objective_name()
                 loss = self.train_step()
@@ -240,6 +244,36 @@ class Trainer:
             if self.step:
                 self.save()
         return self.history
+
+    def _say_rws_cost(self, repeats: int = 2) -> dict:
+        """Once, before the first RWS step of this process: time an RWS and an ELBO forward + backward on the same
+        batch (the first examples; random state, data position and gradients left as they were), print the ratio
+        and log it, so that nobody learns from the step counter what an RWS step costs."""
+        self._rws_cost_said = True
+        batch = self._collate(self.examples[: self.config.batch_size]).to(self.device)
+        seconds = {}
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for name, objective in (("rws", self.rws), ("elbo", self.elbo)):
+                times = []
+                for _ in range(repeats + 1):  # the first call warms up
+                    tick = time.perf_counter()
+                    (objective.differentiable_loss(self.model, self.guide, batch) / batch.batch_size).backward()
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    times.append(time.perf_counter() - tick)
+                seconds[name] = min(times[1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        ratio = seconds["rws"] / max(seconds["elbo"], 1e-9)
+        remaining = (self.config.steps - self.step) * seconds["rws"] / 60.0
+        print(f"InsertionRWS (K={self.config.particles}): a step's forward and backward take {seconds['rws']:.2f} s, "
+              f"{ratio:.1f}x an InsertionELBO step of this model and batch ({seconds['elbo']:.2f} s); the "
+              f"{self.config.steps - self.step} RWS steps left take about {remaining:.0f} min at this rate"
+              + (f" (the time limit is {self.config.time_limit:g} min)" if self.config.time_limit else ""),
+              file=sys.stderr)
+        record = {"step": self.step, "rws_step_s": round(seconds["rws"], 4), "elbo_step_s": round(seconds["elbo"], 4),
+                  "rws_over_elbo": round(ratio, 2)}
+        self._log(record)
+        return record
 
     def _out_of_time(self) -> bool:
         """Whether ``config.time_limit`` minutes of training time are spent (rank 0 decides for every rank).

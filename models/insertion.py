@@ -329,7 +329,8 @@ class InsertionProcess(PyroModule):
             probable slots when greedy, else ``k`` slots drawn without replacement), each with its own token drawn
             from ``p(token | slot)``. ``1`` (default) samples the model exactly; ``k > 1`` is an approximation that
             needs about ``k`` times fewer passes.
-        :returns: list of sequences (prompt-major when prompts are given).
+        :returns: one flat list of sequences; with prompts it is prompt-major: sample ``i`` of prompt ``p`` is entry
+            ``p * num_samples + i`` (``[out[p * k:(p + 1) * k] for p in range(len(prompt))]`` groups them).
         """
         if isinstance(insertions_per_step, bool) or not isinstance(insertions_per_step, int) \
                 or insertions_per_step < 1:

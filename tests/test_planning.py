@@ -314,7 +314,8 @@ def test_prompt_group_and_embed_std_reach_every_network_and_its_checkpoint(model
 
 
 @pytest.mark.parametrize("rws_gradient", ["full", "steps"])
-def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_exactly(rws_gradient, tmp_path):
+def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_exactly(rws_gradient, tmp_path,
+                                                                                       capsys):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
 
     def trainer(out):
@@ -329,6 +330,11 @@ def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_e
     history = straight.fit(progress=False)
     steps = [record for record in history if "loss" in record]
     assert [record["objective"] for record in steps] == ["elbo", "elbo", "rws", "rws", "rws", "rws"]
+    # the RWS step's cost is said once, before the first RWS step (and, below, changes no loss of the run)
+    (cost,) = [record for record in history if "rws_over_elbo" in record]
+    assert cost["step"] == 2 and cost["rws_step_s"] > 0 and cost["elbo_step_s"] > 0
+    said = capsys.readouterr().err
+    assert said.count("InsertionRWS (K=3): a step's forward and backward take") == 1 and "x an InsertionELBO" in said
     assert all(math.isfinite(record["loss"]) for record in steps)
     entropies = [record["order_entropy"] for record in history if "order_entropy" in record]
     assert len(entropies) == 3 and all(0.9 < value < 1.1 for value in entropies)  # a fresh guide: near uniform
