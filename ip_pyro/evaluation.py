@@ -28,18 +28,22 @@ def _sample_options(model, insertions_per_step: int) -> dict:
 
 
 def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
-           batch_size: int = 256, insertions_per_step: int = 1) -> list:
-    """Predicted targets for the prompts of ``examples`` (one per example)."""
+           batch_size: int = 256, insertions_per_step: int = 1, progress: bool = False) -> list:
+    """Predicted targets for the prompts of ``examples`` (one per example); ``progress``: a bar with an ETA."""
     options = _sample_options(model, insertions_per_step)
     predictions = []
+    bar = tqdm(total=len(examples), desc="decoding", unit="ex", disable=not progress, leave=False)
     for begin in range(0, len(examples), batch_size):
         prompts = [example["prompt"] for example in examples[begin:begin + batch_size]]
         predictions += model.sample(prompt=prompts, greedy=greedy, max_length=max_length, **options)
+        bar.update(len(prompts))
+    bar.close()
     return predictions
 
 
 def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", greedy: bool = True,
-                     nll_samples: int = 0, batch_size: int = 256, device=None, insertions_per_step: int = 1) -> dict:
+                     nll_samples: int = 0, batch_size: int = 256, device=None, insertions_per_step: int = 1,
+                     progress: bool = False) -> dict:
     """The task's metrics (stars: exact match, token accuracy, share of predicted edges in the graph; mazes: exact
     match, token accuracy, success, valid moves), the termination rate (stopped before the length limit), and
     (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP, exact for left-to-right)."""
@@ -47,7 +51,7 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
         raise ValueError("no examples to evaluate; check the split name and the data folder")
     with evaluating(model):
         predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, batch_size=batch_size,
-                             insertions_per_step=insertions_per_step)
+                             insertions_per_step=insertions_per_step, progress=progress)
     scores = [example_metrics(task, example, prediction) for example, prediction in zip(examples, predictions)]
     result = {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
     # stopped by itself: shorter than the decoding limit (models get slack beyond the longest target)

@@ -345,6 +345,9 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         saved = {key: value for key, value in state["config"].items() if key not in RUNTIME_KEYS}
         current = {key: value for key, value in asdict(self.config).items() if key in saved}
+        for config in (saved, current):  # where the data folder lies may change between sessions, what it holds not
+            if isinstance(config.get("extra"), dict):
+                config["extra"] = {key: value for key, value in config["extra"].items() if key != "data"}
         changed = sorted(key for key in saved if saved[key] != current[key])
         if changed:
             raise ValueError(f"the checkpoint was written with a different config ({', '.join(changed)}); "

@@ -1,6 +1,7 @@
 import json
 import math
 import random
+import shutil
 import time
 
 import pytest
@@ -216,6 +217,17 @@ def test_cli_data_train_eval_sample(decoder_flags, tmp_path, capsys):
     assert {"exact_match", "token_accuracy", "termination_rate", "edges_in_graph", "nll"} <= set(results)
     assert main(["sample", "--checkpoint", checkpoint, "--data", str(data), "-n", "3"]) == 0
     assert "source" in capsys.readouterr().out
+    # without --data, eval and sample read the folder the checkpoint was trained on (8 test examples here, not the
+    # 5,000 of a regenerated split) and say so before they start
+    assert main(["eval", "--checkpoint", checkpoint, "--nll-samples", "2", "--json", str(tmp_path / "e.json")]) == 0
+    said = capsys.readouterr().out
+    assert f"the test split of {data.resolve()} (the checkpoint's training data): greedy decoding of 8 examples" in said
+    assert json.loads((tmp_path / "e.json").read_text())["num_examples"] == 8
+    assert main(["sample", "--checkpoint", checkpoint, "-n", "2"]) == 0
+    assert "decoding the first 2 prompts of the test split of" in capsys.readouterr().out
+    shutil.move(str(data), str(tmp_path / "moved"))
+    assert main(["eval", "--checkpoint", checkpoint]) == 2
+    assert "which is gone; pass --data" in capsys.readouterr().err
     from ip_pyro.checkpoint import load_checkpoint
     assert load_checkpoint(checkpoint)[0].decoder == ("causal" if decoder_flags else "canvas")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "print_table"]
+__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "checkpoint_splits", "print_table"]
 
 
 class CommandError(ValueError):
@@ -68,6 +68,26 @@ def load_splits(args, task: str, *, need_train: bool = True) -> dict:
         return splits
     sizes = dict(SPLITS) if need_train else {"train": 0, "valid": SPLITS["valid"], "test": SPLITS["test"]}
     return make_dataset(task, seed=args.data_seed, sizes=sizes)
+
+
+def checkpoint_splits(args, task: str, extra: dict) -> tuple[dict, str]:
+    """The splits a verb on a checkpoint reads, and words saying which: ``--data`` when given, else the data the
+    checkpoint was trained on (its recorded ``--data`` folder, or the in-memory data of its recorded seed);
+    ``--data-seed`` overrides the recorded seed."""
+    import argparse
+
+    data = getattr(args, "data", None)
+    if not data and extra.get("data"):
+        data = extra["data"]
+        if not Path(data).exists():
+            raise CommandError(f"the checkpoint was trained on {data}, which is gone; pass --data with the folder "
+                               "(or regenerate it with `ip-pyro data`)")
+    seed = args.data_seed if getattr(args, "data_seed", None) is not None else extra.get("data_seed", 0)
+    splits = load_splits(argparse.Namespace(data=data, data_seed=seed), task, need_train=False)
+    words = f"{data}" if data else f"{task} data generated in memory (seed {seed})"
+    if data and data == extra.get("data") and not getattr(args, "data", None):
+        words += " (the checkpoint's training data)"
+    return splits, words
 
 
 def print_table(results: dict) -> None:

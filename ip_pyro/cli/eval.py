@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ip_pyro.cli.common import CommandError, load_splits, print_table
+from ip_pyro.cli.common import CommandError, checkpoint_splits, print_table
 
 __all__ = ["run", "add_parser"]
 
@@ -24,16 +24,20 @@ def run(args) -> int:
     if "vocabulary" in extra:
         from ip_pyro.cli.smiles import eval_smiles
         return eval_smiles(args, model, guide, extra)
-    splits = load_splits(args, task, need_train=False)
+    splits, source = checkpoint_splits(args, task, extra)
     if args.split not in splits:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
     examples = splits[args.split][: args.limit] if args.limit else splits[args.split]
+    scored = min(len(examples), args.nll_limit) if args.nll_limit else len(examples)
+    print(f"evaluating the {args.split} split of {source}: {args.decode} decoding of {len(examples)} examples"
+          + (f", NLL of {scored} with {args.nll_samples} orders each" if args.nll_samples else ""), flush=True)
     results = {"task": task, "split": args.split, "decode": args.decode, "weights": args.weights,
                **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy",
-                                  insertions_per_step=args.insertions_per_step)}
+                                  insertions_per_step=args.insertions_per_step, progress=True)}
     if args.nll_samples:
         subset = examples[: args.nll_limit] if args.nll_limit else examples
-        results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples), nll_examples=len(subset))
+        results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples, progress=True),
+                       nll_examples=len(subset))
     print_table(results)
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(results, indent=2))
@@ -55,7 +59,8 @@ def add_parser(commands) -> None:
                           "default: 200 molecules, so eval stays bounded on a CPU; planning default: all)")
     evaluate.add_argument("--data", default=None, help="planning: the data folder; SMILES: the data file, if it "
                           "moved since training (the checkpoint keeps its path relative to the run folder)")
-    evaluate.add_argument("--data-seed", type=int, default=0)
+    evaluate.add_argument("--data-seed", type=int, default=None, help="planning data generated in memory: its seed "
+                          "(default: the checkpoint's)")
     evaluate.add_argument("--json", default=None)
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="SMILES tasks: molecules to sample")
     evaluate.add_argument("--insertions-per-step", type=int, default=1, help="IP: parallel decoding, up to K "

@@ -1,7 +1,7 @@
 """``ip-pyro sample --checkpoint PATH``: decode a split's prompts, or draw sequences / molecules."""
 from __future__ import annotations
 
-from ip_pyro.cli.common import load_splits
+from ip_pyro.cli.common import checkpoint_splits
 
 __all__ = ["run", "add_parser"]
 
@@ -22,7 +22,9 @@ def run(args) -> int:
         for sequence in model.sample(args.num):
             print(" ".join(map(str, sequence)))
         return 0
-    examples = load_splits(args, task, need_train=False)[args.split][: args.num]
+    splits, source = checkpoint_splits(args, task, extra)
+    examples = splits[args.split][: args.num]
+    print(f"decoding the first {len(examples)} prompts of the {args.split} split of {source}")
     predictions = model.sample(prompt=[e["prompt"] for e in examples], greedy=args.greedy)
     for example, prediction in zip(examples, predictions):
         mark = "ok " if prediction == example["target"] else "   "
@@ -39,7 +41,8 @@ def add_parser(commands) -> None:
     sample.add_argument("-n", "--num", type=int, default=10)
     sample.add_argument("--split", default="test")
     sample.add_argument("--greedy", action="store_true")
-    sample.add_argument("--data", default=None)
-    sample.add_argument("--data-seed", type=int, default=0)
+    sample.add_argument("--data", default=None, help="planning: a data folder (default: the checkpoint's)")
+    sample.add_argument("--data-seed", type=int, default=None, help="planning data generated in memory: its seed "
+                        "(default: the checkpoint's)")
     sample.add_argument("--device", default="cpu")
     sample.set_defaults(run=run)

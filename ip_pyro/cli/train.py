@@ -76,8 +76,9 @@ def run(args) -> int:
     from ip_pyro.evaluation import planning_metrics
 
     task = task_config(args.task)
+    data = {"data": str(Path(args.data).resolve()) if args.data else None, "data_seed": args.data_seed}
     config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK,
-                              max_prompt_length=task.max_prompt_length)
+                              max_prompt_length=task.max_prompt_length, extra=data)  # eval/sample read it back
     splits = load_splits(args, args.task)
     valid = splits["valid"][: config.eval_size]
 
