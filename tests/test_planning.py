@@ -232,6 +232,26 @@ def test_cli_data_train_eval_sample(decoder_flags, tmp_path, capsys):
     assert load_checkpoint(checkpoint)[0].decoder == ("causal" if decoder_flags else "canvas")
 
 
+def test_cli_help_names_every_option_its_default_and_the_registries(capsys):
+    import argparse
+
+    from ip_pyro.cli import build_parser
+    from ip_pyro.config import GUIDE_NAMES, MODEL_NAMES
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, verb in verbs.items():
+        silent = [a.dest for a in verb._actions if a.option_strings and a.dest != "help" and not a.help]
+        assert not silent, f"ip-pyro {name}: options without help: {silent}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 2000)" in text and "(default: star-easy)" in text
+    assert all(name in text for name in GUIDE_NAMES + MODEL_NAMES) and "qm9, moses, smiles" in text
+    assert main(["train", "--task", "star-huge", "--out", "X"]) == 2
+    assert "qm9, moses, smiles" in capsys.readouterr().err  # the error names the SMILES tasks too
+
+
 @pytest.mark.parametrize("arguments,message", [
     (["train", "--task", "star-huge", "--out", "X"], "unknown task 'star-huge'"),
     (["train", "--guide", "zigzag", "--out", "X"], "unknown guide 'zigzag'"),

@@ -1,7 +1,7 @@
 """The ``ip-pyro`` command line.
 
     ip-pyro data TASK --out DIR [--seed S]
-    ip-pyro train --task TASK (star-*, maze-*, qm9, moses, smiles) --model {fo-arm,ip} --guide {uniform,l2r,r2l,ends,pl,tree,sequential} --steps N
+    ip-pyro train --task TASK (star-*, maze-*, qm9, moses, smiles) --model {fo-arm,ip} --guide {uniform,l2r,r2l,ends,pl,tree,sequential,pointer} --steps N
                   --batch-size B --d-model D --layers L --lr LR --device DEV --seed S --out DIR
                   [--checkpoint-every K] [--resume] [--data DIR] [--guide-lr LR] ...
     ip-pyro eval --checkpoint PATH [--split test] [--decode greedy|sample] [--nll-samples K]
@@ -25,12 +25,26 @@ __all__ = ["main", "build_parser", "CommandError"]
 VERBS = (data, train, eval, sample, diagnose)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help line ends with its default (unless the line already names one, or there is none)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings \
+                and "default" not in text.lower():
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ip-pyro", description="The Insertion Process in Pyro.")
+    parser = argparse.ArgumentParser(prog="ip-pyro", description="The Insertion Process in Pyro.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     for verb in VERBS:
         verb.add_parser(commands)
+    for verb_parser in commands.choices.values():
+        verb_parser.formatter_class = HelpFormatter
     return parser
 
 

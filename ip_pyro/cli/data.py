@@ -29,10 +29,10 @@ def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     data = commands.add_parser("data", help="generate a planning dataset as JSONL with a checksummed manifest, or "
                                              "fetch MOSES or QM9 (`ip-pyro data moses|qm9`)")
-    data.add_argument("task")
+    data.add_argument("task", help="a planning task (star-*, maze-*) or qm9 / moses")
     data.add_argument("--out", default=None, help="output folder (moses/qm9: default $IP_PYRO_CACHE/<name>)")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--train", type=int, default=50_000)
-    data.add_argument("--valid", type=int, default=500)
-    data.add_argument("--test", type=int, default=5_000)
+    data.add_argument("--seed", type=int, default=0, help="planning data: the generator's seed")
+    data.add_argument("--train", type=int, default=50_000, help="planning data: training examples")
+    data.add_argument("--valid", type=int, default=500, help="planning data: validation examples")
+    data.add_argument("--test", type=int, default=5_000, help="planning data: test examples")
     data.set_defaults(run=run)

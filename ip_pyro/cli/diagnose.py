@@ -52,16 +52,17 @@ def run(args) -> int:
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     diagnose = commands.add_parser("diagnose", help="insertion-order diagnostics of a trained checkpoint")
-    diagnose.add_argument("checkpoint")
+    diagnose.add_argument("checkpoint", help="a checkpoint with a guide (ip-pyro train --model ip)")
     diagnose.add_argument("--data", help="JSONL with a 'target' per line (default: sequences sampled from the model)")
-    diagnose.add_argument("--out", default="diagnostics")
-    diagnose.add_argument("--domain", default="generic", choices=["generic", "path", "smiles"])
-    diagnose.add_argument("--num-sequences", type=int, default=64)
-    diagnose.add_argument("--chains", type=int, default=4)
-    diagnose.add_argument("--draws", type=int, default=250)
+    diagnose.add_argument("--out", default="diagnostics", help="folder for the figures, netCDF and summary")
+    diagnose.add_argument("--domain", default="generic", choices=["generic", "path", "smiles"],
+                          help="how to read the orders: path (landmarks), smiles (token classes) or generic")
+    diagnose.add_argument("--num-sequences", type=int, default=64, help="sequences whose orders are drawn")
+    diagnose.add_argument("--chains", type=int, default=4, help="chains of guide draws (and of MCMC)")
+    diagnose.add_argument("--draws", type=int, default=250, help="guide draws per chain")
     diagnose.add_argument("--mcmc-samples", type=int, default=400, help="MCMC draws per chain over the orders of "
                           "one sequence (0: guide-only diagnostics, much faster)")
-    diagnose.add_argument("--mcmc-warmup", type=int, default=200)
-    diagnose.add_argument("--seed", type=int, default=0)
-    diagnose.add_argument("--device", default="cpu")
+    diagnose.add_argument("--mcmc-warmup", type=int, default=200, help="MCMC warm-up draws per chain")
+    diagnose.add_argument("--seed", type=int, default=0, help="seeds every draw")
+    diagnose.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     diagnose.set_defaults(run=run)

@@ -48,24 +48,27 @@ def run(args) -> int:
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint (table + JSON)")
-    evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--decode", default="greedy", choices=["greedy", "sample"])
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint written by ip-pyro train")
+    evaluate.add_argument("--split", default="test", help="planning: the split to score (train, valid, test)")
+    evaluate.add_argument("--decode", default="greedy", choices=["greedy", "sample"],
+                          help="planning: greedy decoding or samples at temperature 1")
     evaluate.add_argument("--weights", default="ema", choices=["ema", "raw"],
                           help="the EMA of the model weights (default) or the last weights")
-    evaluate.add_argument("--nll-samples", type=int, default=100)
-    evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--nll-samples", type=int, default=100, help="IP: orders per sequence of the IWAE NLL "
+                          "bound (0: no NLL)")
+    evaluate.add_argument("--limit", type=int, default=None, help="planning: score the first N examples only")
     evaluate.add_argument("--nll-limit", type=int, default=None, help="NLL on the first N examples only (SMILES "
                           "default: 200 molecules, so eval stays bounded on a CPU; planning default: all)")
     evaluate.add_argument("--data", default=None, help="planning: the data folder; SMILES: the data file, if it "
                           "moved since training (the checkpoint keeps its path relative to the run folder)")
     evaluate.add_argument("--data-seed", type=int, default=None, help="planning data generated in memory: its seed "
                           "(default: the checkpoint's)")
-    evaluate.add_argument("--json", default=None)
+    evaluate.add_argument("--json", default=None, help="where to write the results (default: eval_SPLIT.json "
+                          "beside the checkpoint)")
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="SMILES tasks: molecules to sample")
     evaluate.add_argument("--insertions-per-step", type=int, default=1, help="IP: parallel decoding, up to K "
                           "insertions per decoder pass (1 = exact sampling)")
     evaluate.add_argument("--seed", type=int, default=0, help="seeds every draw of the evaluation (samples, "
                           "orders of the NLL): the same seed gives the same numbers")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     evaluate.set_defaults(run=run)

@@ -37,12 +37,12 @@ def run(args) -> int:
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     sample = commands.add_parser("sample", help="decode the prompts of a split (or draw sequences)")
-    sample.add_argument("--checkpoint", required=True)
-    sample.add_argument("-n", "--num", type=int, default=10)
-    sample.add_argument("--split", default="test")
-    sample.add_argument("--greedy", action="store_true")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint written by ip-pyro train")
+    sample.add_argument("-n", "--num", type=int, default=10, help="how many prompts to decode (or sequences to draw)")
+    sample.add_argument("--split", default="test", help="planning: the split whose prompts are decoded")
+    sample.add_argument("--greedy", action="store_true", help="greedy decoding instead of samples")
     sample.add_argument("--data", default=None, help="planning: a data folder (default: the checkpoint's)")
     sample.add_argument("--data-seed", type=int, default=None, help="planning data generated in memory: its seed "
                         "(default: the checkpoint's)")
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     sample.set_defaults(run=run)

@@ -67,8 +67,12 @@ def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: 
 
 
 def run(args) -> int:
-    from ip_pyro.data.molecules import is_smiles_task
+    from ip_pyro.data.molecules import SMILES_TASKS, is_smiles_task
+    from ip_pyro.data.planning import task_names
 
+    if args.task not in task_names() and not is_smiles_task(args.task):
+        raise CommandError(f"unknown task {args.task!r}; choose from "
+                           + ", ".join(list(task_names()) + list(SMILES_TASKS)))
     if is_smiles_task(args.task):
         from ip_pyro.cli.smiles import train_smiles
         return train_smiles(args)
@@ -95,19 +99,25 @@ def run(args) -> int:
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     train = commands.add_parser("train", help="train a model on a planning or SMILES task")
-    train.add_argument("--task", default="star-easy")
-    train.add_argument("--model", default="ip")
-    train.add_argument("--guide", default="pl")
-    train.add_argument("--steps", type=int, default=2000)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--d-model", type=int, default=128)
-    train.add_argument("--layers", type=int, default=4)
-    train.add_argument("--heads", type=int, default=4)
-    train.add_argument("--guide-d-model", type=int, default=64)
-    train.add_argument("--guide-layers", type=int, default=3)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--guide-lr", type=float, default=None)
-    train.add_argument("--warmup", type=int, default=100)
+    from ip_pyro.config import GUIDE_NAMES, MODEL_NAMES
+    from ip_pyro.data.molecules import SMILES_TASKS
+    from ip_pyro.data.planning import task_names
+
+    train.add_argument("--task", default="star-easy", help="one of " + ", ".join(list(task_names()) + list(SMILES_TASKS)))
+    train.add_argument("--model", default="ip", help="one of " + ", ".join(MODEL_NAMES) + " (ip: the Insertion "
+                       "Process; fo-arm: the left-to-right baseline)")
+    train.add_argument("--guide", default="pl", help="IP: the order posterior, one of " + ", ".join(GUIDE_NAMES)
+                       + " (ip_pyro.guides.FAMILIES)")
+    train.add_argument("--steps", type=int, default=2000, help="optimiser steps (the cosine schedule spans them)")
+    train.add_argument("--batch-size", type=int, default=64, help="sequences per step (the global batch)")
+    train.add_argument("--d-model", type=int, default=128, help="model width")
+    train.add_argument("--layers", type=int, default=4, help="model Transformer layers")
+    train.add_argument("--heads", type=int, default=4, help="model attention heads")
+    train.add_argument("--guide-d-model", type=int, default=64, help="learned guides: encoder width")
+    train.add_argument("--guide-layers", type=int, default=3, help="learned guides: encoder layers")
+    train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the model")
+    train.add_argument("--guide-lr", type=float, default=None, help="learning rate of the guide (default: --lr)")
+    train.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
     train.add_argument("--absolute-positions", action="store_true",
                        help="learned absolute position embeddings on top of the rotary ones (lets attention tell "
                             "the two ends of an edge in a flat edge list apart)")
@@ -127,9 +137,11 @@ def add_parser(commands) -> None:
                        "docs/method.md). Default: canvas")
     train.add_argument("--gap-context", type=int, default=2, help="IP with --decoder causal: items of the current "
                        "canvas read on each side of a gap by the gap and token heads (default 2)")
-    train.add_argument("--dropout", type=float, default=0.0)
-    train.add_argument("--ema-decay", type=float, default=0.999)
-    train.add_argument("--ema-start", type=int, default=200)
+    train.add_argument("--dropout", type=float, default=0.0, help="dropout of every network")
+    train.add_argument("--ema-decay", type=float, default=0.999, help="decay of the model weights' moving average "
+                       "(evaluated by default; 0 = the raw weights)")
+    train.add_argument("--ema-start", type=int, default=200, help="steps before the moving average starts "
+                       "(it copies the weights until then)")
     train.add_argument("--particles", type=int, default=2, help="IP: orders per sequence (the ELBO's M; the K of "
                        "--objective rws, where 4 is a good start)")
     train.add_argument("--objective", default="elbo", help="IP: elbo (InsertionELBO) or rws (IWAE for the model, "
@@ -156,17 +168,17 @@ def add_parser(commands) -> None:
                        "NCCL on GPU); --batch-size is the global batch")
     train.add_argument("--termination", default="stop", help="IP only: stop (a stop head) or eos (an end token "
                        "insertable only at the last slot)")
-    train.add_argument("--eval-every", type=int, default=500)
-    train.add_argument("--eval-size", type=int, default=500)
-    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--eval-every", type=int, default=500, help="steps between validations (metrics.jsonl)")
+    train.add_argument("--eval-size", type=int, default=500, help="validation examples scored each time")
+    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (also on exit)")
     train.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
                        help="stop after this much training time (evaluation excluded; 0 = no limit); the "
                             "schedule still spans --steps, so set --steps to what fits for a full cosine decay")
-    train.add_argument("--device", default="cpu")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    train.add_argument("--seed", type=int, default=0, help="seeds weights, orders and data order")
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
                        "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi)")
-    train.add_argument("--data-seed", type=int, default=0)
+    train.add_argument("--data-seed", type=int, default=0, help="planning data generated in memory: its seed")
     train.add_argument("--train-size", type=int, default=None, help="SMILES tasks: training molecules (default: all;"
                        " moses: 200,000)")
     train.add_argument("--valid-size", type=int, default=None, help="SMILES tasks: validation molecules (default: "
@@ -180,7 +192,7 @@ def add_parser(commands) -> None:
                        "(case-insensitive; default SMILES)")
     train.add_argument("--valid-samples", type=int, default=500, help="SMILES tasks: molecules sampled at each "
                        "validation")
-    train.add_argument("--out", required=True)
-    train.add_argument("--resume", action="store_true")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
+    train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (bit-exact)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay short)")
     train.set_defaults(run=run)
