@@ -21,4 +21,20 @@ from ip_pyro.batch import Batch, collate
 from ip_pyro.orders import orders_to_ranks, orders_to_slots, slots_to_orders
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "collate", "orders_to_slots", "slots_to_orders", "orders_to_ranks", "__version__"]
+__all__ = ["Batch", "collate", "orders_to_slots", "slots_to_orders", "orders_to_ranks", "save", "load", "__version__"]
+
+
+def save(path, model, guide=None, **extra) -> None:
+    """Write ``model`` and ``guide`` (their configs and weights) plus any picklable ``extra`` (e.g. ``task=...``,
+    ``token_names=[...]``) to ``path``, atomically; ``ip-pyro eval/sample/diagnose`` and :func:`load` read it."""
+    from ip_pyro.checkpoint import save_checkpoint
+
+    save_checkpoint(path, model, guide, **extra)
+
+
+def load(path, map_location="cpu"):
+    """``(model, guide or None, extra)`` from a file written by :func:`save` or by ``ip-pyro train`` (the EMA
+    weights of a training checkpoint), rebuilt from their configs; one-line errors for bad files."""
+    from ip_pyro.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, map_location=map_location)

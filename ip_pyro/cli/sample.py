@@ -19,8 +19,9 @@ def run(args) -> int:
             print(smiles)
         return 0
     if task is None:
+        names = extra.get("token_names")  # written back as the user's tokens when the file carries them
         for sequence in model.sample(args.num):
-            print(" ".join(map(str, sequence)))
+            print(" ".join(str(names[token]) if names else str(token) for token in sequence))
         return 0
     splits, source = checkpoint_splits(args, task, extra)
     examples = splits[args.split][: args.num]
