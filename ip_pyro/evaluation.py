@@ -11,11 +11,12 @@ import torch
 from tqdm import tqdm
 
 from ip_pyro.batch import collate
+from ip_pyro.data.mazes import sequence_match
 from ip_pyro.data.planning import example_metrics
 from ip_pyro.infer import importance_log_likelihood
 from ip_pyro.utils import evaluating
 
-__all__ = ["decode", "planning_metrics", "sequence_nll", "sample_smiles", "smiles_metrics"]
+__all__ = ["decode", "planning_metrics", "sequence_metrics", "sequence_nll", "sample_smiles", "smiles_metrics"]
 
 
 def _sample_options(model, insertions_per_step: int) -> dict:
@@ -60,6 +61,28 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
     if nll_samples:
         result.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=batch_size,
                                    device=device))
+    return result
+
+
+def sequence_metrics(model, guide, examples: list, *, prompted: bool, nll_samples: int = 100,
+                     nll_limit: Optional[int] = None, greedy: bool = True, progress: bool = False) -> dict:
+    """Metrics of a user's own sequences (``ip-pyro train --task sequences``): with prompts, decode each prompt
+    and score ``exact_match``, ``token_accuracy`` and the ``termination_rate``; always the NLL of the first
+    ``nll_limit`` targets (:func:`sequence_nll`); ``predictions`` are returned under ``"_predictions"``."""
+    if not examples:
+        raise ValueError("no examples to evaluate; the split is empty")
+    result = {"num_examples": len(examples)}
+    if prompted:
+        with evaluating(model):
+            predictions = decode(model, examples, greedy=greedy, max_length=model.max_length, progress=progress)
+        scores = [sequence_match(example["target"], prediction) for example, prediction in zip(examples, predictions)]
+        result.update({name: float(np.mean([score[name] for score in scores])) for name in scores[0]})
+        result["termination_rate"] = float(np.mean([len(p) < model.max_length for p in predictions]))
+        result["_predictions"] = predictions
+    if nll_samples:
+        scored = examples[:nll_limit] if nll_limit else examples
+        result.update(sequence_nll(model, guide, scored, nll_samples=nll_samples, progress=progress),
+                      nll_examples=len(scored))
     return result
 
 

@@ -20,7 +20,10 @@ def run(args) -> int:
         raise CommandError(f"checkpoint {args.checkpoint} holds no guide; diagnose needs an IP model with a guide")
     marks = None
     token_names = extra.get("token_names")
-    if args.data and Path(args.data).name.endswith((".smi", ".csv", ".csv.gz")):
+    if "sequence_vocabulary" in extra:  # a user's own sequences: --data in their format, else the run's test split
+        from ip_pyro.cli.sequences import diagnose_sequences
+        sequences, prompts = diagnose_sequences(args, extra, Path(args.checkpoint).resolve().parent)
+    elif args.data and Path(args.data).name.endswith((".smi", ".csv", ".csv.gz")):
         if "vocabulary" not in extra:
             raise CommandError(f"{args.data} holds SMILES but {args.checkpoint} was not trained on SMILES; pass a "
                                "JSONL file of token ids")

@@ -24,6 +24,9 @@ def run(args) -> int:
     if "vocabulary" in extra:
         from ip_pyro.cli.smiles import eval_smiles
         return eval_smiles(args, model, guide, extra)
+    if "sequence_vocabulary" in extra:
+        from ip_pyro.cli.sequences import eval_sequences
+        return eval_sequences(args, model, guide, extra)
     splits, source = checkpoint_splits(args, task, extra)
     if args.split not in splits:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")

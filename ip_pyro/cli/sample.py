@@ -18,6 +18,9 @@ def run(args) -> int:
         for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num):
             print(smiles)
         return 0
+    if "sequence_vocabulary" in extra:
+        from ip_pyro.cli.sequences import sample_sequences
+        return sample_sequences(args, model, extra)
     if task is None:
         names = extra.get("token_names")  # written back as the user's tokens when the file carries them
         for sequence in model.sample(args.num):

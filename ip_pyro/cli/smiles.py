@@ -13,7 +13,7 @@ from typing import Optional
 
 
 from ip_pyro.cli.common import CommandError, print_table
-from ip_pyro.cli.train import config_from_args, run_training
+from ip_pyro.cli.training import config_from_args, run_training
 
 __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
 

@@ -1,78 +1,27 @@
-"""``ip-pyro train``: build the config from the flags, train (with resume) and report the last validation."""
+"""``ip-pyro train``: the flags, and the planning tasks' training; SMILES tasks and a user's own sequences supply
+their data and validation from their own modules (``cli/smiles.py``, ``cli/sequences.py``), which share the
+config and the training loop of ``cli/training.py``."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ip_pyro.cli import sequences
 from ip_pyro.cli.common import CommandError, load_splits
+from ip_pyro.cli.training import config_from_args, run_training
 
-__all__ = ["run", "add_parser", "config_from_args", "run_training"]
-
-
-def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_length: int = 0,
-                     extra: dict | None = None):
-    """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family)."""
-    import torch
-
-    from ip_pyro.train import TrainConfig
-
-    config = TrainConfig(task=args.task, model=args.model, guide=args.guide, steps=args.steps,
-                         batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
-                         guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
-                         guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
-                         objective=args.objective, objective_switch=args.objective_switch,
-                         elbo_particles=args.elbo_particles,
-                         rws_gradient=args.rws_gradient, rws_guide_update=args.rws_guide_update,
-                         termination=args.termination, step_sampling=args.step_sampling,
-                         steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
-                         order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
-                         compile=args.compile, absolute_positions=args.absolute_positions,
-                         prompt_group=args.prompt_group, embed_std=args.embed_std,
-                         prompt_attention=args.prompt_attention, decoder=args.decoder, gap_context=args.gap_context,
-                         max_prompt_length=max_prompt_length,
-                         distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
-                         ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
-                         checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed,
-                         device=args.device, out=args.out,
-                         vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
-    config.validate()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
-    if (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
-        raise CommandError(f"{config.out} already holds a checkpoint; pass --resume to continue it or choose "
-                           "another --out")
-    return config
-
-
-def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: F821 - imported lazily
-    """Build the model and guide, train (resuming when asked) and return the trainer."""
-    import pyro
-
-    from ip_pyro.train import Trainer, build_model
-
-    pyro.set_rng_seed(args.seed)
-    model, guide = build_model(config)
-    trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
-    if args.resume and trainer.resume():
-        print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
-    try:
-        trainer.fit(progress=not args.no_progress)
-    finally:
-        import torch.distributed
-
-        if config.distributed and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # rank 0 may still be writing the last checkpoint
-            torch.distributed.destroy_process_group()
-    return trainer
+__all__ = ["run", "add_parser"]
 
 
 def run(args) -> int:
     from ip_pyro.data.molecules import SMILES_TASKS, is_smiles_task
     from ip_pyro.data.planning import task_names
 
-    if args.task not in task_names() and not is_smiles_task(args.task):
+    if args.task not in task_names() and not is_smiles_task(args.task) and args.task != sequences.TASK:
         raise CommandError(f"unknown task {args.task!r}; choose from "
-                           + ", ".join(list(task_names()) + list(SMILES_TASKS)))
+                           + ", ".join(list(task_names()) + list(SMILES_TASKS) + [sequences.TASK]))
+    if args.task == sequences.TASK:
+        return sequences.train_sequences(args)
     if is_smiles_task(args.task):
         from ip_pyro.cli.smiles import train_smiles
         return train_smiles(args)
@@ -103,7 +52,8 @@ def add_parser(commands) -> None:
     from ip_pyro.data.molecules import SMILES_TASKS
     from ip_pyro.data.planning import task_names
 
-    train.add_argument("--task", default="star-easy", help="one of " + ", ".join(list(task_names()) + list(SMILES_TASKS)))
+    train.add_argument("--task", default="star-easy", help="one of " + ", ".join(
+        list(task_names()) + list(SMILES_TASKS) + [sequences.TASK]) + " (sequences: your own file, --data FILE)")
     train.add_argument("--model", default="ip", help="one of " + ", ".join(MODEL_NAMES) + " (ip: the Insertion "
                        "Process; fo-arm: the left-to-right baseline)")
     train.add_argument("--guide", default="pl", help="IP: the order posterior, one of " + ", ".join(GUIDE_NAMES)
@@ -177,14 +127,16 @@ def add_parser(commands) -> None:
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--seed", type=int, default=0, help="seeds weights, orders and data order")
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
-                       "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi)")
+                       "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi); for --task "
+                       "sequences, a text file (one sequence a line, tokens separated by spaces, optionally "
+                       "prompt<TAB>target) or a .jsonl file of {\"prompt\": [...], \"target\": [...]}")
     train.add_argument("--data-seed", type=int, default=0, help="planning data generated in memory: its seed")
-    train.add_argument("--train-size", type=int, default=None, help="SMILES tasks: training molecules (default: all;"
-                       " moses: 200,000)")
-    train.add_argument("--valid-size", type=int, default=None, help="SMILES tasks: validation molecules (default: "
-                       "5 %% of a --data file, at most 1,000; 1,000 for qm9 and moses)")
-    train.add_argument("--test-size", type=int, default=None, help="SMILES tasks: test molecules held out (default: "
-                       "10 %% of a --data file, at most 10,000; 10,000 for qm9 and moses)")
+    train.add_argument("--train-size", type=int, default=None, help="SMILES and sequence files: training examples (default: "
+                       "all; moses: 200,000)")
+    train.add_argument("--valid-size", type=int, default=None, help="SMILES and sequence files: validation "
+                       "examples (default: 5 %% of a --data file, at most 1,000; 1,000 for qm9 and moses)")
+    train.add_argument("--test-size", type=int, default=None, help="SMILES and sequence files: test examples held "
+                       "out (default: 10 %% of a --data file, at most 10,000; 10,000 for qm9 and moses)")
     train.add_argument("--max-smiles-tokens", type=int, default=None, metavar="N", help="SMILES tasks: drop training "
                        "molecules longer than N tokens (the count dropped is reported); the step cost grows with the "
                        "longest molecule, so this keeps long-molecule files practical on a CPU")
