@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16")
 OBJECTIVES = ("elbo", "rws")
 # run-time settings that may differ between a run and its resumption (the global batch stays the same)
 RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "precision", "compile", "distributed",
-                "time_limit")
+                "time_limit", "tensorboard")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class TrainConfig:
     eval_size: int = 500
     checkpoint_every: int = 500
     time_limit: float = 0.0  # minutes of training time (evaluation excluded) after which fit stops; 0 = none
+    tensorboard: bool = False  # also log scalars and order figures for TensorBoard (OUT/tensorboard)
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/run"

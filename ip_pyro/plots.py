@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["relative_ranks", "plot_rank_heatmap", "plot_token_class_timing", "plot_path_growth", "first_landmarks",
-           "smiles_token_class", "order_statistics", "modal_order_share", "describe_order"]
+           "smiles_token_class", "order_statistics", "modal_order_share", "describe_order", "rank_heatmap_figure"]
 
 
 def relative_ranks(steps: np.ndarray) -> np.ndarray:
@@ -36,6 +36,12 @@ def plot_rank_heatmap(steps: np.ndarray, tokens: np.ndarray, path, *,
                       token_class: Optional[Callable[[int], str]] = None) -> str:
     """Two heatmaps over a dataset: mean relative insertion rank by (sequence length, position), and the
     distribution of relative ranks by token class (``token_class(id) -> name``; default: the id itself)."""
+    return _save(rank_heatmap_figure(steps, tokens, token_class=token_class), path)
+
+
+def rank_heatmap_figure(steps: np.ndarray, tokens: np.ndarray, *,
+                        token_class: Optional[Callable[[int], str]] = None):
+    """The figure of :func:`plot_rank_heatmap` (a matplotlib figure, not saved; TensorBoard takes it as is)."""
     ranks = relative_ranks(steps)  # [D, B, L]
     lengths = np.sum(np.isfinite(ranks[0]), axis=-1)
     width = ranks.shape[-1]
@@ -67,7 +73,7 @@ def plot_rank_heatmap(steps: np.ndarray, tokens: np.ndarray, path, *,
     right.set_xlabel("insertion rank (0 = first, 1 = last)")
     right.set_title("when each token class is inserted")
     figure.colorbar(image, ax=right, label="share of the class")
-    return _save(figure, path)
+    return figure
 
 
 _SMILES_CLASSES = (("ring closure", re.compile(r"^(%\d\d|\d)$")), ("branch", re.compile(r"^[()]$")),

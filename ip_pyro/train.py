@@ -229,6 +229,9 @@ class Trainer:
                 if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0 or last):
                     if main:
                         self._log({"step": self.step, **self.run_evaluation()})
+                        if self.config.tensorboard and self.guide is not None:
+                            self._board().order_figure(self.guide, self._entropy_batch, self.step,
+                                                       token_names=self.config.extra.get("token_names"))
                     distributed.barrier()
                 if self.step % self.config.checkpoint_every == 0:
                     self.save()
@@ -243,6 +246,9 @@ class Trainer:
             bar.close()
             if self.step:
                 self.save()
+            if getattr(self, "_tensorboard", None) is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
         return self.history
 
     def _say_rws_cost(self, repeats: int = 2) -> dict:
@@ -320,6 +326,16 @@ class Trainer:
             return
         with open(self.out / "metrics.jsonl", "a") as stream:
             stream.write(json.dumps(record) + "\n")
+        if self.config.tensorboard:
+            self._board().scalars(record)
+
+    def _board(self):
+        """The run's TensorBoard log (``config.tensorboard``), opened on first use under ``OUT/tensorboard``."""
+        if getattr(self, "_tensorboard", None) is None:
+            from ip_pyro.tensorboard import TensorBoardLog
+
+            self._tensorboard = TensorBoardLog(self.out / "tensorboard")
+        return self._tensorboard
 
     # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

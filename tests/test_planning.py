@@ -415,3 +415,22 @@ def test_prefix_attention_reaches_the_model_its_checkpoint_and_the_cli_on_a_prom
     assert model.prompt_attention == "prefix"
     config = tiny_config(tmp_path, model="fo-arm", prompt_attention="prefix")  # accepted: FO-ARM is causal anyway
     assert build_model(config)[1] is None
+
+
+def test_tensorboard_logs_every_metric_and_the_order_figure(tmp_path):
+    """--tensorboard: the event file read back holds every step's loss, the validations and the guide's order figure."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
+    config = tiny_config(tmp_path, steps=4, eval_every=2, tensorboard=True)
+    model, guide = build_model(config)
+    trainer = Trainer(config, model, guide, examples, evaluate=lambda model, guide, trainer: {"valid_score": 0.5})
+    trainer.fit(progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert [event.step for event in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert [event.step for event in events.Scalars("valid_score")] == [2, 4]
+    entropies = [event.value for event in events.Scalars("order_entropy")]
+    assert len(entropies) == 2 and all(0.9 < value < 1.1 for value in entropies)
+    assert [event.step for event in events.Images("order")] == [2, 4]
+    assert events.Images("order")[0].encoded_image_string.startswith(b"\x89PNG")

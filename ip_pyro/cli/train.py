@@ -147,4 +147,7 @@ def add_parser(commands) -> None:
     train.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
     train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (bit-exact)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay short)")
+    train.add_argument("--tensorboard", action="store_true", help="also log for TensorBoard under OUT/tensorboard: "
+                       "every metric, and the guide's order figure at each validation (pip install "
+                       "'ip-pyro[tensorboard]')")
     train.set_defaults(run=run)

@@ -32,6 +32,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed,
+                         tensorboard=args.tensorboard,
                          device=args.device, out=args.out,
                          vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
     config.validate()
