@@ -145,8 +145,9 @@ def psis_diagnostics(log_weights: np.ndarray, insertion_steps: Optional[np.ndarr
     normalised = np.exp(smoothed - smoothed.max(-1, keepdims=True))
     normalised /= normalised.sum(-1, keepdims=True)
     ess = 1.0 / (normalised ** 2).sum(-1)
+    distinct = np.array([len(np.unique(np.round(row, 6))) for row in flat])  # distinct weights ~ distinct orders
     return {"khat": khat, "ess": ess, "share_khat_above_0_7": float(np.mean(khat > KHAT_THRESHOLD)),
-            "num_draws": flat.shape[1]}
+            "num_draws": flat.shape[1], "distinct_weights": distinct, "weight_spread": flat.max(-1) - flat.min(-1)}
 
 
 # ArviZ fits the Pareto tail to the largest min(0.2 S, 3 sqrt(S)) of S weights and gives up below 5 of them
@@ -155,18 +156,25 @@ MIN_DRAWS_FOR_KHAT = 25
 
 def describe_psis(psis: dict) -> str:
     """One line on :func:`psis_diagnostics`' result: the median k-hat over the sequences whose tail was fitted,
-    and how many had no tail (k-hat ``-inf``) or a failed fit (``inf``, counted above 0.7), with the reason when
-    there were too few draws to fit any tail."""
+    and how many had no tail (k-hat ``-inf``) or no tail fit (``inf``, counted above 0.7), with the reason: too few
+    draws, or a concentrated guide whose few distinct weights agree with the model (or do not)."""
     khat = np.asarray(psis["khat"], dtype=float)
     fitted = khat[np.isfinite(khat)]
     parts = [f"median k-hat {np.median(fitted):.2f} over {fitted.size} fitted" if fitted.size else "no tail fitted"]
     if np.isneginf(khat).any():
         parts.append(f"{int(np.isneginf(khat).sum())} with no tail (every order drawn or equal weights)")
-    failed = int(np.isposinf(khat).sum())
-    if failed:
-        reason = (f": {psis['num_draws']} draws per sequence, at least {MIN_DRAWS_FOR_KHAT} needed; raise "
-                  "--chains x --draws" if psis["num_draws"] < MIN_DRAWS_FOR_KHAT else ": guide stuck on few orders")
-        parts.append(f"{failed} failed fits{reason}")
+    failed = np.isposinf(khat)
+    if failed.any():
+        if psis["num_draws"] < MIN_DRAWS_FOR_KHAT:
+            reason = (f"{psis['num_draws']} draws per sequence, at least {MIN_DRAWS_FOR_KHAT} needed; raise --chains "
+                      "x --draws")
+        else:  # the draws repeat a few orders: no tail to fit, which says nothing against the guide by itself
+            spread = float(np.median(np.asarray(psis["weight_spread"])[failed]))
+            reason = (f"the draws hit only {int(np.median(np.asarray(psis['distinct_weights'])[failed]))} distinct "
+                      f"weights (median), a concentrated guide; their log weights span {spread:.2f} nats, "
+                      + ("so the model agrees with the guide on them" if spread < 0.1 else
+                         "so the model weighs them differently and the guide may miss orders it prefers"))
+        parts.append(f"{int(failed.sum())} without a tail fit: {reason}")
     return (f"PSIS: {psis['share_khat_above_0_7']:.0%} of sequences have k-hat > {KHAT_THRESHOLD} "
             f"({'; '.join(parts)}; median ESS of the importance weights {np.median(psis['ess']):.0f})")
 

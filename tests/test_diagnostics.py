@@ -209,19 +209,25 @@ def test_relative_order_entropy_is_one_for_the_uniform_order_and_zero_for_a_fixe
     assert np.isnan(relative_order_entropy(uniform["log_q"], lengths)[2:]).all()  # L <= 1: one order only
 
 
-@pytest.mark.parametrize("draws, khat, expected", [
-    (100, [0.3, 0.5, 0.9], ["33% of sequences", "median k-hat 0.50 over 3 fitted"]),
-    (100, [0.3, -np.inf, np.inf], ["median k-hat 0.30 over 1 fitted", "1 with no tail", "1 failed fits: guide stuck"]),
-    (20, [np.inf, np.inf], ["100% of sequences", "no tail fitted", "2 failed fits: 20 draws per sequence, at least 25"]),
+@pytest.mark.parametrize("draws, khat, spread, expected", [
+    (100, [0.3, 0.5, 0.9], 1.0, ["33% of sequences", "median k-hat 0.50 over 3 fitted"]),
+    (100, [0.3, -np.inf, np.inf], 0.01, ["median k-hat 0.30 over 1 fitted", "1 with no tail", "1 without a tail fit: "
+                                          "the draws hit only 3 distinct weights", "the model agrees with the guide"]),
+    (100, [np.inf], 2.5, ["span 2.50 nats, so the model weighs them differently"]),
+    (20, [np.inf, np.inf], 0.0, ["100% of sequences", "no tail fitted", "2 without a tail fit: 20 draws per sequence, "
+                                 "at least 25"]),
 ])
-def test_psis_line_names_fitted_missing_and_failed_tails(draws, khat, expected):
+def test_psis_line_names_fitted_missing_and_failed_tails(draws, khat, spread, expected):
+    """A guide that matches a concentrated posterior draws a few orders with equal weights: no tail to fit, and the
+    line must not call it stuck (issue: 'guide stuck on few orders' for a guide equal to the exact posterior)."""
     khat = np.asarray(khat)
     psis = {"khat": khat, "ess": np.full(khat.shape, 7.0), "num_draws": draws,
-            "share_khat_above_0_7": float(np.mean(khat > 0.7))}
+            "share_khat_above_0_7": float(np.mean(khat > 0.7)), "distinct_weights": np.full(khat.shape, 3),
+            "weight_spread": np.full(khat.shape, spread)}
     line = diagnostics.describe_psis(psis)
     for words in expected:
         assert words in line, line
-    assert "-inf" not in line
+    assert "-inf" not in line and "stuck" not in line
 
 
 def test_too_few_draws_really_fail_the_tail_fit():
