@@ -227,14 +227,42 @@ def plot_insertion_forest(guide_idata, mcmc_idata, path, *, sequence: int = 0) -
                           figsize=(6, 1.2 + 0.45 * length))
     axes[0].set_title(f"insertion step per position (0 = inserted first), sequence {sequence}")
     axes[0].set_xlabel("insertion step")
+    legend = axes[0].get_legend()
+    if legend is not None:  # below the axes, where it covers no row
+        handles, labels = list(legend.legend_handles), [text.get_text() for text in legend.get_texts()]
+        legend.remove()
+        axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(labels),
+                       frameon=False)
     return _save(axes[0].figure, path)
 
 
 def plot_mcmc_trace(mcmc_idata, path) -> str:
-    """Trace plot of ``insertion_step`` for every chain."""
-    axes = az.plot_trace(mcmc_idata, var_names=["insertion_step"], compact=True, figsize=(10, 4))
-    axes[0, 0].set_title("insertion step (all positions)")
-    return _save(axes[0, 0].figure, path)
+    """What the MCMC chains over one sequence's orders visited: left, the share of draws inserting each position at
+    each step (all chains); right, per chain, the rank correlation of position and insertion step of every draw
+    (+1 left to right, -1 right to left) — a trace that moves when the chain moves between kinds of order."""
+    steps = np.asarray(mcmc_idata.posterior["insertion_step"].values, dtype=float)  # (chain, draw, position)
+    length = steps.shape[-1]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+    shares = np.stack([(steps == step).mean(axis=(0, 1)) for step in range(length)], axis=-1)  # [position, step]
+    image = left.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(shares.max()), 1e-9),
+                        origin="lower")
+    left.set_xlabel("insertion step")
+    left.set_ylabel("position")
+    left.set_title("share of draws (all chains)")
+    figure.colorbar(image, ax=left)
+    positions = np.arange(length) - (length - 1) / 2
+    centred = steps - steps.mean(-1, keepdims=True)
+    scale = np.sqrt((centred ** 2).sum(-1) * (positions ** 2).sum())
+    direction = np.where(scale > 0, (centred * positions).sum(-1) / np.maximum(scale, 1e-12), 0.0)
+    for chain, values in enumerate(direction):
+        right.plot(values, linewidth=0.8, label=f"chain {chain}")
+    right.set_ylim(-1.05, 1.05)
+    right.set_xlabel("draw")
+    right.set_ylabel("rank corr. (position, step)")
+    right.set_title("trace: direction of each drawn order")
+    right.legend(fontsize=8, loc="upper right", ncol=min(4, len(direction)))
+    figure.subplots_adjust(wspace=0.35)
+    return _save(figure, path)
 
 
 def plot_mcmc_rank(mcmc_idata, path) -> str:
