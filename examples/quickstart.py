@@ -111,9 +111,19 @@ def make_data(args):
 
 
 def main(args):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return spread(args) if args.seeds else table(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def table(args):
+    """Every arm once (``--seed``): the results table."""
     train, test, described = make_data(args)
     print(f"{described} over {args.vocab_size} symbols; {len(train)} train / {len(test)} test; "
-          f"{args.steps} steps per guide on {args.device}")
+          f"{args.steps} steps per guide on {args.device} ({args.threads} torch thread{'s' * (args.threads > 1)})")
     rows = []
     for name in args.guides:
         model, guide, seconds = train_one(name, train, args)
@@ -128,6 +138,27 @@ def main(args):
           "order entropy / log L!, 1 = uniform, 0 = one order. pl-rws: the PL guide under InsertionRWS. causal-*: the "
           "insertion-causal decoder, one pass per order; its ELBO scores every step.)")
     return rows
+
+
+def spread(args):
+    """Every arm once per seed of ``--seeds`` (data, initialisation and draws all follow the seed): the exact
+    log-likelihood and the guide's entropy as mean [min, max], so a difference can be told from seed noise."""
+    results = {name: [] for name in args.guides}
+    for seed in args.seeds:
+        args.seed = seed
+        train, test, _ = make_data(args)
+        for name in args.guides:
+            model, guide, _ = train_one(name, train, args)
+            results[name].append(evaluate(model, guide, test, args))
+    print()
+    print(f"seeds {' '.join(map(str, args.seeds))}: mean [min, max]")
+    print(f"{'arm':14s} {'exact':>26s} {'entropy':>20s}")
+    for name, runs in results.items():
+        exact = [run["exact"] for run in runs]
+        entropy = [run["entropy"] for run in runs]
+        print(f"{name:14s} {sum(exact) / len(exact):8.3f} [{min(exact):.3f}, {max(exact):.3f}] "
+              f"{sum(entropy) / len(entropy):8.2f} [{min(entropy):.2f}, {max(entropy):.2f}]")
+    return results
 
 
 def parse_args(argv=None):
@@ -155,6 +186,11 @@ def parse_args(argv=None):
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--log-every", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="run every arm once per seed and print "
+                        "the exact log-likelihood and entropy as mean [min, max] (the demo's seed spread)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 (default): these small networks "
+                        "gain little from more and slow down many-fold when another process shares a core "
+                        "(benchmarks/threads.py)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 

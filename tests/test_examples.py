@@ -55,3 +55,20 @@ def test_quickstart_runs_every_arm_including_rws():
     for name, _, result in rows:
         assert math.isfinite(result["elbo"]) and result["exact"] < 0 and 0.0 <= result["valid"] <= 1.0
         assert (result["entropy"] == 0.0) if name == "l2r" else 0.5 < result["entropy"] < 1.1
+
+
+def test_quickstart_reports_the_seed_spread_and_leaves_the_thread_count_alone(capsys):
+    import torch
+
+    example = load("quickstart")
+    threads = torch.get_num_threads()
+    args = example.parse_args(["--steps", "2", "--num-train", "64", "--num-test", "8", "--d-model", "16",
+                               "--layers", "1", "--guide-d-model", "8", "--guide-layers", "1", "--iwae-samples", "4",
+                               "--elbo-samples", "2", "--num-samples", "8", "--device", "cpu", "--guides", "uniform",
+                               "l2r", "--seeds", "0", "1", "--threads", "1"])
+    results = example.main(args)
+    assert torch.get_num_threads() == threads
+    assert [len(runs) for runs in results.values()] == [2, 2]
+    assert results["uniform"][0]["exact"] != results["uniform"][1]["exact"]  # the seed moves data and weights
+    assert "seeds 0 1: mean [min, max]" in capsys.readouterr().out
+
