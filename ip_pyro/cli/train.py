@@ -126,6 +126,8 @@ def add_parser(commands) -> None:
                             "schedule still spans --steps, so set --steps to what fits for a full cosine decay")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--seed", type=int, default=0, help="seeds weights, orders and data order")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per "
+                       "core); on a shared or small machine 1 per run degrades gracefully (benchmarks/threads.py)")
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
                        "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi); for --task "
                        "sequences, a text file (one sequence a line, tokens separated by spaces, optionally "

@@ -36,6 +36,8 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          device=args.device, out=args.out,
                          vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
     config.validate()
+    if isinstance(args.threads, bool) or args.threads < 0:
+        raise CommandError(f"--threads={args.threads} must be 0 (torch's default) or a positive thread count")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device} asked for, but no CUDA device is available; use --device cpu")
     if (Path(config.out) / "checkpoint.pt").exists() and not args.resume:
@@ -47,9 +49,12 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
 def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: F821 - imported lazily
     """Build the model and guide, train (resuming when asked) and return the trainer."""
     import pyro
+    import torch
 
     from ip_pyro.train import Trainer, build_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pyro.set_rng_seed(args.seed)
     model, guide = build_model(config)
     trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
