@@ -19,7 +19,7 @@ import torch
 from pyro.nn import pyro_method
 
 from ip_pyro.batch import Batch
-from ip_pyro.distributions import OrderDistribution, masked_log_softmax
+from ip_pyro.distributions import OrderDistribution, masked_log_softmax, particle_copies
 from ip_pyro.guides.base import ScorerGuide
 from ip_pyro.networks import OrderPointer, OrderScorer, check_network_sizes
 
@@ -54,8 +54,7 @@ class PointerOrders(OrderDistribution):
         """Every step's ``log q(sigma_t = j | sigma_<t, x)`` ``[..., B, L, L]`` for orders ``[..., B, L]``, one pass."""
         shape = orders.shape
         flat = orders.reshape(-1, self.width)
-        copies = flat.shape[0] // self.batch_shape[0] if self.batch_shape[0] else 0
-        states, start, keys, static, valid = self._rows(copies)
+        states, start, keys, static, valid = self._rows(particle_copies(flat.shape[0], self.batch_shape[0]))
         pointer, written = self.pointer(states, start, keys, flat)  # [R, L, L] each
         log_probs = masked_log_softmax(static.unsqueeze(1) + pointer, valid.unsqueeze(1) & ~written)
         return log_probs.reshape(shape + (self.width,))
@@ -94,7 +93,7 @@ class PointerOrders(OrderDistribution):
         (``L`` stream steps; a check of the one-pass ``log_prob``, which equals it)."""
         shape = orders.shape
         flat = orders.reshape(-1, self.width)
-        copies = flat.shape[0] // self.batch_shape[0] if self.batch_shape[0] else 0
+        copies = particle_copies(flat.shape[0], self.batch_shape[0])
         return self._decode(copies, lambda scores, step: flat[:, step], score=True)[1].reshape(shape[:-1])
 
     def _decode(self, copies: int, choose, score: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
