@@ -268,6 +268,13 @@ def plot_mcmc_trace(mcmc_idata, path) -> str:
 def plot_mcmc_rank(mcmc_idata, path) -> str:
     """Rank plot of ``insertion_step`` (uniform bars = well-mixed chains)."""
     length = mcmc_idata.posterior.sizes["position"]
+    values = np.asarray(mcmc_idata.posterior["insertion_step"].values)
+    if values.size and bool((values == values.reshape(-1, values.shape[-1])[0]).all()):
+        figure, axis = plt.subplots(figsize=(7, 1.6))  # ranks of identical draws are all ties: nothing to read
+        axis.axis("off")
+        axis.text(0.5, 0.5, "every MCMC draw is the same order (the chains never moved):\nno rank plot to read; "
+                  "see the trace and forest plots", ha="center", va="center", fontsize=11)
+        return _save(figure, path)
     shown = min(length, 4)
     axes = az.plot_rank(mcmc_idata, var_names=["insertion_step"], coords={"position": list(range(shown))},
                         figsize=(3.5 * shown, 3.5))
