@@ -10,7 +10,8 @@ and summarised by medians:
 * ``rws_k4``: draw K = 4 orders, score their ``log q`` and backpropagate it (what ``InsertionRWS(4)`` asks of a
   guide, wake-phi included);
 * ``elbo_m2``: draw M = 2 orders, every step's next-position distribution and ``log q`` with backward (what
-  ``InsertionELBO(2)`` asks in closed form).
+  ``InsertionELBO(2)`` asks in closed form);
+* ``sample_k4``: drawing the 4 orders alone (the pointer guide's ``L`` cached stream steps; PL's one sort).
 
 Target (issue "pointer guide"): the pointer guide's ``rws_k4`` <= 2x the Plackett–Luce guide's.
 """
@@ -33,17 +34,22 @@ GUIDES = ("pl", "pointer", "sequential")
 
 
 def _operations(guide, batch) -> dict:
+    """``rws_k4`` and ``elbo_m2`` as in the module docstring, and ``sample_k4``: drawing the 4 orders only."""
     def rws_k4():
         guide.zero_grad()
         q = guide.order_distribution(batch)
         q.log_prob(q.sample((4,))).sum().backward()
+
+    def sample_k4():
+        with torch.no_grad():
+            guide.order_distribution(batch).sample((4,))
 
     def elbo_m2():
         guide.zero_grad()
         q = guide.order_distribution(batch)
         steps, all_next = q.log_prob_steps_and_next(q.sample((2,)))
         (steps.sum() + all_next.clamp(min=-30.0).sum()).backward()
-    return {"rws_k4": rws_k4, "elbo_m2": elbo_m2}
+    return {"rws_k4": rws_k4, "elbo_m2": elbo_m2, "sample_k4": sample_k4}
 
 
 def section(args) -> dict:
@@ -51,7 +57,7 @@ def section(args) -> dict:
     for shape in ("qm9", "star-hard"):
         batch, vocab_size, max_length, _, _ = decoders._shape(shape, args.batch_size, args.device, 0)
         runs = {}
-        for name in GUIDES:
+        for name in args.guides:
             torch.manual_seed(0)
             guide = build_guide(name, vocab_size, d_model=args.guide_d_model, n_layers=args.guide_layers,
                                 max_length=max_length).to(args.device)
@@ -75,12 +81,18 @@ def report(result: dict) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute on 2 cores)")
+    parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=GUIDES,
+                        help="guides to time (the Plackett-Luce guide is the reference and always included)")
     decoders.add_size_arguments(parser)
-    return configure(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.guides = ["pl"] + [name for name in args.guides if name != "pl"]
+    return configure(args)
 
 
 def configure(args):
-    """Fill the section's settings from ``args.quick``."""
+    """Fill the section's settings from ``args.quick`` (and every guide when ``args`` has no ``guides``)."""
+    if not hasattr(args, "guides"):
+        args.guides = list(GUIDES)
     args.guide_settings = dict(rounds=2 if args.quick else 3, repeats=3 if args.quick else 6)
     return args
 
