@@ -225,13 +225,19 @@ def run(args) -> dict:
     return section(settings)
 
 
-if __name__ == "__main__":
-    arguments = parse_args()
+def command_line(parse, run_section, report_section) -> dict:
+    """A section run alone: parse the flags, run, print the report and the seconds, write ``--json``."""
+    arguments = parse()
     started = time.perf_counter()
-    outcome = run(arguments)
-    report(outcome)
+    outcome = run_section(arguments)
+    report_section(outcome)
     outcome["seconds"] = time.perf_counter() - started
     outcome["threads"] = torch.get_num_threads()
     print(f"{outcome['seconds']:.0f} s")
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(outcome, indent=2))
+    return outcome
+
+
+if __name__ == "__main__":
+    command_line(parse_args, run, report)

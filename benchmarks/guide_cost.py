@@ -18,9 +18,7 @@ Target (issue "pointer guide"): the pointer guide's ``rws_k4`` <= 2x the Placket
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -102,12 +100,4 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    started = time.perf_counter()
-    outcome = run(arguments)
-    report(outcome)
-    outcome["seconds"] = time.perf_counter() - started
-    outcome["threads"] = torch.get_num_threads()
-    print(f"{outcome['seconds']:.0f} s")
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
+    decoders.command_line(parse_args, run, report)

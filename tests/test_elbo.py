@@ -59,6 +59,16 @@ def gradients(value, parameters):
     return torch.cat([grad.flatten() for grad in torch.autograd.grad(value, parameters)])
 
 
+def assert_unbiased(model, guide, elbo, sequence, padding=1) -> None:
+    """The estimator's expectation over every draw equals the exact ELBO, in value and in gradient (1e-6)."""
+    parameters = list(model.parameters()) + list(guide.parameters())
+    exact = exact_elbo(model, guide, sequence, padding=padding)
+    value, surrogate = expected_estimator(elbo, model, guide, sequence, padding=padding)
+    assert abs(value.item() - exact.item()) < 1e-9
+    exact_grad = gradients(exact, parameters)
+    assert ((gradients(surrogate, parameters) - exact_grad).norm() / exact_grad.norm()) < 1e-6
+
+
 CASES = [  # (particles, step_sampling, closed_form, sequence, padding, steps scored per order)
     (2, "uniform", True, [0, 2, 1, 2], 0, 1),
     (2, "all", True, [1, 0, 2, 2], 1, 1),
