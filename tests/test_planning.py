@@ -98,6 +98,9 @@ def test_path_metrics():
     assert wrong["exact_match"] == 0.0 and wrong["token_accuracy"] == 0.25 and wrong["edges_in_graph"] == 0.5
 
 
+NETWORK_ARMS = [("ip", "pl"), ("ip", "sequential"), ("ip", "pointer"), ("fo-arm", "pl")]  # every learned network
+
+
 def tiny_config(tmp_path, **changes):
     task = task_config("star-easy")
     values = dict(task="star-easy", model="ip", guide="pl", steps=6, batch_size=8, d_model=16, layers=1, heads=2,
@@ -108,7 +111,7 @@ def tiny_config(tmp_path, **changes):
     return TrainConfig(**values)
 
 
-@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("ip", "pointer"), ("fo-arm", "pl")])
+@pytest.mark.parametrize("model_name,guide_name", NETWORK_ARMS)
 def test_resume_reproduces_the_uninterrupted_run_exactly(model_name, guide_name, tmp_path):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
 
@@ -131,7 +134,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(model_name, guide_name,
 
 
 @pytest.mark.parametrize("task", ["star-hard", "maze-braided-hard"])
-@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("ip", "pointer"), ("fo-arm", "pl")])
+@pytest.mark.parametrize("model_name,guide_name", NETWORK_ARMS)
 def test_absolute_positions_cover_the_longest_prompt_and_target(task, model_name, guide_name, tmp_path):
     """Sized from the task, the position table must hold training rows and every decoding step of the longest
     prompt (sampling runs to max_length)."""
@@ -326,7 +329,7 @@ def test_order_entropy_weight_rises_to_one_and_is_validated(tmp_path):
         tiny_config(tmp_path, order_entropy_weight=1.5).validate()
 
 
-@pytest.mark.parametrize("model_name,guide_name", [("ip", "pl"), ("ip", "sequential"), ("ip", "pointer"), ("fo-arm", "pl")])
+@pytest.mark.parametrize("model_name,guide_name", NETWORK_ARMS)
 def test_prompt_group_and_embed_std_reach_every_network_and_its_checkpoint(model_name, guide_name, tmp_path):
     from ip_pyro.checkpoint import load_checkpoint
 

@@ -65,7 +65,8 @@ def test_held_out_tokens_outside_the_training_vocabulary_are_counted_not_mapped(
             found = True
             break
     assert found
-    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ (test|valid) sequences with tokens outside the training vocabulary"):
+    unseen = r"skipped 1 of \d+ (test|valid) sequences with tokens outside the training vocabulary"
+    with pytest.warns(UserWarning, match=unseen):
         load_sequence_task(path, seed=seed)
     with pytest.raises(ValueError, match="token 'q' is not in the vocabulary"):
         TokenVocabulary(["a", "b"]).encode(["a", "q"])

@@ -95,7 +95,8 @@ def add_parser(commands) -> None:
     train.add_argument("--particles", type=int, default=2, help="IP: orders per sequence (the ELBO's M; the K of "
                        "--objective rws, where 4 is a good start)")
     train.add_argument("--objective", default="elbo", help="IP: elbo (InsertionELBO) or rws (IWAE for the model, "
-                       "reweighted wake-sleep for the guide: learns orders; costs about K (L + 1) canvases per sequence)")
+                       "reweighted wake-sleep for the guide: learns orders; a step scores K whole orders, K (L + 1) "
+                       "canvases with --decoder canvas, K passes with causal)")
     train.add_argument("--objective-switch", type=int, default=0, metavar="STEP", help="with --objective rws: train "
                        "with the ELBO for STEP steps first, then switch (saved in the checkpoint)")
     train.add_argument("--elbo-particles", type=int, default=2, metavar="M", help="with --objective rws and "
@@ -133,8 +134,8 @@ def add_parser(commands) -> None:
                        "sequences, a text file (one sequence a line, tokens separated by spaces, optionally "
                        "prompt<TAB>target) or a .jsonl file of {\"prompt\": [...], \"target\": [...]}")
     train.add_argument("--data-seed", type=int, default=0, help="planning data generated in memory: its seed")
-    train.add_argument("--train-size", type=int, default=None, help="SMILES and sequence files: training examples (default: "
-                       "all; moses: 200,000)")
+    train.add_argument("--train-size", type=int, default=None, help="SMILES and sequence files: training examples "
+                       "(default: all; moses: 200,000)")
     train.add_argument("--valid-size", type=int, default=None, help="SMILES and sequence files: validation "
                        "examples (default: 5 %% of a --data file, at most 1,000; 1,000 for qm9 and moses)")
     train.add_argument("--test-size", type=int, default=None, help="SMILES and sequence files: test examples held "

@@ -95,7 +95,8 @@ class OrderPointer(nn.Module):
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def _item(self, position_states: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Items ``[..., D]`` for written positions' states ``[..., D]`` and their features when written ``[..., F]``."""
+        """Items ``[..., W]`` of written positions from their states ``[..., D]`` and their features when written
+        ``[..., F]``."""
         code = (features[..., 1] + 2 * features[..., 2]).long()
         return self.item_in(position_states) + self.written_as(code) + self.share_in(features[..., 3:])
 
