@@ -106,6 +106,11 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         "(1 = random order, 0 = one fixed order)",
         f"preferred order: {plots.describe_order(steps)}",
     ]
+    if class_of is not None:
+        timing = plots.class_timing(steps, tokens, class_of)
+        lines.append(("insertion time by token class" if domain == "smiles" else "insertion time of the most frequent "
+                      "tokens") + " (0 = first, 1 = last, 0.50 for a random order): "
+                     + ", ".join(f"{name} {value:.2f}" for name, value in timing.items()))
     if landmarks is not None:
         timing = plots.landmark_timing(steps, landmarks)
         lines.append("insertion time of named cells (0 = first, 1 = last, 0.50 for a random order): "

@@ -156,6 +156,24 @@ def test_describe_order_in_words():
     shuffled = np.stack([[rng.permutation(6).astype(float) for _ in range(3)] for _ in range(200)])[None]
     assert plots.modal_order_share(shuffled) < 0.05
     assert "(close to a random order)" in plots.describe_order(shuffled)
+    assert 0.9 < plots.rank_spread(shuffled) < 1.1
+    # a guide that writes closing brackets first, the rest at random: no positional pattern, not random, and the
+    # token classes say what it does (issue: such a guide at entropy 0.29 was called "close to a random order")
+    tokens = np.array([[0, 1, 0, 1, 0, 1], [0, 0, 1, 0, 1, 1], [1, 0, 1, 0, 0, 1]])  # 1 = a closing bracket
+    draws = []
+    for _ in range(200):
+        per_sequence = []
+        for row in tokens:
+            closing, opening = rng.permutation(np.flatnonzero(row == 1)), rng.permutation(np.flatnonzero(row == 0))
+            step = np.empty(6)
+            step[np.concatenate([closing, opening])] = np.arange(6)
+            per_sequence.append(step)
+        draws.append(per_sequence)
+    by_class = np.array(draws)[None]
+    sentence = plots.describe_order(by_class)
+    assert "close to a random order" not in sentence and "not positional" in sentence, sentence
+    timing = plots.class_timing(by_class, tokens, lambda token: ")" if token else "(")
+    assert list(timing) == [")", "("] and timing[")"] < 0.25 < 0.75 < timing["("]
     assert plots.smiles_token_class("%12") == "ring closure" and plots.smiles_token_class("(") == "branch"
     assert plots.smiles_token_class("[nH]") == "atom" and plots.smiles_token_class("Cl") == "atom"
     assert plots.smiles_token_class("=") == "bond"
