@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "checkpoint_splits", "print_table"]
+__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "checkpoint_splits", "print_table", "data_path",
+           "write_results"]
 
 
 class CommandError(ValueError):
@@ -95,3 +97,24 @@ def print_table(results: dict) -> None:
     for name, value in results.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"{name:<{width}}  {shown}")
+
+
+def data_path(data: dict, base: Optional[Path] = None, override: Optional[str] = None) -> Optional[Path]:
+    """The data file of a run (SMILES or sequences): ``override`` (``eval --data``) if given, else the saved path, which is relative
+    to the run folder ``base`` (absolute in checkpoints written before that rule)."""
+    if override:
+        return Path(override)
+    saved = data.get("path")
+    if saved is None:
+        return None
+    saved = Path(saved)
+    return saved if saved.is_absolute() or base is None else (base / saved)
+
+
+def write_results(args, results: dict, *, announce: bool = True) -> Path:
+    """Write ``eval``'s results to ``--json`` or ``eval_SPLIT.json`` beside the checkpoint; returns the path."""
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
+    out.write_text(json.dumps(results, indent=2))
+    if announce:
+        print(f"wrote {out}")
+    return out

@@ -1,10 +1,8 @@
 """``ip-pyro eval --checkpoint PATH``: the task's metrics on a split (table + JSON)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
-from ip_pyro.cli.common import CommandError, checkpoint_splits, print_table
+from ip_pyro.cli.common import CommandError, checkpoint_splits, print_table, write_results
 
 __all__ = ["run", "add_parser"]
 
@@ -42,9 +40,7 @@ def run(args) -> int:
         results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples, progress=True),
                        nll_examples=len(subset))
     print_table(results)
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(args, results)
     return 0
 
 

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from ip_pyro.cli.common import CommandError, print_table
+from ip_pyro.cli.common import CommandError, data_path, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
 
 __all__ = ["TASK", "train_sequences", "eval_sequences", "sample_sequences", "diagnose_sequences", "task_for"]
@@ -30,9 +30,7 @@ def task_for(data: dict, vocabulary: Optional[list] = None, *, base: Optional[Pa
     (``--data``) or the saved path, relative to the run folder ``base``. Warnings print as lines."""
     from ip_pyro.data.sequences import TokenVocabulary, load_sequence_task
 
-    path = Path(override) if override else Path(data["path"])
-    if not override and not path.is_absolute() and base is not None:
-        path = (base / path).resolve()
+    path = data_path(data, base, override).resolve()
     if not path.is_file():
         raise CommandError(f"the run's sequence file {path} is not there (moved?); pass --data FILE to point at it")
     with warnings.catch_warnings(record=True) as caught:
@@ -110,9 +108,7 @@ def eval_sequences(args, model, guide, extra: dict) -> int:
     else:
         for sequence in model.sample(SHOWN):
             print(f"sample: {_words(vocabulary, sequence)}")
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(args, results)
     return 0
 
 

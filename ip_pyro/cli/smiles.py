@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 
-from ip_pyro.cli.common import CommandError, print_table
+from ip_pyro.cli.common import CommandError, data_path, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
 
 __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
@@ -20,18 +20,6 @@ __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
 MOSES_DEFAULT_TRAIN = 200_000
 SMILES_EVAL_NLL_LIMIT = 200  # molecules whose NLL eval scores unless --nll-limit says otherwise (bounded on a CPU)
 VALID_NLL_LIMIT = 100  # molecules whose NLL (8 orders) each periodic validation scores
-
-
-def data_path(data: dict, base: Optional[Path] = None, override: Optional[str] = None) -> Optional[Path]:
-    """The SMILES file of a run: ``override`` (``eval --data``) if given, else the saved path, which is relative
-    to the run folder ``base`` (absolute in checkpoints written before that rule)."""
-    if override:
-        return Path(override)
-    saved = data.get("path")
-    if saved is None:
-        return None
-    saved = Path(saved)
-    return saved if saved.is_absolute() or base is None else (base / saved)
 
 
 def smiles_task_for(data: dict, vocabulary=None, *, base: Optional[Path] = None, override: Optional[str] = None):
@@ -101,8 +89,7 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
     results = {"task": extra["task"], "split": args.split, "weights": args.weights,
                "insertions_per_step": args.insertions_per_step, **results}
     print_table(results)
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
-    out.write_text(json.dumps(results, indent=2))
+    out = write_results(args, results, announce=False)
     samples_path = out.with_suffix(".smi")
     samples_path.write_text("\n".join(samples) + "\n")
     print(f"wrote {out} and {samples_path}")
