@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ip_pyro.networks.stack import positions_needed
 from ip_pyro.utils import check_same_device
 
 __all__ = ["Batch", "collate", "check_batch", "check_model_and_guide"]
@@ -242,7 +243,7 @@ def check_model_and_guide(model, guide, batch: Batch) -> None:
         problems.append(f"a sequence has length {longest} > " + " and ".join(short)
                         + f"; build with max_length >= {longest}")
     prompt = int(batch.prompt_lengths.max()) if batch.prompt is not None and batch.batch_size else 0
-    needed = prompt + longest + 2  # [prompt ; BOS ; sequence ; END]
+    needed = positions_needed(prompt, longest)
     positions = [f"{name} max_positions={module.config['max_positions']}" for name, module in components.items()
                  if 0 < getattr(module, "config", {}).get("max_positions", 0) < needed]
     if positions:

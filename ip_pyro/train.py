@@ -108,6 +108,7 @@ class Trainer:
                     if guide is not None and config.objective == "rws" else None)
         self.step, self.epoch, self.position = 0, 0, 0
         self._rws_cost_said = False  # the RWS step's cost is printed once per process, before its first RWS step
+        self._tensorboard = None  # config.tensorboard: opened on first use (_board), closed when fit ends
         self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
         self.history: list = []
@@ -208,7 +209,7 @@ class Trainer:
         try:
             out_of_time = self._out_of_time()
             while self.step < self.config.steps and not out_of_time:
-                if main and self.objective() is self.rws and self.rws is not None and not self._rws_cost_said:
+                if main and self.rws is not None and self.objective() is self.rws and not self._rws_cost_said:
                     self._say_rws_cost()
                 tick = time.perf_counter()
                 objective = self.objective_name()
@@ -246,7 +247,7 @@ class Trainer:
             bar.close()
             if self.step:
                 self.save()
-            if getattr(self, "_tensorboard", None) is not None:
+            if self._tensorboard is not None:
                 self._tensorboard.close()
                 self._tensorboard = None
         return self.history
@@ -331,7 +332,7 @@ class Trainer:
 
     def _board(self):
         """The run's TensorBoard log (``config.tensorboard``), opened on first use under ``OUT/tensorboard``."""
-        if getattr(self, "_tensorboard", None) is None:
+        if self._tensorboard is None:
             from ip_pyro.tensorboard import TensorBoardLog
 
             self._tensorboard = TensorBoardLog(self.out / "tensorboard")
