@@ -1,7 +1,8 @@
 """Metropolis–Hastings over insertion orders as a Pyro MCMC kernel.
 
     kernel = OrderMH(model, guide)
-    mcmc = pyro.infer.MCMC(kernel, num_samples=500, warmup_steps=200, num_chains=4)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=500, warmup_steps=200, num_chains=4,
+                           disable_progbar=True)  # Pyro's bar writes a line per update into logs
     mcmc.run(batch)                      # batch holds ONE sequence
     mcmc.get_samples()["insertion_step"]  # [draws, L]: the step at which each position was inserted
     az.from_pyro(mcmc)                   # R-hat and ESS for insertion_step
