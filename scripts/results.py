@@ -1,0 +1,114 @@
+"""Build the results tables and curves from the committed records (``results/*.jsonl``).
+
+    python -m scripts.results --write      # rewrite every results block in README.md and docs/results.md
+    python -m scripts.results --check      # exit 1 if any block differs from what the records give (the tests run it)
+    python -m scripts.results --figures    # docs/figures/<study>.png: each study's metric against training minutes
+    python -m scripts.results --show qm9-map validity,vun,nll     # print one table
+
+A results block in a markdown page is the table between ``<!-- results: study=NAME metrics=a,b,c -->`` and
+``<!-- /results -->``; nothing between the two markers is written by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from ip_pyro.results import curve_points, read_records, render_table
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("README.md", "docs/results.md")
+BLOCK = re.compile(r"(<!-- results: study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+) -->\n)(?P<body>.*?)"
+                   r"(<!-- /results -->)", re.DOTALL)
+# the metric each study's figure shows, and whether lower is better
+FIGURE_METRICS = {"qm9": "validity", "moses": "validity", "star-easy": "exact_match", "star-medium": "exact_match",
+                  "star-hard": "exact_match", "maze-braided-easy": "success"}
+
+
+def rebuilt(text: str, records: list) -> str:
+    """``text`` with every results block's body replaced by the table its records give."""
+    def table(match):
+        body = render_table(records, match["study"], match["metrics"].split(","))
+        return match.group(1) + body + "\n" + match.group(5)
+    return BLOCK.sub(table, text)
+
+
+def stale_blocks(root: Path, records: list) -> list:
+    """``[(page, study)]`` for every block whose body is not what the records give."""
+    stale = []
+    for page in PAGES:
+        path = root / page
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        for match in BLOCK.finditer(text):
+            want = render_table(records, match["study"], match["metrics"].split(",")) + "\n"
+            if match["body"] != want:
+                stale.append((page, match["study"]))
+    return stale
+
+
+def draw(records: list, study: str, path: Path) -> Path:
+    """One figure per study: its headline metric (validation, EMA weights) against training minutes, the mean
+    over seeds as a line and their range as a band, one colour per arm; and the guide's order entropy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [record for record in records if record["study"] == study]
+    metric = FIGURE_METRICS.get(chosen[0]["task"], next(iter(chosen[0]["curve"]), "validity"))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, key in zip(axes, (metric, "order_entropy")):
+        for label, (minutes, mean, low, high) in curve_points(chosen, key).items():
+            line, = axis.plot(minutes, mean, marker="o", markersize=3, label=label)
+            if low != high:
+                axis.fill_between(minutes, low, high, color=line.get_color(), alpha=0.2)
+        axis.set_xlabel("training minutes (one torch thread, validation excluded)")
+        axis.set_ylabel(("validation " + key.replace("_", " ")) if key != "order_entropy" else
+                        "guide entropy over orders (1 = uniform)")
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    seeds = sorted({record["seed"] for record in chosen})
+    axes[0].legend(fontsize=7, loc="best")
+    figure.suptitle(f"{study}: {chosen[0]['task']}, seeds {', '.join(map(str, seeds))} (mean; band: range)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", default=str(ROOT / "results"), help="folder or JSONL file of records")
+    parser.add_argument("--write", action="store_true", help="rewrite the blocks in README.md and docs/results.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a block differs from the records")
+    parser.add_argument("--figures", action="store_true", help="draw docs/figures/<study>.png for every study")
+    parser.add_argument("--show", nargs=2, metavar=("STUDY", "METRICS"), help="print one study's table")
+    args = parser.parse_args(argv)
+    try:
+        records = read_records([args.records])
+        if args.show:
+            print(render_table(records, args.show[0], args.show[1].split(",")))
+        if args.write:
+            for page in PAGES:
+                path = ROOT / page
+                if path.is_file():
+                    path.write_text(rebuilt(path.read_text(), records))
+        if args.figures:
+            for study in sorted({record["study"] for record in records}):
+                print(f"wrote {draw(records, study, ROOT / 'docs' / 'figures' / f'{study}.png')}")
+        if args.check:
+            stale = stale_blocks(ROOT, records)
+            for page, study in stale:
+                print(f"{page}: the {study} table is not what results/ gives; run python -m scripts.results --write")
+            return 1 if stale else 0
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
