@@ -16,7 +16,9 @@ A record is one JSON line in ``results/<study>.jsonl`` (committed). Its keys:
 * ``order_entropy`` (the guide's entropy over orders relative to the uniform order's ``log L!``; None for FO-ARM)
   and ``order`` (``diagnose``'s sentence on the learned order; None where not diagnosed);
 * ``curve``: ``{metric: [[step, wall_seconds, value], ...]}`` from the run's validations;
-* ``command`` (the shell commands that produced it, train first), ``commit``, ``date`` (ISO).
+* ``command`` (the shell commands that produced it, train first), ``commit`` (the code that trained; ``+dirty``
+  when tracked files differed from it), ``date`` (ISO); records written by ``experiments/campaign.py`` also carry
+  ``eval_commit`` (the code that evaluated and diagnosed), ``load`` and ``stopped`` (``steps`` or ``time limit``).
 
 :func:`validate_record` checks a record and names the first problem in one line; :func:`render_table` turns a
 study's records into the markdown table the README and ``docs/results.md`` carry (``scripts/results.py`` writes
@@ -180,9 +182,20 @@ def _digits(metric: str) -> int:
     return 2 if metric in ("nll", "fcd_test") else 3
 
 
+TITLES = {"exact_match": "exact match", "token_accuracy": "token accuracy", "edges_in_graph": "edges in graph",
+          "valid_moves": "valid moves", "termination_rate": "terminated", "validity": "valid", "unique": "unique",
+          "novelty": "novel", "vun": "V×U×N", "fcd_test": "FCD/Test", "kl_score": "KL score", "snn": "SNN",
+          "nll_per_token": "NLL/token"}
+
+
 def _nll_title(members: list) -> str:
-    kinds = sorted({record["nll_kind"] for record in members})
-    return " / ".join("exact" if kind == "exact" else f"≤ ({kind.upper()})" for kind in kinds)
+    bounds = sorted({record["nll_kind"] for record in members} - {"exact", "none"})
+    return "test NLL" + (f" (≤: an {', '.join(kind.upper() for kind in bounds)} bound)" if bounds else "")
+
+
+def _nll_cell(members: list) -> str:
+    cell = spread([record["metrics"].get("nll") for record in members], _digits("nll"))
+    return ("≤ " + cell) if cell != "–" and members[0]["nll_kind"].startswith("iwae") else cell
 
 
 def render_table(records: list, study: str, metrics: list) -> str:
@@ -191,15 +204,19 @@ def render_table(records: list, study: str, metrics: list) -> str:
     chosen = [record for record in records if record["study"] == study]
     if not chosen:
         raise ValueError(f"no records of study {study!r}; run it (experiments/campaign.py) or fix the block's name")
+    unknown = [metric for metric in metrics if metric not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r} in the {study} table; use one of {', '.join(METRIC_NAMES)}")
     titles = ["arm", "family", "seeds", "steps", "train min"] + [
-        f"{metric} ({_nll_title(chosen)})" if metric == "nll" else metric for metric in metrics] + [
+        _nll_title(chosen) if metric == "nll" else TITLES.get(metric, metric) for metric in metrics] + [
         "guide entropy", "order (diagnose)"]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for label, members in group_by_label(chosen).items():
         cells = [label, members[0]["arm"], " / ".join(str(r["seed"]) for r in members),
                  " / ".join(f"{r['steps']:,}" for r in members),
                  " / ".join(f"{r['wall_seconds'] / 60:.1f}" for r in members)]
-        cells += [spread([r["metrics"].get(metric) for r in members], _digits(metric)) for metric in metrics]
+        cells += [_nll_cell(members) if metric == "nll" else
+                  spread([r["metrics"].get(metric) for r in members], _digits(metric)) for metric in metrics]
         cells.append(spread([r["order_entropy"] for r in members], 2))
         cells.append(" / ".join(r["order"] or "–" for r in members) if any(r["order"] for r in members) else "–")
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
@@ -279,8 +296,8 @@ def record_from_run(folder, *, study: str, label: str, command: list, commit: st
                     threads: int, load: str = "", eval_file: str = "eval_test.json",
                     nll_kind: Optional[str] = None) -> dict:
     """The record of one run folder (``checkpoint.pt``, ``metrics.jsonl``, ``eval_file``, optionally
-    ``diagnose/summary.txt``). ``nll_kind`` defaults to ``exact`` for FO-ARM and ``iwae-N`` from the eval's
-    ``nll_samples`` for the IP."""
+    ``diagnose/summary.txt``). ``nll_kind`` defaults to what the eval file says (``ip-pyro eval`` writes it), else
+    ``exact`` for FO-ARM."""
     from ip_pyro.checkpoint import read_checkpoint
 
     folder = Path(folder)
@@ -290,11 +307,14 @@ def record_from_run(folder, *, study: str, label: str, command: list, commit: st
     evaluation = json.loads((folder / eval_file).read_text())
     metrics = run_metrics(evaluation)
     if nll_kind is None:
-        nll_kind = "none" if "nll" not in metrics else ("exact" if config["model"] == "fo-arm" else
-                                                        f"iwae-{evaluation.get('nll_samples', 0)}")
+        nll_kind = "none" if "nll" not in metrics else evaluation.get("nll_kind") or (
+            "exact" if config["model"] == "fo-arm" else None)
+    if nll_kind is None:
+        raise ValueError(f"{folder / eval_file} does not say what its NLL is (no nll_kind); pass nll_kind='iwae-N'")
     summary = folder / "diagnose" / "summary.txt"
     entropy, words = diagnose_sentence(summary.read_text()) if summary.is_file() else (None, None)
     curve = run_curve(log)
+    eval_commit = folder / "eval_commit.txt"  # written by experiments/campaign.py before it evaluates
     if entropy is None and config["model"] != "fo-arm" and curve.get("order_entropy"):
         entropy = curve["order_entropy"][-1][2]
     record = {"study": study, "task": config["task"], "label": label, "arm": arm_family(config),
@@ -304,6 +324,7 @@ def record_from_run(folder, *, study: str, label: str, command: list, commit: st
               "load": load, "metrics": metrics, "nll_kind": nll_kind,
               "order_entropy": None if config["model"] == "fo-arm" else entropy,
               "order": None if config["model"] == "fo-arm" else words, "curve": curve, "command": list(command),
-              "commit": commit, "date": date,
+              "commit": commit, "eval_commit": eval_commit.read_text().strip() if eval_commit.is_file() else commit,
+              "date": date,
               "stopped": "time limit" if any(entry.get("stopped") == "time limit" for entry in log) else "steps"}
     return validate_record(record, f"the record of {folder}")

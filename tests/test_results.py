@@ -1,0 +1,190 @@
+"""Results as data: the record schema, tables built from records, the campaign's commands, and the committed
+tables equal to what the committed records give."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import campaign
+from experiments.studies import STUDIES
+from ip_pyro.config import GUIDE_NAMES
+from ip_pyro.results import (METRIC_NAMES, arm_family, diagnose_sentence, read_records, record_from_run,
+                             render_table, validate_record, write_record)
+from scripts import results as results_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def a_record(**changes):
+    record = {"study": "s", "task": "qm9", "label": "causal-pointer-rws", "arm": "learned-pointer",
+              "config": {"model": "ip", "guide": "pointer", "decoder": "causal"}, "seed": 0, "wall_seconds": 600.0,
+              "steps": 500, "threads": 1, "machine": "2-core CPU", "metrics": {"validity": 0.5, "nll": 20.0},
+              "nll_kind": "iwae-16", "order_entropy": 0.5, "order": "atoms last", "curve": {},
+              "command": ["ip-pyro train --task qm9"], "commit": "abcdef1", "date": "2026-12-03"}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize("guide", GUIDE_NAMES)
+def test_every_registered_guide_has_an_arm_family(guide):
+    family = arm_family({"model": "ip", "guide": guide})
+    assert family == "uniform" or re.fullmatch(r"(fixed|learned)-" + guide, family)
+
+
+def test_fo_arm_is_its_own_family_whatever_the_guide_flag_says():
+    assert arm_family({"model": "fo-arm", "guide": "pl"}) == "fo-arm"
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"steps": None}, "steps must be a non-negative number"),
+    ({"arm": "random"}, "is none of fo-arm, uniform"),
+    ({"arm": "learned-pl"}, "does not match its config (learned-pointer)"),
+    ({"metrics": {"accuracy": 0.5}}, "unknown metric 'accuracy'"),
+    ({"metrics": {"validity": float("nan")}, "nll_kind": "none"}, "must be a finite number"),
+    ({"metrics": {"validity": 0.5}}, "nll_kind 'iwae-16' must be exact or iwae-N with an nll metric"),
+    ({"nll_kind": "bound"}, "nll_kind 'bound'"),
+    ({"command": []}, "command must be a non-empty list"),
+    ({"commit": "main"}, "is not a git commit hash"),
+    ({"date": "3 Dec 2026"}, "is not YYYY-MM-DD"),
+    ({"metrics": {}}, "metrics must be a non-empty flat dict"),
+])
+def test_a_bad_record_is_refused_in_one_line_naming_the_problem(change, words):
+    with pytest.raises(ValueError, match=re.escape(words)) as caught:
+        validate_record(a_record(**change), "results/s.jsonl:3")
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("results/s.jsonl:3")
+
+
+def test_a_record_without_a_required_key_names_every_missing_key():
+    record = a_record()
+    del record["commit"], record["seed"]
+    with pytest.raises(ValueError, match="lacks seed, commit"):
+        validate_record(record)
+
+
+def test_write_record_replaces_the_same_run_and_keeps_the_others(tmp_path):
+    path = tmp_path / "results" / "s.jsonl"
+    write_record(path, a_record(seed=0))
+    write_record(path, a_record(seed=1))
+    write_record(path, a_record(seed=0, metrics={"validity": 0.9, "nll": 10.0}))
+    records = read_records([path.parent])
+    assert sorted((r["seed"], r["metrics"]["validity"]) for r in records) == [(0, 0.9), (1, 0.5)]
+
+
+def test_read_records_names_the_file_and_line_of_a_broken_record(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(a_record()) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"s.jsonl:2 is not valid JSON"):
+        read_records([path])
+
+
+def test_the_table_gives_mean_and_range_over_seeds_and_marks_bounds():
+    records = [a_record(seed=0), a_record(seed=1, metrics={"validity": 0.7, "nll": 22.0}, steps=450),
+               a_record(label="fo-arm", arm="fo-arm", config={"model": "fo-arm"}, nll_kind="exact",
+                        order_entropy=None, order=None, metrics={"validity": 0.97, "nll": 12.5})]
+    table = render_table(records, "s", ["validity", "nll"]).splitlines()
+    assert table[0] == ("| arm | family | seeds | steps | train min | valid | test NLL (≤: an IWAE-16 bound) "
+                        "| guide entropy | order (diagnose) |")
+    assert table[2] == ("| causal-pointer-rws | learned-pointer | 0 / 1 | 500 / 450 | 10.0 / 10.0 | "
+                        "0.600 [0.500, 0.700] | ≤ 21.00 [20.00, 22.00] | 0.50 [0.50, 0.50] | atoms last / atoms last |")
+    assert table[3] == "| fo-arm | fo-arm | 0 | 500 | 10.0 | 0.970 | 12.50 | – | – |"
+
+
+def test_a_table_of_a_study_without_records_is_a_one_line_error():
+    with pytest.raises(ValueError, match="no records of study 'missing'"):
+        render_table([a_record()], "missing", ["validity"])
+
+
+def test_diagnose_sentence_reads_the_order_and_the_token_class_timing():
+    summary = ("sequences diagnosed: 32\nguide entropy over orders: 0.53 of the uniform order's log L! on average\n"
+               "preferred order: no positional order: modal order share 0.02\n"
+               "insertion time by token class (0 = first, 1 = last, 0.50 for a random order): branch 0.09, atom 0.71\n")
+    entropy, words = diagnose_sentence(summary)
+    assert entropy == 0.53
+    assert words == "no positional order: modal order share 0.02; branch 0.09, atom 0.71"
+
+
+def test_record_from_a_real_run_folder(tmp_path):
+    """Train a tiny arm for 4 steps with validations, write an eval file as ``ip-pyro eval`` does, and build the
+    record: config, budget, curve and metrics come from the folder."""
+    from ip_pyro.data.planning import make_dataset, task_config
+    from ip_pyro.train import Trainer, TrainConfig, build_model
+
+    task = task_config("star-easy")
+    config = TrainConfig(task="star-easy", model="ip", guide="pl", steps=4, batch_size=8, d_model=16, layers=1,
+                         heads=2, guide_d_model=8, guide_layers=1, guide_heads=2, warmup=2, ema_start=2,
+                         checkpoint_every=100, eval_every=2, out=str(tmp_path / "run"), vocab_size=task.vocab_size,
+                         max_length=task.max_target_length + 2, seed=3)
+    torch.manual_seed(0)
+    model, guide = build_model(config)
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
+    trainer = Trainer(config, model, guide, examples, evaluate=lambda *_: {"valid_exact_match": 0.25})
+    trainer.fit(progress=False)
+    (tmp_path / "run" / "eval_test.json").write_text(json.dumps(
+        {"task": "star-easy", "exact_match": 0.5, "token_accuracy": 0.75, "nll": 3.0, "num_examples": 8}))
+    record = record_from_run(tmp_path / "run", study="tiny", label="pl", command=["ip-pyro train"],
+                             commit="abcdef1", date="2026-12-03", machine="test", threads=1, nll_kind="iwae-10")
+    assert record["arm"] == "learned-pl" and record["seed"] == 3 and record["steps"] == 4
+    assert record["metrics"] == {"exact_match": 0.5, "token_accuracy": 0.75, "nll": 3.0}
+    assert [point[0] for point in record["curve"]["exact_match"]] == [2, 4]
+    assert 0.0 <= record["curve"]["order_entropy"][-1][2] <= 1.0
+    assert record["order_entropy"] == record["curve"]["order_entropy"][-1][2]  # no diagnose report: validation's
+    assert record["wall_seconds"] > 0 and record["stopped"] == "steps"
+
+
+def test_campaign_commands_use_one_thread_the_seed_and_the_study_folder():
+    lines = campaign.commands(STUDIES["qm9-40min"], "causal-pointer-rws", 1)
+    assert "--threads 1" in lines["train"] and "--seed 1" in lines["train"] and "--time-limit 40" in lines["train"]
+    assert lines["train"].endswith("--out runs/qm9-40min/causal-pointer-rws-s1")
+    assert "--nll-samples 16" in lines["eval"] and "diagnose" in lines
+    fo_arm = campaign.commands(STUDIES["qm9-40min"], "fo-arm", 0)
+    assert "diagnose" not in fo_arm and "--nll-samples" not in fo_arm["eval"]
+    star = campaign.commands(STUDIES["star-easy"], "causal-pointer-rws", 0)
+    assert star["data"] == "ip-pyro data star-easy --out data/star-easy" and "--data data/star-easy" in star["eval"]
+
+
+def test_every_study_arm_is_a_valid_train_command():
+    """Each arm's flags parse under ``ip-pyro train`` and name a known model and guide."""
+    from ip_pyro.cli import build_parser
+
+    parser = build_parser()
+    for chosen in STUDIES.values():
+        for arm in chosen.arms:
+            argv = campaign.commands(chosen, arm.name, 0)["train"].split()[1:]
+            args = parser.parse_args(argv)
+            assert arm_family({"model": args.model, "guide": args.guide})
+
+
+def test_an_unknown_arm_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="has no arm 'nope'"):
+        campaign.main(["record", "qm9-map", "--arms", "nope"])
+
+
+def test_committed_records_are_valid_and_every_results_table_is_built_from_them():
+    """No headline number without its record: every results block of README.md and docs/results.md is exactly
+    what scripts/results.py renders from results/*.jsonl, and docs/results.md has no table outside a block."""
+    records = read_records([ROOT / "results"])
+    assert records, "results/ holds no records"
+    assert all(set(record["metrics"]) <= set(METRIC_NAMES) for record in records)
+    assert results_script.stale_blocks(ROOT, records) == []
+    page = (ROOT / "docs" / "results.md").read_text()
+    outside = results_script.BLOCK.sub("", page)
+    assert not [line for line in outside.splitlines() if line.startswith("|")], \
+        "docs/results.md has a table that no record backs; put it in a results block"
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert not [line for line in results_script.BLOCK.sub("", section).splitlines() if line.startswith("|")]
+
+
+def test_the_check_fails_when_a_block_is_edited_by_hand(tmp_path):
+    records = [a_record()]
+    page = ("x\n<!-- results: study=s metrics=validity -->\n" + render_table(records, "s", ["validity"]) + "\n"
+            "<!-- /results -->\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text(page)
+    assert results_script.stale_blocks(tmp_path, records) == []
+    (tmp_path / "docs" / "results.md").write_text(page.replace("0.500", "0.900"))
+    assert results_script.stale_blocks(tmp_path, records) == [("docs/results.md", "s")]
+    assert results_script.rebuilt(page.replace("0.500", "0.900"), records) == page
+
