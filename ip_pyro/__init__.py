@@ -19,15 +19,24 @@ if not _os.path.isdir(_os.path.join(__path__[0], "models")) and all(
     __path__.append(_root)
 from ip_pyro.batch import Batch, collate
 from ip_pyro.orders import orders_to_ranks, orders_to_slots, slots_to_orders
+from ip_pyro.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "collate", "orders_to_slots", "slots_to_orders", "orders_to_ranks", "save", "load", "__version__"]
+__all__ = ["Batch", "collate", "Vocabulary", "Trainer", "TrainConfig", "orders_to_slots", "slots_to_orders", "orders_to_ranks", "save", "load", "__version__"]
 
 
 def save(path, model, guide=None, **extra) -> None:
     """Write ``model`` and ``guide`` (their configs and weights) plus any picklable ``extra`` (e.g. ``task=...``,
-    ``token_names=[...]``) to ``path``, atomically; ``ip-pyro eval/sample/diagnose`` and :func:`load` read it."""
+    ``token_names=[...]``) to ``path``, atomically; ``ip-pyro eval/sample/diagnose`` and :func:`load` read it.
+    ``vocabulary=`` a :class:`Vocabulary` is stored as ``ip-pyro train`` stores it (``sequence_vocabulary`` and
+    ``token_names``); ``Vocabulary.from_checkpoint(extra)`` reads it back."""
     from ip_pyro.checkpoint import save_checkpoint
+
+    vocabulary = extra.pop("vocabulary", None)
+    if isinstance(vocabulary, Vocabulary):
+        extra = {"sequence_vocabulary": list(vocabulary.tokens), "token_names": list(vocabulary.tokens), **extra}
+    elif vocabulary is not None:
+        extra["vocabulary"] = vocabulary  # e.g. a SMILES run's token list, as ip-pyro train stores it
 
     save_checkpoint(path, model, guide, **extra)
 
@@ -38,3 +47,12 @@ def load(path, map_location="cpu"):
     from ip_pyro.checkpoint import load_checkpoint
 
     return load_checkpoint(path, map_location=map_location)
+
+
+def __getattr__(name):
+    """``ip_pyro.Trainer`` and ``ip_pyro.TrainConfig`` (the CLI's training loop), imported on first use."""
+    if name in ("Trainer", "TrainConfig"):
+        from ip_pyro import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'ip_pyro' has no attribute {name!r}")

@@ -77,6 +77,7 @@ class TrainConfig:
     vocab_size: int = 0
     max_length: int = 0
     max_prompt_length: int = 0  # set from the task; sizes the absolute position embeddings
+    conditional: Optional[bool] = None  # the data has prompts (sampling then needs one); None: not said, no check
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:

@@ -116,17 +116,43 @@ def save_inference_data(idata, path) -> str:
     return str(path)
 
 
-def psis_diagnostics(log_weights: np.ndarray, insertion_steps: Optional[np.ndarray] = None) -> dict:
+def _log_weights_and_steps(source, insertion_steps):
+    """``(log weights (chain, draw, sequence), insertion steps or None)`` from an array, an :func:`order_draws`
+    dict or a :func:`to_inference_data` ``InferenceData``; a one-line error for anything else."""
+    if isinstance(source, dict):
+        if "log_weight" not in source:
+            raise ValueError("psis_diagnostics got a dict without 'log_weight'; pass order_draws(...)'s result, its "
+                             "['log_weight'] array or to_inference_data(...)")
+        return np.asarray(source["log_weight"], dtype=float), source.get("insertion_step", insertion_steps)
+    if hasattr(source, "sample_stats") and hasattr(source, "posterior"):
+        if "log_weight" not in source.sample_stats:
+            raise ValueError("this InferenceData has no sample_stats.log_weight; build it with "
+                             "ip_pyro.diagnostics.to_inference_data(order_draws(...), batch)")
+        steps = source.posterior["insertion_step"].values if "insertion_step" in source.posterior else None
+        return source.sample_stats["log_weight"].values.astype(float), steps if insertion_steps is None else \
+            insertion_steps
+    weights = np.asarray(source, dtype=float)
+    if weights.ndim != 3:
+        raise ValueError(f"psis_diagnostics needs log weights of shape (chain, draw, sequence), not {weights.shape}; "
+                         "pass order_draws(...)['log_weight'] or to_inference_data(...)")
+    return weights, insertion_steps
+
+
+def psis_diagnostics(log_weights, insertion_steps: Optional[np.ndarray] = None) -> dict:
     """Pareto-smoothed importance sampling of guide log weights ``(chain, draw, sequence)``.
 
+    :param log_weights: the array, the dict :func:`order_draws` returns or the ``InferenceData`` of
+        :func:`to_inference_data` (the last two also give ``insertion_steps``).
     :param insertion_steps: optional draws ``(chain, draw, sequence, position)`` (as :func:`order_draws` gives
         them); with them, a sequence whose draws hit every one of its ``L!`` orders is known to have no tail.
     :returns: ``khat`` ``[sequence]`` (shape of the weights' tail; above 0.7 the guide cannot be trusted as a
         proposal; ``-inf`` when there is no tail: all weights equal, or every order drawn; ``inf`` when the tail
-        fit fails, e.g. a guide stuck on a few orders), ``ess`` ``[sequence]`` (effective sample size of the
-        smoothed normalised weights), ``share_khat_above_0_7`` and ``num_draws``.
+        fit fails: too few draws, or a concentrated guide whose draws hit only a few distinct orders — ``summary``
+        says which), ``ess`` ``[sequence]`` (effective sample size of the smoothed normalised weights),
+        ``share_khat_above_0_7``, ``num_draws``, ``distinct_weights``, ``weight_spread`` (nats between the largest
+        and smallest log weight per sequence) and ``summary`` (:func:`describe_psis`: one line that explains them).
     """
-    weights = np.asarray(log_weights, dtype=float)
+    weights, insertion_steps = _log_weights_and_steps(log_weights, insertion_steps)
     flat = weights.reshape(-1, weights.shape[-1]).T  # [sequence, samples]
     # weights within 1e-4 nats of each other (float32 round-off when the guide is the posterior) have no tail
     no_tail = flat.max(-1) - flat.min(-1) < 1e-4
@@ -146,8 +172,10 @@ def psis_diagnostics(log_weights: np.ndarray, insertion_steps: Optional[np.ndarr
     normalised /= normalised.sum(-1, keepdims=True)
     ess = 1.0 / (normalised ** 2).sum(-1)
     distinct = np.array([len(np.unique(np.round(row, 6))) for row in flat])  # distinct weights ~ distinct orders
-    return {"khat": khat, "ess": ess, "share_khat_above_0_7": float(np.mean(khat > KHAT_THRESHOLD)),
-            "num_draws": flat.shape[1], "distinct_weights": distinct, "weight_spread": flat.max(-1) - flat.min(-1)}
+    result = {"khat": khat, "ess": ess, "share_khat_above_0_7": float(np.mean(khat > KHAT_THRESHOLD)),
+              "num_draws": flat.shape[1], "distinct_weights": distinct, "weight_spread": flat.max(-1) - flat.min(-1)}
+    result["summary"] = describe_psis(result)
+    return result
 
 
 # ArviZ fits the Pareto tail to the largest min(0.2 S, 3 sqrt(S)) of S weights and gives up below 5 of them
@@ -266,7 +294,8 @@ def plot_mcmc_trace(mcmc_idata, path) -> str:
 
 
 def plot_mcmc_rank(mcmc_idata, path) -> str:
-    """Rank plot of ``insertion_step`` (uniform bars = well-mixed chains)."""
+    """Per chain, the distribution of ``insertion_step`` of the first positions (bars of equal height across
+    chains = well-mixed chains); a plain rank plot reads poorly for integer steps, which tie everywhere."""
     length = mcmc_idata.posterior.sizes["position"]
     values = np.asarray(mcmc_idata.posterior["insertion_step"].values)
     if values.size and bool((values == values.reshape(-1, values.shape[-1])[0]).all()):
@@ -275,10 +304,20 @@ def plot_mcmc_rank(mcmc_idata, path) -> str:
         axis.text(0.5, 0.5, "every MCMC draw is the same order (the chains never moved):\nno rank plot to read; "
                   "see the trace and forest plots", ha="center", va="center", fontsize=11)
         return _save(figure, path)
-    shown = min(length, 4)
-    axes = az.plot_rank(mcmc_idata, var_names=["insertion_step"], coords={"position": list(range(shown))},
-                        figsize=(3.5 * shown, 3.5))
-    axes = np.atleast_1d(axes)
-    axes.flat[0].figure.suptitle("rank plots of the insertion step (first positions); flat bars = chains agree",
-                                 y=1.12)
-    return _save(axes.flat[0].figure, path)
+    # an integer step has ties everywhere, so ranks say little: show each chain's distribution of the step instead
+    shown, chains = min(length, 4), values.shape[0]
+    figure, axes = plt.subplots(1, shown, figsize=(3.5 * shown, 3.2), squeeze=False, sharey=True)
+    width = 0.8 / chains
+    for position, axis in enumerate(axes[0]):
+        for chain in range(chains):
+            shares = np.bincount(values[chain, :, position].astype(int), minlength=length)[:length] / values.shape[1]
+            axis.bar(np.arange(length) + (chain - (chains - 1) / 2) * width, shares, width=width,
+                     label=f"chain {chain}")
+        axis.set_title(f"position {position}")
+        axis.set_xlabel("insertion step (0 = first)")
+        axis.set_xticks(range(length))
+    axes[0][0].set_ylabel("share of the chain's draws")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("per chain, when each of the first positions is inserted: bars of equal height across chains = "
+                    "chains agree (mixed)", y=1.04)
+    return _save(figure, path)

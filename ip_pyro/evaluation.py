@@ -44,7 +44,7 @@ def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[i
 
 def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", greedy: bool = True,
                      nll_samples: int = 0, batch_size: int = 256, device=None, insertions_per_step: int = 1,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, exact: bool = False) -> dict:
     """The task's metrics (stars: exact match, token accuracy, share of predicted edges in the graph; mazes: exact
     match, token accuracy, success, valid moves), the termination rate (stopped before the length limit), and
     (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP, exact for left-to-right)."""
@@ -60,12 +60,13 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
     result["num_examples"] = len(examples)
     if nll_samples:
         result.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=batch_size,
-                                   device=device))
+                                   device=device, exact=exact))
     return result
 
 
 def sequence_metrics(model, guide, examples: list, *, prompted: bool, nll_samples: int = 100,
-                     nll_limit: Optional[int] = None, greedy: bool = True, progress: bool = False) -> dict:
+                     nll_limit: Optional[int] = None, greedy: bool = True, progress: bool = False,
+                     exact: bool = False) -> dict:
     """Metrics of a user's own sequences (``ip-pyro train --task sequences``): with prompts, decode each prompt
     and score ``exact_match``, ``token_accuracy`` and the ``termination_rate``; always the NLL of the first
     ``nll_limit`` targets (:func:`sequence_nll`); ``predictions`` are returned under ``"_predictions"``."""
@@ -81,19 +82,30 @@ def sequence_metrics(model, guide, examples: list, *, prompted: bool, nll_sample
         result["_predictions"] = predictions
     if nll_samples:
         scored = examples[:nll_limit] if nll_limit else examples
-        result.update(sequence_nll(model, guide, scored, nll_samples=nll_samples, progress=progress),
+        result.update(sequence_nll(model, guide, scored, nll_samples=nll_samples, progress=progress, exact=exact),
                       nll_examples=len(scored))
     return result
 
 
 def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_size: int = 256,
-                 device=None, progress: bool = False) -> dict:
-    """Test NLL of the targets given their prompts: ``nll`` (nats per sequence) and ``nll_per_token`` (tokens plus
-    the stop); an IWAE bound with ``nll_samples`` orders for the IP, exact for the left-to-right model.
+                 device=None, progress: bool = False, exact: bool = False) -> dict:
+    """Test NLL of the targets given their prompts: ``nll`` (nats per sequence), ``nll_per_token`` (tokens plus
+    the stop) and ``nll_kind``: for the IP an IWAE bound from ``nll_samples`` orders (``iwae-N``: at least the true
+    NLL) or, with ``exact=True``, the exact value summed over all ``L!`` orders (``exact``; ``L <= 8`` for the
+    canvas decoder, ``<= 7`` for the causal one); always exact for the left-to-right model.
     ``progress``: a progress bar over the molecules (stderr)."""
     if not examples:
         raise ValueError("no examples to evaluate; check the split name and the data folder")
     device = device or next(model.parameters()).device
+    if exact and guide is not None:
+        from ip_pyro.infer import exact_log_likelihood
+        from ip_pyro.infer.likelihood import MAX_ENUMERATED_LENGTH, MAX_EXACT_LENGTH
+
+        limit = MAX_EXACT_LENGTH if getattr(model, "canvas_markov", True) else MAX_ENUMERATED_LENGTH
+        longest = max(len(example["target"]) for example in examples)
+        if longest > limit:
+            raise ValueError(f"the exact NLL sums all L! orders and refuses length {longest} > {limit} (this "
+                             f"decoder's limit); drop --exact / exact=True for the IWAE bound")
     totals = []
     bar = tqdm(total=len(examples), desc="NLL", unit="seq", disable=not progress, leave=False)
     for begin in range(0, len(examples), batch_size):
@@ -103,13 +115,16 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
         with torch.no_grad(), evaluating(model):
             if guide is None:
                 totals.append(-model.log_prob(batch))
+            elif exact:
+                totals.append(-exact_log_likelihood(model, batch, progress=False))
             else:
-                totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples))
+                totals.append(-importance_log_likelihood(model, guide, batch, num_samples=nll_samples, progress=False))
         bar.update(len(chunk))
     bar.close()
     nll = torch.cat(totals)
     result = {"nll": float(nll.mean()),
-              "nll_per_token": float(nll.sum() / sum(len(e["target"]) + 1 for e in examples))}
+              "nll_per_token": float(nll.sum() / sum(len(e["target"]) + 1 for e in examples)),
+              "nll_kind": "exact" if guide is None or exact else f"iwae-{nll_samples}"}
     if not math.isfinite(result["nll"]):
         raise FloatingPointError("the test NLL is not finite; the checkpoint may be damaged")
     return result
@@ -117,10 +132,13 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
 
 
 def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0,
-                  insertions_per_step: int = 1, progress: bool = False) -> list:
+                  insertions_per_step: int = 1, progress: bool = False, top_k: Optional[int] = None,
+                  top_p: Optional[float] = None, greedy: bool = False) -> list:
     """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``);
-    ``progress``: a progress bar (stderr)."""
+    ``top_k``/``top_p``/``greedy`` as for ``model.sample``; ``progress``: a progress bar (stderr)."""
     options = _sample_options(model, insertions_per_step)
+    if top_k is not None or top_p is not None or greedy:
+        options.update(top_k=top_k, top_p=top_p, greedy=greedy)
     samples = []
     with evaluating(model), tqdm(total=num_samples, desc="sampling", unit="mol", disable=not progress,
                                  leave=False) as bar:
@@ -134,7 +152,7 @@ def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000
 def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples: int = 0,
                    nll_limit: Optional[int] = 1000, split: str = "test", full: bool = True,
                    batch_size: int = 1000, insertions_per_step: int = 1, reference_limit: int = 10_000,
-                   progress: bool = False) -> tuple:
+                   progress: bool = False, exact: bool = False) -> tuple:
     """``(metrics, samples)`` for an unconditional SMILES model on a :class:`ip_pyro.data.molecules.SmilesTask`.
 
     ``full=False`` gives only validity and uniqueness (cheap enough for periodic validation); ``full=True`` adds
@@ -167,6 +185,6 @@ def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples
     if nll_samples:
         examples = task.splits[split][:nll_limit] if nll_limit else task.splits[split]
         results.update(sequence_nll(model, guide, examples, nll_samples=nll_samples, batch_size=256,
-                                    progress=progress))
+                                    progress=progress, exact=exact))
         results["nll_molecules"] = len(examples)
     return results, samples

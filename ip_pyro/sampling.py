@@ -6,7 +6,15 @@ from typing import Optional
 
 from ip_pyro.batch import Batch, collate
 
-__all__ = ["sampling_plan"]
+__all__ = ["sampling_plan", "check_conditional"]
+
+
+def check_conditional(conditional) -> Optional[bool]:
+    """A model's ``conditional`` flag: ``True`` (trained on prompts: sampling needs one), ``False`` (trained
+    without: a prompt is refused) or ``None`` (not said: no check)."""
+    if conditional is not None and not isinstance(conditional, bool):
+        raise ValueError(f"conditional={conditional!r} must be True, False or None")
+    return conditional
 
 
 def sampling_plan(model, device, num_samples: Optional[int], prompt, temperature: float, greedy: bool,
@@ -27,10 +35,17 @@ def sampling_plan(model, device, num_samples: Optional[int], prompt, temperature
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                                     or num_samples < 0):
         raise ValueError(f"num_samples={num_samples!r} must be a non-negative integer")
+    conditional = getattr(model, "conditional", None)
     if prompt is None:
+        if conditional:
+            raise ValueError("this model was trained on prompts (conditional=True): pass prompt=[[ids], ...], one "
+                             "prompt per row (num_samples then counts samples per prompt)")
         if num_samples is None:
             raise ValueError("pass num_samples (how many sequences to draw) or prompt")
         return None, None, num_samples, limit
+    if conditional is False:
+        raise ValueError("this model was trained without prompts (conditional=False): drop prompt= (a prompt it "
+                         "never saw gives meaningless samples) or train on prompted data")
     if isinstance(prompt, Batch):
         ids, lengths = prompt.prompt, prompt.prompt_lengths
         if ids is None:

@@ -43,13 +43,14 @@ def build_model(config: TrainConfig):
     shared = dict(max_length=config.max_length, dropout=config.dropout, max_positions=max_positions,
                   prompt_group=config.prompt_group, embed_std=config.embed_std)
     sizes = dict(d_model=config.d_model, n_layers=config.layers, n_heads=config.heads, **shared)
+    conditional = config.conditional  # the data has prompts: sampling the model then needs one (None: unchecked)
     if config.model == "fo-arm":
-        return models.build_model("fo-arm", config.vocab_size, **sizes), None
+        return models.build_model("fo-arm", config.vocab_size, conditional=conditional, **sizes), None
     guide_sizes = dict(d_model=config.guide_d_model, n_layers=config.guide_layers, n_heads=config.guide_heads,
                        **shared)
     model = models.build_model("ip", config.vocab_size, termination=config.termination,
                                prompt_attention=config.prompt_attention, decoder=config.decoder,
-                               gap_context=config.gap_context, **sizes)
+                               gap_context=config.gap_context, conditional=conditional, **sizes)
     return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
 
 
@@ -112,6 +113,30 @@ class Trainer:
         self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
         self.history: list = []
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, examples: list, *, evaluate: Optional[Callable] = None) -> "Trainer":
+        """A trainer with the model and guide of ``config`` built from the seed ``config.seed`` (what ``ip-pyro
+        train`` does). ``vocab_size``, ``max_length`` and ``max_prompt_length`` left at 0 are read off
+        ``examples`` (dicts with ``target`` and optional ``prompt`` id lists): the largest id + 1, the longest
+        target + 2 (headroom so that sampling ends by the model's stop decision) and the longest prompt."""
+        import pyro
+
+        if not examples:
+            raise ValueError("no training examples; pass a list of {'target': [ids]} dicts")
+        prompts = [example.get("prompt", []) for example in examples]
+        if not config.vocab_size:
+            config.vocab_size = 1 + max((max(seq) for seq in [e["target"] for e in examples] + prompts if seq),
+                                        default=0)
+        if not config.max_length:
+            config.max_length = max(len(example["target"]) for example in examples) + 2
+        if not config.max_prompt_length:
+            config.max_prompt_length = max(len(prompt) for prompt in prompts)
+        if config.conditional is None:
+            config.conditional = any(prompts)
+        pyro.set_rng_seed(config.seed)
+        model, guide = build_model(config)
+        return cls(config, model, guide, examples, evaluate=evaluate)
 
     # -------------------------------------------------------------------------------------------- data
     def _epoch_order(self) -> list:
@@ -199,8 +224,15 @@ class Trainer:
                 shadow.lerp_(live, 1.0 - decay)
 
     # -------------------------------------------------------------------------------------------- loop
-    def fit(self, *, progress: bool = True, on_step: Optional[Callable[[int, float], None]] = None) -> list:
-        """Train to ``config.steps``; returns the metrics history. Checkpoints on exit, also on Ctrl-C."""
+    def fit(self, *, progress: bool = True, on_step: Optional[Callable[[int, float], None]] = None,
+            on_validation: Optional[Callable[[int, dict], None]] = None) -> list:
+        """Train to ``config.steps`` (or ``config.time_limit``); returns the metrics history. Checkpoints every
+        ``checkpoint_every`` steps and on exit, also on Ctrl-C.
+
+        :param on_step: called as ``on_step(step, loss)`` after every optimiser step.
+        :param on_validation: called as ``on_validation(step, metrics)`` after every validation (the dict logged
+            to ``metrics.jsonl``: ``evaluate``'s numbers and the guide's ``order_entropy``).
+        """
         main = distributed.is_main()
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +261,10 @@ class Trainer:
                 last = self.step == self.config.steps or out_of_time
                 if self.evaluate_fn is not None and (self.step % self.config.eval_every == 0 or last):
                     if main:
-                        self._log({"step": self.step, **self.run_evaluation()})
+                        metrics = self.run_evaluation()
+                        self._log({"step": self.step, **metrics})
+                        if on_validation is not None:
+                            on_validation(self.step, metrics)
                         if self.config.tensorboard and self.guide is not None:
                             self._board().order_figure(self.guide, self._entropy_batch, self.step,
                                                        token_names=self.config.extra.get("token_names"))

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-__all__ = ["unique_pyro_name", "evaluating", "check_same_device"]
+__all__ = ["unique_pyro_name", "evaluating", "check_same_device", "progress_bar"]
 
 _instance_ids = itertools.count()
 
@@ -28,6 +28,16 @@ def evaluating(*modules: torch.nn.Module):
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
+
+
+def progress_bar(total: int, desc: str, unit: str, progress=None):
+    """A tqdm bar on stderr. ``progress``: ``True`` shows it, ``False`` hides it, ``None`` (the library's default)
+    shows it only on a terminal and only once the call has run two seconds (quick calls print nothing)."""
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        return tqdm(total=total, desc=desc, unit=unit, disable=None, delay=2.0, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False, dynamic_ncols=True)
 
 
 def check_same_device(batch, module: torch.nn.Module, what: str) -> None:

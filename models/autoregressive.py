@@ -14,7 +14,8 @@ from pyro.nn import PyroModule, pyro_method
 from ip_pyro.batch import Batch, check_batch
 from ip_pyro.networks import CausalDecoder
 from ip_pyro.networks import check_max_positions, check_network_sizes
-from ip_pyro.sampling import sampling_plan
+from ip_pyro.models.sampler import check_truncation, truncate_logits
+from ip_pyro.sampling import check_conditional, sampling_plan
 from ip_pyro.utils import evaluating, unique_pyro_name
 
 __all__ = ["LeftToRightLM"]
@@ -24,7 +25,8 @@ class LeftToRightLM(PyroModule):
     """A causal Transformer language model with EOS; same blocks as :class:`ip_pyro.models.InsertionProcess`.
 
     ``max_positions > 0`` adds learned absolute position embeddings to the rotary ones and ``prompt_group > 1``
-    reads the prompt as groups of tokens (see :class:`ip_pyro.models.InsertionProcess`).
+    reads the prompt as groups of tokens, and ``conditional`` says whether it models prompted data (see
+    :class:`ip_pyro.models.InsertionProcess`).
 
     ``model(batch)`` is the Pyro program (observed ``token_{t}`` sites, no latent variables: train it with
     ``SVI(model, lambda batch: None, optim, Trace_ELBO())`` or directly on :meth:`log_prob`).
@@ -32,7 +34,7 @@ class LeftToRightLM(PyroModule):
 
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
                  max_length: int = 64, dropout: float = 0.0, max_positions: int = 0,
-                 prompt_group: int = 1, embed_std: float = 0.02):
+                 prompt_group: int = 1, embed_std: float = 0.02, conditional: Optional[bool] = None):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
@@ -41,6 +43,9 @@ class LeftToRightLM(PyroModule):
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                            max_length=max_length, dropout=dropout, max_positions=max_positions,
                            prompt_group=prompt_group, embed_std=embed_std)
+        self.conditional = check_conditional(conditional)
+        if conditional is not None:
+            self.config["conditional"] = conditional
         self.network = CausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, max_positions=max_positions,
                                      prompt_group=prompt_group, embed_std=embed_std)
 
@@ -93,15 +98,19 @@ class LeftToRightLM(PyroModule):
     @pyro_method
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
-               greedy: bool = False, max_length: Optional[int] = None, use_cache: bool = True) -> list[list[int]]:
-        """Draw sequences left to right (same arguments as :meth:`ip_pyro.models.InsertionProcess.sample`).
+               greedy: bool = False, max_length: Optional[int] = None, use_cache: bool = True,
+               top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False):
+        """Draw sequences left to right (same arguments as :meth:`ip_pyro.models.InsertionProcess.sample`;
+        ``top_k``/``top_p`` truncate the token distribution, EOS included).
 
         :param use_cache: reuse keys and values of earlier tokens (one new token per row per step); ``False``
             re-encodes the whole prefix at every step (same distribution, for checking and benchmarking).
         """
+        check_truncation(top_k, top_p)
         device = next(self.parameters()).device
         prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
                                                                  greedy, max_length)
+        log_probs = torch.zeros(total, device=device)
         results: list[list[int]] = [[] for _ in range(total)]
         alive = torch.arange(total, device=device)
         sequence = torch.zeros(total, 0, dtype=torch.long, device=device)
@@ -118,8 +127,12 @@ class LeftToRightLM(PyroModule):
                     token = torch.full((len(alive),), self.eos, dtype=torch.long, device=device)
                 elif greedy:
                     token = logits.argmax(-1)
-                else:
+                elif top_k is None and top_p is None:
                     token = torch.multinomial((logits / temperature).softmax(-1), 1)[:, 0]
+                else:
+                    token = torch.multinomial(truncate_logits(logits / temperature, top_k, top_p).softmax(-1), 1)[:, 0]
+                if return_log_probs:
+                    log_probs[alive] += logits.log_softmax(-1).gather(1, token.unsqueeze(-1))[:, 0]
                 done = token == self.eos
                 for row, ids in zip(alive[done].tolist(), sequence[done].tolist()):
                     results[row] = ids
@@ -131,4 +144,4 @@ class LeftToRightLM(PyroModule):
                 if use_cache:
                     state = network.select(state, keep) if not bool(keep.all()) else state
                     logits = network.advance(token, state)
-        return results
+        return (results, log_probs.tolist()) if return_log_probs else results

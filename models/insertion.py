@@ -32,14 +32,15 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
-from ip_pyro.canvas import gather_canvas, insert_many
+from ip_pyro.canvas import gather_canvas
 from ip_pyro.models.insertion_steps import (MIN_CANVASES_PER_PASS, CanvasSession, HistorySession, StepLogProbs,
                                             canvas_passes, finish_output, history_log_joint, history_steps,
                                             step_scores)
 from ip_pyro.networks import (DecoderOutput, InsertionCausalDecoder, InsertionDecoder, check_max_positions,
                               check_network_sizes)
 from ip_pyro.orders import orders_to_ranks
-from ip_pyro.sampling import sampling_plan
+from ip_pyro.sampling import check_conditional, sampling_plan
+from ip_pyro.models.sampler import check_truncation, draw
 from ip_pyro.utils import evaluating, unique_pyro_name
 
 __all__ = ["InsertionProcess", "StepLogProbs", "TERMINATIONS", "DECODERS", "canvas_passes"]
@@ -72,6 +73,9 @@ class InsertionProcess(PyroModule):
         (``None``): ``"full"`` for the canvas decoder; the causal decoder always uses ``"prefix"``.
     :param gap_context: causal decoder only: how many items of the current canvas on each side of a gap its gap and
         token heads read (``1``: the two neighbours; ``2``, the default: two on each side).
+    :param conditional: ``True`` for a model of prompted data (``sample`` then requires a prompt), ``False`` for
+        unprompted data (``sample`` refuses one), ``None`` (default) when not said (no check). ``ip-pyro train``
+        sets it from the data; saved with the config.
 
     ``model(batch)`` runs the Pyro program (so ``SVI(model, guide, ...)`` works); with ``batch.tokens`` given the
     stop sites are observed and a final factor ``canvas_matches_data`` is ``-inf`` unless the built canvas equals
@@ -81,7 +85,7 @@ class InsertionProcess(PyroModule):
     def __init__(self, vocab_size: int, *, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
                  max_length: int = 64, dropout: float = 0.0, termination: str = "stop", max_positions: int = 0,
                  prompt_group: int = 1, embed_std: float = 0.02, prompt_attention: Optional[str] = None,
-                 decoder: str = "canvas", gap_context: int = 2):
+                 decoder: str = "canvas", gap_context: int = 2, conditional: Optional[bool] = None):
         check_network_sizes(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                             max_length=max_length, dropout=dropout, prompt_group=prompt_group, embed_std=embed_std)
         check_max_positions(max_positions, max_length)
@@ -106,6 +110,9 @@ class InsertionProcess(PyroModule):
                            decoder=decoder)
         if decoder == "causal":
             self.config["gap_context"] = gap_context
+        self.conditional = check_conditional(conditional)
+        if conditional is not None:
+            self.config["conditional"] = conditional
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
         sizes = dict(token_classes=token_classes, max_positions=max_positions, prompt_group=prompt_group,
                      embed_std=embed_std)
@@ -313,24 +320,32 @@ class InsertionProcess(PyroModule):
     @pyro_method
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
-               greedy: bool = False, max_length: Optional[int] = None,
-               insertions_per_step: int = 1) -> list[list[int]]:
-        """Draw sequences, one decoder step for all unfinished sequences at a time (finished ones leave the batch):
-        the canvas decoder re-encodes each canvas, the causal decoder advances its KV cache by one item.
+               greedy: bool = False, max_length: Optional[int] = None, insertions_per_step: int = 1,
+               top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False):
+        """Draw sequences (:mod:`ip_pyro.models.sampler`), one decoder step for all unfinished sequences at a time.
 
         :param num_samples: how many sequences (per prompt when ``prompt`` is given; default 1 per prompt).
-        :param prompt: optional list of prompts (lists of ids) or a :class:`Batch` carrying ``prompt``.
+        :param prompt: optional list of prompts (lists of ids) or a :class:`Batch` carrying ``prompt``; required
+            when the model is ``conditional``, refused when it is not. A prompt longer than ``max_length`` is
+            legal (only the target is bounded; absolute positions, when used, must cover both).
         :param temperature: divides every logit (stop, slot and token).
         :param greedy: take the most probable decision at each step (stop if ``p_stop > 0.5``, else the most
-            probable (slot, token) pair).
+            probable (slot, token) pair); ``top_k``/``top_p`` do not apply.
         :param max_length: stop every sequence at this length (at most the model's ``max_length``).
         :param insertions_per_step: parallel decoding (Insertion-Transformer style, canvas decoder only): after
             each decoder pass that does not stop, insert into up to ``k`` distinct slots at once (the ``k`` most
             probable slots when greedy, else ``k`` slots drawn without replacement), each with its own token drawn
             from ``p(token | slot)``. ``1`` (default) samples the model exactly; ``k > 1`` is an approximation that
             needs about ``k`` times fewer passes.
-        :returns: one flat list of sequences; with prompts it is prompt-major: sample ``i`` of prompt ``p`` is entry
-            ``p * num_samples + i`` (``[out[p * k:(p + 1) * k] for p in range(len(prompt))]`` groups them).
+        :param top_k: draw each slot among the ``k`` most probable slots and each token among the ``k`` most
+            probable tokens at the drawn slot (the slot, then its token).
+        :param top_p: nucleus sampling of slot and token alike: draw among the smallest set of choices holding
+            probability ``top_p``.
+        :param return_log_probs: also return each sequence's ``log p(x, sigma | prompt)`` under the model
+            (temperature 1, untruncated) of the trajectory drawn, e.g. to keep the best of several draws.
+        :returns: one flat list of sequences (with ``return_log_probs``: ``(sequences, log_probs)``, a list of
+            floats); with prompts it is prompt-major: sample ``i`` of prompt ``p`` is entry ``p * num_samples + i``
+            (``[out[p * k:(p + 1) * k] for p in range(len(prompt))]`` groups them).
         """
         if isinstance(insertions_per_step, bool) or not isinstance(insertions_per_step, int) \
                 or insertions_per_step < 1:
@@ -338,62 +353,19 @@ class InsertionProcess(PyroModule):
         if insertions_per_step > 1 and self.decoder == "causal":
             raise ValueError("insertions_per_step > 1 saves decoder passes of the canvas decoder only: the causal "
                              "decoder already pays one cached item per insertion; use insertions_per_step=1")
+        check_truncation(top_k, top_p)
+        if insertions_per_step > 1 and (top_k is not None or top_p is not None or return_log_probs):
+            raise ValueError("top_k, top_p and return_log_probs need exact decoding: use insertions_per_step=1")
         device = next(self.parameters()).device
         prompt_ids, prompt_lengths, total, limit = sampling_plan(self, device, num_samples, prompt, temperature,
                                                                  greedy, max_length)
-        results: list[list[int]] = [[] for _ in range(total)]
-        alive = torch.arange(total, device=device)
         with evaluating(self):
-            # the prompt encoded once for the whole decoding; its rows follow ``alive`` (compacted only when some
-            # sequences stop, not gathered again at every step)
+            # the prompt encoded once for the whole decoding; its rows follow the live rows (compacted only when
+            # some sequences stop, not gathered again at every step)
             cache = (self.network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
                      if self.prompt_attention == "prefix" else None)
             session = self._session(prompt_ids, prompt_lengths, total, device, cache)
-            # the causal decoder at temperature 1 draws the slot, then the token at that slot only
-            two_stage = self.decoder == "causal" and not greedy and temperature == 1.0
-            while True:
-                output = session.output_without_tokens() if two_stage else session.output()
-                canvas = session.canvas
-                rows, length = canvas.shape
-                if length >= limit:
-                    stop = torch.ones(rows, dtype=torch.bool, device=device)
-                elif greedy:
-                    stop = output.stop_logits > 0
-                else:
-                    stop = torch.bernoulli(torch.sigmoid(output.stop_logits / temperature)).bool()
-                for row, sequence in zip(alive[stop].tolist(), canvas[stop].tolist()):
-                    results[row] = sequence
-                keep = ~stop
-                if not bool(keep.any()):
-                    break
-                if bool(stop.any()):
-                    session.keep(keep)
-                    alive = alive[keep]
-                if two_stage:
-                    slots = torch.multinomial(output.slot_logits[keep].softmax(-1), 1)[:, 0]
-                    tokens = torch.multinomial(session.token_logits(slots).softmax(-1), 1)[:, 0]
-                    session.insert(slots, tokens, torch.ones_like(slots, dtype=torch.bool))
-                    continue
-                slot_log_probs = output.slot_logits[keep].log_softmax(-1)  # [n, t+1]
-                token_log_probs = output.token_logits[keep].log_softmax(-1)  # [n, t+1, V]
-                count = min(insertions_per_step, length + 1, limit - length)
-                if count == 1:
-                    joint = (slot_log_probs.unsqueeze(-1) + token_log_probs).flatten(1)  # [n, (t+1) * V]
-                    choice = (joint.argmax(-1) if greedy
-                              else torch.multinomial((joint / temperature).softmax(-1), 1)[:, 0])
-                    session.insert(choice // self.vocab_size, choice % self.vocab_size,
-                                   torch.ones_like(choice, dtype=torch.bool))
-                    continue
-                if greedy:
-                    slots = slot_log_probs.topk(count, -1).indices
-                    token_scores = token_log_probs.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.vocab_size))
-                    tokens = token_scores.argmax(-1)
-                else:
-                    gumbel = -torch.log(-torch.log(torch.rand_like(slot_log_probs).clamp_min(1e-20)))
-                    slots = (slot_log_probs / temperature + gumbel).topk(count, -1).indices
-                    token_scores = token_log_probs.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.vocab_size))
-                    tokens = torch.multinomial((token_scores / temperature).softmax(-1).flatten(0, 1), 1)
-                    tokens = tokens.view(slots.shape)
-                session.canvas = insert_many(session.canvas, slots, tokens)
-                session.lengths = session.lengths + count
-        return results
+            results, log_probs = draw(self, session, total, limit, greedy=greedy, temperature=temperature,
+                                      insertions_per_step=insertions_per_step, top_k=top_k, top_p=top_p,
+                                      track_log_probs=return_log_probs)
+        return (results, log_probs.tolist()) if return_log_probs else results

@@ -35,7 +35,7 @@ def write_text(path, prompted: bool, count: int = 60):
     lines = []
     for tokens in brackets(count):
         lines.append(f"len{len(tokens)}\t{' '.join(tokens)}" if prompted else " ".join(tokens))
-    path.write_text("\n".join(lines) + "\n\n")  # a blank line is skipped
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 __all__ = ["CommandError", "read_records", "landmarks", "load_splits", "checkpoint_splits", "print_table", "data_path",
-           "write_results"]
+           "write_results", "nll_words", "nll_error"]
 
 
 class CommandError(ValueError):
@@ -64,6 +64,10 @@ def load_splits(args, task: str, *, need_train: bool = True) -> dict:
 
     task_config(task)  # one-line error for an unknown task
     if getattr(args, "data", None):
+        if Path(args.data).is_file():
+            raise CommandError(f"--data {args.data} is a file, but --task {task} reads a folder written by "
+                               f"`ip-pyro data {task}`; for your own sequences pass --task sequences (a SMILES file: "
+                               "--task smiles)")
         splits, manifest = load_dataset(args.data)
         if manifest["task"] != task:
             raise CommandError(f"{args.data} holds {manifest['task']} data, not {task}; pass the matching --data")
@@ -90,6 +94,23 @@ def checkpoint_splits(args, task: str, extra: dict) -> tuple[dict, str]:
     if data and data == extra.get("data") and not getattr(args, "data", None):
         words += " (the checkpoint's training data)"
     return splits, words
+
+
+def nll_words(args, guide, scored: int) -> str:
+    """What eval's NLL is, in words: exact (FO-ARM, or ``--exact``) or an IWAE bound from ``--nll-samples``."""
+    if not args.nll_samples and not getattr(args, "exact", False):
+        return ""
+    if guide is None:
+        return f", the exact NLL of {scored} (left to right)"
+    if getattr(args, "exact", False):
+        return f", the exact NLL of {scored} (summed over all L! orders)"
+    return (f", the NLL of {scored} as an IWAE bound from {args.nll_samples} orders each (at least the true NLL; "
+            "--exact sums all orders where L <= 8)")
+
+
+def nll_error(error: ValueError) -> "CommandError":
+    """``eval``'s one-line error for an NLL it cannot compute (``--exact`` on sequences too long)."""
+    return CommandError(str(error).replace("--exact / exact=True", "--exact"))
 
 
 def print_table(results: dict) -> None:

@@ -22,7 +22,8 @@ def run(args) -> int:
     token_names = extra.get("token_names")
     if "sequence_vocabulary" in extra:  # a user's own sequences: --data in their format, else the run's test split
         from ip_pyro.cli.sequences import diagnose_sequences
-        sequences, prompts = diagnose_sequences(args, extra, Path(args.checkpoint).resolve().parent)
+        sequences, prompts = diagnose_sequences(args, extra, Path(args.checkpoint).resolve().parent,
+                                                model.max_length)
     elif args.data and Path(args.data).name.endswith((".smi", ".csv", ".csv.gz")):
         if "vocabulary" not in extra:
             raise CommandError(f"{args.data} holds SMILES but {args.checkpoint} was not trained on SMILES; pass a "
@@ -39,10 +40,17 @@ def run(args) -> int:
         prompts = prompts if any(prompts) else None
         marks = landmarks(records)
     else:
+        if getattr(model, "conditional", None):
+            raise CommandError(f"{args.checkpoint} models prompted data, so diagnose needs the prompts: pass --data "
+                               "FILE (JSONL with a 'prompt' and a 'target' per line)")
         torch.manual_seed(args.seed)
-        sequences, prompts = [s for s in model.sample(args.num_sequences) if s], None
+        drawn = model.sample(args.num_sequences)
+        sequences, prompts = [s for s in drawn if s], None
         if not sequences:
             raise CommandError("the model only sampled empty sequences; pass --data with sequences to diagnose")
+        print(f"no --data given: diagnosing {len(sequences)} sequences sampled from the model (seed {args.seed}; "
+              f"{len(drawn) - len(sequences)} empty draws left out)" if len(drawn) > len(sequences) else
+              f"no --data given: diagnosing {len(sequences)} sequences sampled from the model (seed {args.seed})")
     batch = collate(sequences, prompts, vocab_size=model.vocab_size).to(args.device)
     report = diagnose(model, guide, batch, args.out, token_names=token_names, domain=args.domain, landmarks=marks,
                       num_chains=args.chains, num_draws=args.draws, mcmc_samples=args.mcmc_samples,

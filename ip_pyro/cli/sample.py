@@ -1,51 +1,167 @@
-"""``ip-pyro sample --checkpoint PATH``: decode a split's prompts, or draw sequences / molecules."""
+"""``ip-pyro sample --checkpoint PATH``: decode prompts (yours, or a split's) or draw sequences / molecules.
+
+Prompts come from ``--prompt "TOKENS"`` (repeatable) or ``--prompts FILE`` (one prompt a line), tokens written as
+the task writes them (node ids for planning, your tokens for ``--task sequences``, ``token_names`` of a file saved
+with ``ip_pyro.save``); without either, a planning or prompted run decodes the first ``-n`` prompts of
+``--split``. ``--temperature``, ``--top-k`` and ``--top-p`` shape each draw; ``--best-of N`` draws N per prompt
+and keeps the one whose trajectory the model finds most probable.
+"""
 from __future__ import annotations
 
-from ip_pyro.cli.common import checkpoint_splits
+from pathlib import Path
+
+from ip_pyro.cli.common import CommandError, checkpoint_splits
 
 __all__ = ["run", "add_parser"]
+
+
+def _token_codec(extra: dict):
+    """``(encode, decode)`` between the checkpoint's written tokens and ids: its vocabulary (own sequences),
+    its ``token_names`` (a saved file), or the ids themselves (planning tasks)."""
+    names = extra.get("sequence_vocabulary") or extra.get("token_names")
+    if names is not None:
+        from ip_pyro.vocabulary import Vocabulary
+
+        vocabulary = Vocabulary(names)
+        return vocabulary.encode, lambda ids: " ".join(vocabulary.decode(ids)) or "(empty)"
+
+    def encode(words):
+        try:
+            return [int(word) for word in words.split()]
+        except ValueError:
+            raise CommandError(f"prompt {words!r}: this checkpoint's tokens are integer ids") from None
+    return encode, lambda ids: " ".join(map(str, ids))
+
+
+def _given_prompts(args) -> list | None:
+    """The prompts of ``--prompt`` and ``--prompts FILE`` as written (strings), or None when neither is given."""
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise CommandError(f"no prompt file at {path} (--prompts); it needs one prompt a line")
+        prompts += [line for line in path.read_text().splitlines() if line.strip()]
+    return prompts if (args.prompt or args.prompts) else None
+
+
+def _options(args) -> dict:
+    return {"greedy": args.greedy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+
+
+def _best_of(model, prompts: list, copies: int, options: dict) -> list:
+    """One sequence per prompt: of ``copies`` draws each, the one with the highest ``log p(x, sigma | prompt)``."""
+    drawn, scores = model.sample(copies, prompt=prompts, return_log_probs=True, **options)
+    chosen = []
+    for index in range(len(prompts)):
+        block = range(index * copies, (index + 1) * copies)
+        chosen.append(drawn[max(block, key=lambda row: scores[row])])
+    return chosen
+
+
+def decode_prompts(model, prompts: list, args) -> list:
+    """One output per prompt (``--best-of`` draws, ``--greedy`` or one draw)."""
+    if args.best_of > 1:
+        if args.greedy:
+            raise CommandError("--best-of draws several samples per prompt; drop --greedy (greedy gives one)")
+        return _best_of(model, prompts, args.best_of, _options(args))
+    return model.sample(prompt=prompts, **_options(args))
 
 
 def run(args) -> int:
     from ip_pyro.checkpoint import load_checkpoint
 
+    if args.best_of < 1:
+        raise CommandError(f"--best-of {args.best_of} must be at least 1")
     model, _, extra = load_checkpoint(args.checkpoint, map_location=args.device)
-    task = extra.get("task")
+    given = _given_prompts(args)
     if "vocabulary" in extra:
+        if given is not None or args.best_of > 1:
+            raise CommandError("a SMILES model draws molecules without prompts; drop --prompt/--prompts/--best-of")
         from ip_pyro.data.smiles import SmilesVocabulary
         from ip_pyro.evaluation import sample_smiles
 
-        for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num):
+        for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num, temperature=args.temperature,
+                                    top_k=args.top_k, top_p=args.top_p, greedy=args.greedy):
             print(smiles)
         return 0
-    if "sequence_vocabulary" in extra:
-        from ip_pyro.cli.sequences import sample_sequences
-        return sample_sequences(args, model, extra)
-    if task is None:
-        names = extra.get("token_names")  # written back as the user's tokens when the file carries them
-        for sequence in model.sample(args.num):
-            print(" ".join(str(names[token]) if names else str(token) for token in sequence))
+    encode, decode = _token_codec(extra)
+    if given is not None:
+        try:
+            prompts = [encode(words) for words in given]
+        except ValueError as error:
+            raise CommandError(f"a prompt holds a token the model does not know: {error}") from None
+        for words, prediction in zip(given, decode_prompts(model, prompts, args)):
+            print(f"{words}  =>  {decode(prediction)}")
         return 0
-    splits, source = checkpoint_splits(args, task, extra)
-    examples = splits[args.split][: args.num]
+    if not getattr(model, "conditional", None) and not extra.get("prompted") and extra.get("task") not in _tasks():
+        if args.best_of > 1:
+            raise CommandError("--best-of ranks draws for one prompt; this model has no prompts (use -n)")
+        for sequence in model.sample(args.num, **_options(args)):
+            print(decode(sequence))
+        return 0
+    return _decode_split(args, model, extra, decode)
+
+
+def _tasks() -> tuple:
+    from ip_pyro.data.planning import task_names
+
+    return tuple(task_names())
+
+
+def _decode_split(args, model, extra: dict, decode) -> int:
+    """Decode the first ``-n`` prompts of ``--split`` of the checkpoint's data, marking exact matches."""
+    if "sequence_vocabulary" in extra:
+        if not extra.get("data"):
+            raise CommandError(f"{args.checkpoint} holds no data settings; pass --prompt \"TOKENS\" or --prompts FILE")
+        from ip_pyro.cli.sequences import task_for
+
+        task, source = task_for(extra["data"], extra["sequence_vocabulary"],
+                                base=Path(args.checkpoint).resolve().parent, override=args.data)
+        if args.split not in task.splits:
+            raise CommandError(f"no split {args.split!r}; choose from {', '.join(task.splits)}")
+        examples = task.splits[args.split][: args.num]
+    elif extra.get("task") in _tasks():
+        splits, source = checkpoint_splits(args, extra["task"], extra)
+        if args.split not in splits:
+            raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
+        examples = splits[args.split][: args.num]
+    else:
+        raise CommandError(f"{args.checkpoint} models prompted data but holds no data; pass --prompt \"TOKENS\" or "
+                           "--prompts FILE")
     print(f"decoding the first {len(examples)} prompts of the {args.split} split of {source}")
-    predictions = model.sample(prompt=[e["prompt"] for e in examples], greedy=args.greedy)
+    predictions = decode_prompts(model, [example["prompt"] for example in examples], args)
     for example, prediction in zip(examples, predictions):
         mark = "ok " if prediction == example["target"] else "   "
-        goals = (f"subgoals {' '.join(map(str, example['subgoals']))}" if "subgoals" in example
-                 else f"source {example['source']} goal {example['goal']}")
-        print(f"{mark}{goals}: {' '.join(map(str, prediction))}")
+        if "subgoals" in example:
+            print(f"{mark}subgoals {' '.join(map(str, example['subgoals']))}: {decode(prediction)}")
+        elif "source" in example:
+            print(f"{mark}source {example['source']} goal {example['goal']}: {decode(prediction)}")
+        else:
+            print(f"{mark}{decode(example['prompt'])}  =>  {decode(prediction)}")
     return 0
 
 
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
-    sample = commands.add_parser("sample", help="decode the prompts of a split (or draw sequences)")
-    sample.add_argument("--checkpoint", required=True, help="a checkpoint written by ip-pyro train")
-    sample.add_argument("-n", "--num", type=int, default=10, help="how many prompts to decode (or sequences to draw)")
-    sample.add_argument("--split", default="test", help="planning: the split whose prompts are decoded")
+    sample = commands.add_parser("sample", help="decode prompts (yours or a split's), or draw sequences")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint written by ip-pyro train or ip_pyro.save")
+    sample.add_argument("-n", "--num", type=int, default=10, help="how many prompts of --split to decode (or "
+                        "sequences to draw from a model without prompts)")
+    sample.add_argument("--prompt", action="append", default=None, metavar="TOKENS", help="a prompt to decode, its "
+                        "tokens separated by spaces as the task writes them (repeat for several)")
+    sample.add_argument("--prompts", default=None, metavar="FILE", help="a file of prompts to decode, one a line")
+    sample.add_argument("--split", default="test", help="planning tasks and your own prompted sequences: the split "
+                        "whose prompts are decoded (when no --prompt or --prompts is given)")
     sample.add_argument("--greedy", action="store_true", help="greedy decoding instead of samples")
-    sample.add_argument("--data", default=None, help="planning: a data folder (default: the checkpoint's)")
+    sample.add_argument("--temperature", type=float, default=1.0, help="divides every logit (stop, slot, token)")
+    sample.add_argument("--top-k", type=int, default=None, help="draw slots and tokens among the K most probable "
+                        "(default: no truncation)")
+    sample.add_argument("--top-p", type=float, default=None, help="nucleus sampling of slots and tokens: the "
+                        "smallest set holding probability P (default: none)")
+    sample.add_argument("--best-of", type=int, default=1, metavar="N", help="per prompt, draw N samples and keep "
+                        "the one whose trajectory is most probable under the model (default 1)")
+    sample.add_argument("--data", default=None, help="planning: a data folder; your own sequences: the data file "
+                        "(default: the checkpoint's)")
     sample.add_argument("--data-seed", type=int, default=None, help="planning data generated in memory: its seed "
                         "(default: the checkpoint's)")
     sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

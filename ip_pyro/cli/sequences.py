@@ -14,10 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from ip_pyro.cli.common import CommandError, data_path, print_table, write_results
+from ip_pyro.cli.common import CommandError, data_path, nll_error, nll_words, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
 
-__all__ = ["TASK", "train_sequences", "eval_sequences", "sample_sequences", "diagnose_sequences", "task_for"]
+__all__ = ["TASK", "train_sequences", "eval_sequences", "diagnose_sequences", "task_for"]
 
 TASK = "sequences"
 VALID_LIMIT = 100  # validation sequences each periodic validation decodes and scores (8 orders for the NLL)
@@ -25,12 +25,15 @@ SHOWN = 5  # examples eval prints as tokens
 
 
 def task_for(data: dict, vocabulary: Optional[list] = None, *, base: Optional[Path] = None,
-             override: Optional[str] = None):
+             override: Optional[str] = None, max_length: Optional[int] = None):
     """The split task of a run's data settings (``data``, saved with the checkpoint); the file is ``override``
-    (``--data``) or the saved path, relative to the run folder ``base``. Warnings print as lines."""
-    from ip_pyro.data.sequences import TokenVocabulary, load_sequence_task
+    (``--data``) or the saved path, relative to the run folder ``base``; with ``max_length`` (a model's), held-out
+    sequences longer than it are dropped and counted. Warnings print as lines."""
+    from ip_pyro.data.sequences import TokenVocabulary, drop_longer_than, load_sequence_task
 
     path = data_path(data, base, override).resolve()
+    if not path.is_file() and override:
+        raise CommandError(f"no sequence file at {path} (given as --data {override}); check the path")
     if not path.is_file():
         raise CommandError(f"the run's sequence file {path} is not there (moved?); pass --data FILE to point at it")
     with warnings.catch_warnings(record=True) as caught:
@@ -38,6 +41,8 @@ def task_for(data: dict, vocabulary: Optional[list] = None, *, base: Optional[Pa
         task = load_sequence_task(path, seed=data["seed"], train_size=data["train_size"],
                                   valid_size=data["valid_size"], test_size=data["test_size"],
                                   vocabulary=TokenVocabulary(vocabulary) if vocabulary is not None else None)
+        if max_length is not None:
+            drop_longer_than(task, max_length)
     for warning in caught:
         print(f"warning: {warning.message}")
     return task, path
@@ -48,6 +53,7 @@ def _words(vocabulary, ids) -> str:
 
 
 def train_sequences(args) -> int:
+    from ip_pyro.data.sequences import SEQUENCE_LENGTH_SLACK
     from ip_pyro.evaluation import sequence_metrics
 
     if not args.data:
@@ -59,7 +65,9 @@ def train_sequences(args) -> int:
             "test_size": args.test_size, "path": relative}
     task, path = task_for(data, override=args.data)
     print(f"{path}: {len(task.splits['train'])} train / {len(task.splits['valid'])} valid / "
-          f"{len(task.splits['test'])} test sequences, {len(task.vocabulary)} tokens, max length {task.max_length}"
+          f"{len(task.splits['test'])} test sequences, {len(task.vocabulary)} tokens, max length {task.max_length} "
+          f"(the longest training sequence, {task.max_length - SEQUENCE_LENGTH_SLACK}, + {SEQUENCE_LENGTH_SLACK} "
+          "of headroom, so that sampling ends by the model's stop decision, not by the length cap)"
           + (f", prompts up to {task.max_prompt_length} tokens" if task.prompted else ", no prompts"))
     extra = {"sequence_vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
              "data": data, "skipped": task.skipped, "prompted": task.prompted}
@@ -85,18 +93,21 @@ def eval_sequences(args, model, guide, extra: dict) -> int:
     from ip_pyro.evaluation import sequence_metrics
 
     task, path = task_for(extra["data"], extra["sequence_vocabulary"], base=Path(args.checkpoint).resolve().parent,
-                          override=args.data)
+                          override=args.data, max_length=model.max_length)
     if args.split not in task.splits:
         raise CommandError(f"no split {args.split!r}; choose from {', '.join(task.splits)}")
     examples = task.splits[args.split][: args.limit] if args.limit else task.splits[args.split]
     scored = min(len(examples), args.nll_limit) if args.nll_limit else len(examples)
     print(f"evaluating the {args.split} split of {path}: {len(examples)} sequences"
           + (f" ({args.decode} decoding of their prompts)" if task.prompted else "")
-          + (f", NLL of {scored} with {args.nll_samples if guide is not None else 'exact'} orders" if args.nll_samples
-             else ""), flush=True)
-    results = sequence_metrics(model, guide, examples, prompted=task.prompted, greedy=args.decode == "greedy",
-                               nll_samples=(args.nll_samples if guide is not None else 1) if args.nll_samples else 0,
-                               nll_limit=args.nll_limit, progress=True)
+          + nll_words(args, guide, scored), flush=True)
+    nll_samples = (args.nll_samples if guide is not None else 1) if args.nll_samples or args.exact else 0
+    try:
+        results = sequence_metrics(model, guide, examples, prompted=task.prompted, greedy=args.decode == "greedy",
+                                   nll_samples=max(nll_samples, 1) if args.exact else nll_samples,
+                                   nll_limit=args.nll_limit, progress=True, exact=args.exact)
+    except ValueError as error:
+        raise nll_error(error) from None
     predictions = results.pop("_predictions", None)
     results = {"task": TASK, "data": str(path), "split": args.split, "weights": args.weights, **results}
     print_table(results)
@@ -112,28 +123,7 @@ def eval_sequences(args, model, guide, extra: dict) -> int:
     return 0
 
 
-def sample_sequences(args, model, extra: dict) -> int:
-    """Unprompted data: draw ``-n`` sequences; prompted: decode the first ``-n`` prompts of ``--split``; tokens as
-    the user wrote them."""
-    from ip_pyro.data.sequences import TokenVocabulary
-
-    vocabulary = TokenVocabulary(extra["sequence_vocabulary"])
-    if not extra.get("prompted"):
-        for sequence in model.sample(args.num, greedy=args.greedy):
-            print(_words(vocabulary, sequence))
-        return 0
-    task, path = task_for(extra["data"], extra["sequence_vocabulary"], base=Path(args.checkpoint).resolve().parent,
-                          override=args.data)
-    examples = task.splits[args.split][: args.num]
-    print(f"decoding the first {len(examples)} prompts of the {args.split} split of {path}")
-    predictions = model.sample(prompt=[example["prompt"] for example in examples], greedy=args.greedy)
-    for example, prediction in zip(examples, predictions):
-        mark = "ok " if prediction == example["target"] else "   "
-        print(f"{mark}{_words(vocabulary, example['prompt'])}  =>  {_words(vocabulary, prediction)}")
-    return 0
-
-
-def diagnose_sequences(args, extra: dict, base: Path) -> tuple:
+def diagnose_sequences(args, extra: dict, base: Path, max_length: Optional[int] = None) -> tuple:
     """``(targets, prompts or None)`` id lists that ``diagnose`` reads: the first ``--num-sequences`` of
     ``--data`` (a file in the user's format, encoded with the run's vocabulary) or of the run's test split."""
     if args.data:
@@ -146,7 +136,7 @@ def diagnose_sequences(args, extra: dict, base: Path) -> tuple:
             raise CommandError(f"{args.data}: {error}") from None
         records = [{"prompt": p, "target": t} for p, t in pairs]
     else:
-        task, _ = task_for(extra["data"], extra["sequence_vocabulary"], base=base)
+        task, _ = task_for(extra["data"], extra["sequence_vocabulary"], base=base, max_length=max_length)
         records = task.splits["test"]
     records = records[: args.num_sequences]
     prompts = [record["prompt"] for record in records]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 
-from ip_pyro.cli.common import CommandError, data_path, print_table, write_results
+from ip_pyro.cli.common import CommandError, data_path, nll_error, nll_words, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
 
 __all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
@@ -27,6 +27,8 @@ def smiles_task_for(data: dict, vocabulary=None, *, base: Optional[Path] = None,
     from ip_pyro.data.molecules import load_smiles_task
 
     path = data_path(data, base, override)
+    if path is not None and not path.is_file() and override:
+        raise CommandError(f"no SMILES file at {path} (given as --data); check the path")
     if path is not None and not path.is_file():
         raise CommandError(f"the run's SMILES file {path} is not there (moved?); pass --data FILE to point at it")
     with warnings.catch_warnings(record=True) as caught:
@@ -82,10 +84,17 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
         raise CommandError(f"no split {args.split!r} for a SMILES task; choose valid or test")
     task = smiles_task_for(extra["data"], vocabulary=SmilesVocabulary(extra["vocabulary"]),
                            base=Path(args.checkpoint).resolve().parent, override=args.data)
-    results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
-                                      nll_samples=args.nll_samples if guide is not None else 1,
-                                      nll_limit=args.nll_limit or SMILES_EVAL_NLL_LIMIT, split=args.split,
-                                      insertions_per_step=args.insertions_per_step, progress=True)
+    nll_limit = args.nll_limit or SMILES_EVAL_NLL_LIMIT
+    print(f"evaluating {args.num_samples} samples against the {args.split} split"
+          + nll_words(args, guide, min(nll_limit, len(task.splits[args.split]))), flush=True)
+    try:
+        results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
+                                          nll_samples=max(args.nll_samples, 1) if guide is None or args.exact else
+                                          args.nll_samples, nll_limit=nll_limit, split=args.split,
+                                          insertions_per_step=args.insertions_per_step, progress=True,
+                                          exact=args.exact)
+    except ValueError as error:
+        raise nll_error(error) from None
     results = {"task": extra["task"], "split": args.split, "weights": args.weights,
                "insertions_per_step": args.insertions_per_step, **results}
     print_table(results)

@@ -47,7 +47,7 @@ def run(args) -> int:
 
 def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
-    train = commands.add_parser("train", help="train a model on a planning or SMILES task")
+    train = commands.add_parser("train", help="train a model on a planning task, SMILES or your own sequences")
     from ip_pyro.config import GUIDE_NAMES, MODEL_NAMES
     from ip_pyro.data.molecules import SMILES_TASKS
     from ip_pyro.data.planning import task_names

@@ -28,7 +28,7 @@ def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_lengt
                          compile=args.compile, absolute_positions=args.absolute_positions,
                          prompt_group=args.prompt_group, embed_std=args.embed_std,
                          prompt_attention=args.prompt_attention, decoder=args.decoder, gap_context=args.gap_context,
-                         max_prompt_length=max_prompt_length,
+                         max_prompt_length=max_prompt_length, conditional=max_prompt_length > 0,
                          distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
                          ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
                          checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed,

@@ -3,9 +3,10 @@
 Two file kinds:
 
 * plain text (any suffix but ``.jsonl``): one sequence a line, tokens separated by whitespace; a line with a TAB
-  is ``prompt<TAB>target``. Blank lines are skipped.
+  is ``prompt<TAB>target``. A blank line is an empty sequence (length 0 is legal), counted in a warning.
 * JSONL (``.jsonl``): one object a line, ``{"target": [tokens...]}`` with an optional ``"prompt": [tokens...]``;
-  tokens may be strings or numbers and are kept as written (``str``).
+  tokens may be strings or numbers and are kept as written (``str``); blank lines hold no record and are
+  skipped, counted in a warning.
 
 The file is shuffled with a seed and split into test, validation and training parts (sizes as for SMILES files:
 10 % and 5 % of the file, capped at 10,000 and 1,000, unless given). The vocabulary is built from the training
@@ -22,34 +23,15 @@ from pathlib import Path
 from typing import Optional
 
 from ip_pyro.data.molecules import split_sizes
+from ip_pyro.vocabulary import Vocabulary
 
-__all__ = ["TokenVocabulary", "SequenceTask", "read_sequences", "load_sequence_task", "SEQUENCE_LENGTH_SLACK"]
+__all__ = ["Vocabulary", "TokenVocabulary", "SequenceTask", "read_sequences", "load_sequence_task", "drop_longer_than",
+           "SEQUENCE_LENGTH_SLACK"]
 
 SEQUENCE_LENGTH_SLACK = 2  # the model's max_length is the longest training target plus this
 
 
-class TokenVocabulary:
-    """Token strings <-> ids ``0 .. V-1``, in the order given."""
-
-    def __init__(self, tokens: list):
-        self.tokens = [str(token) for token in tokens]
-        self.index = {token: number for number, token in enumerate(self.tokens)}
-        if len(self.index) != len(self.tokens):
-            raise ValueError("a vocabulary lists each token once")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: list) -> list:
-        """Ids of ``tokens``; a one-line ``ValueError`` naming the first token the vocabulary does not hold."""
-        unknown = next((token for token in tokens if str(token) not in self.index), None)
-        if unknown is not None:
-            raise ValueError(f"token {unknown!r} is not in the vocabulary ({len(self)} tokens from the training "
-                             "split)")
-        return [self.index[str(token)] for token in tokens]
-
-    def decode(self, ids) -> list:
-        return [self.tokens[int(number)] for number in ids]
+TokenVocabulary = Vocabulary  # the name this module used first; the class is ip_pyro.Vocabulary
 
 
 @dataclass
@@ -77,9 +59,12 @@ def read_sequences(path) -> list:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no sequence file at {path}; pass a text file (one sequence a line) or a .jsonl file")
-    pairs = []
+    pairs, blank = [], 0
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
+            blank += 1
+            if path.suffix != ".jsonl":
+                pairs.append(([], []))
             continue
         if path.suffix == ".jsonl":
             try:
@@ -96,9 +81,27 @@ def read_sequences(path) -> list:
             pairs.append((prompt.split(), target.split()))
         else:
             pairs.append(([], line.split()))
-    if not pairs:
+    if not pairs or all(not prompt and not target for prompt, target in pairs):
         raise ValueError(f"{path} holds no sequences; it needs one sequence a line")
+    if blank:
+        warnings.warn(f"{path}: {blank} blank line{'s' if blank > 1 else ''} "
+                      + ("skipped (a JSONL file holds one record a line)" if path.suffix == ".jsonl" else
+                         "read as empty sequences (length 0); delete them if they are not data"))
     return pairs
+
+
+def drop_longer_than(task: "SequenceTask", max_length: int) -> "SequenceTask":
+    """``task`` without the held-out (valid, test) sequences longer than a model's ``max_length``, which it cannot
+    score; they are counted in ``task.skipped`` and in a warning, as sequences with unseen tokens are."""
+    for name in ("valid", "test"):
+        kept = [record for record in task.splits[name] if len(record["target"]) <= max_length]
+        dropped = len(task.splits[name]) - len(kept)
+        if dropped:
+            task.skipped[name] = task.skipped.get(name, 0) + dropped
+            warnings.warn(f"skipped {dropped} of {len(task.splits[name])} {name} sequences longer than the model's "
+                          f"max_length {max_length} (they cannot be scored)")
+            task.splits[name] = kept
+    return task
 
 
 def load_sequence_task(path, *, seed: int = 0, train_size: Optional[int] = None, valid_size: Optional[int] = None,
@@ -116,13 +119,14 @@ def load_sequence_task(path, *, seed: int = 0, train_size: Optional[int] = None,
              "train": shuffled[test_size + valid_size:]}
     if train_size:
         parts["train"] = parts["train"][:train_size]
+    given = vocabulary is not None
     if vocabulary is None:
         seen = {}
         for prompt, target in parts["train"]:
             for token in prompt + target:
                 seen.setdefault(token, len(seen))
         vocabulary = TokenVocabulary(list(seen))
-    splits, skipped = {}, {}
+    splits, skipped, unknown = {}, {}, None
     for name, part in parts.items():
         records = []
         for prompt, target in part:
@@ -130,10 +134,14 @@ def load_sequence_task(path, *, seed: int = 0, train_size: Optional[int] = None,
                 records.append({"prompt": vocabulary.encode(prompt), "target": vocabulary.encode(target)})
             except ValueError:
                 skipped[name] = skipped.get(name, 0) + 1
+                unknown = unknown or next(t for t in prompt + target if t not in vocabulary.index)
         splits[name] = records
         if skipped.get(name):
             warnings.warn(f"skipped {skipped[name]} of {len(part)} {name} sequences with tokens outside the "
                           "training vocabulary (they cannot be scored)")
+    if not splits["train"] and given:
+        raise ValueError(f"{path}: every training sequence holds tokens outside the checkpoint's vocabulary ({unknown!r} "
+                         f"is not among its {len(vocabulary)} tokens); pass the file the run was trained on")
     if not splits["train"]:
         raise ValueError(f"{path}: no training sequences left after the split")
     prompted = any(record["prompt"] for split in splits.values() for record in split)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ip_pyro.batch import Batch, check_model_and_guide
-from ip_pyro.utils import evaluating
+from ip_pyro.utils import evaluating, progress_bar
 
 __all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
            "SubsetMessages", "MAX_EXACT_LENGTH", "MAX_ENUMERATED_LENGTH", "enumerated_log_likelihood"]
@@ -36,7 +36,7 @@ def _logsumexp_scatter(values: torch.Tensor, index: torch.Tensor, size: int) -> 
 
 
 def exact_log_likelihood(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
-                         chunk_size: int = 8192) -> torch.Tensor:
+                         chunk_size: int = 8192, progress=None) -> torch.Tensor:
     """Exact ``log p(x) = log sum_sigma p(x, sigma)`` ``[B]``.
 
     For a model whose steps depend on the canvas alone (``model.canvas_markov``, the canvas decoder) all ``L!``
@@ -45,17 +45,18 @@ def exact_log_likelihood(model, batch: Batch, *, max_length: int = MAX_EXACT_LEN
     decoder) is summed over all ``L!`` orders (:func:`enumerated_log_likelihood`, ``L <= MAX_ENUMERATED_LENGTH``).
 
     :param max_length: refuse sequences longer than this (``2^L`` canvases, or ``L!`` orders, per sequence).
+    :param progress: a progress bar (``None``: on a terminal, once the call has run two seconds).
     :raises ValueError: for a sequence longer than ``max_length``.
     """
     if not getattr(model, "canvas_markov", True):
         return enumerated_log_likelihood(model, batch, max_length=min(max_length, MAX_ENUMERATED_LENGTH),
-                                         chunk_size=chunk_size)
-    messages = subset_messages(model, batch, max_length=max_length, chunk_size=chunk_size)
+                                         chunk_size=chunk_size, progress=progress)
+    messages = subset_messages(model, batch, max_length=max_length, chunk_size=chunk_size, progress=progress)
     return messages.log_likelihood
 
 
 def enumerated_log_likelihood(model, batch: Batch, *, max_length: int = MAX_ENUMERATED_LENGTH,
-                              chunk_size: int = 8192) -> torch.Tensor:
+                              chunk_size: int = 8192, progress=None) -> torch.Tensor:
     """Exact ``log p(x) = log sum_sigma p(x, sigma)`` ``[B]`` by scoring every order with ``model.log_joint`` (any
     model, history-dependent ones included), at most ``chunk_size`` orders per call.
 
@@ -66,7 +67,7 @@ def enumerated_log_likelihood(model, batch: Batch, *, max_length: int = MAX_ENUM
         raise ValueError(f"exact computation sums all L! orders of this model and refuses length {longest} > "
                          f"{max_length}; use importance_log_likelihood for long sequences")
     total = torch.full((batch.batch_size,), -math.inf, dtype=torch.get_default_dtype(), device=batch.device)
-    with evaluating(model):
+    with evaluating(model), progress_bar(batch.batch_size, "exact log-likelihood", "seq", progress) as bar:
         for length in batch.lengths.unique().tolist():
             rows = (batch.lengths == length).nonzero().squeeze(-1)
             part = batch[rows]
@@ -82,6 +83,7 @@ def enumerated_log_likelihood(model, batch: Batch, *, max_length: int = MAX_ENUM
                 joints.append(model.log_joint(part, orders).view(len(chosen), len(rows)))
             log_p = torch.cat(joints).logsumexp(0)
             total = total.to(log_p.dtype).index_copy(0, rows, log_p)
+            bar.update(len(rows))
     return total
 
 
@@ -100,7 +102,7 @@ class SubsetMessages:
 
 
 def subset_messages(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
-                    chunk_size: int = 8192) -> SubsetMessages:
+                    chunk_size: int = 8192, progress=False) -> SubsetMessages:
     """Forward and backward messages of every sequence on its subset lattice (``2^L`` canvases each). Only for a
     model whose steps depend on the canvas alone (``model.canvas_markov``)."""
     if not getattr(model, "canvas_markov", True):
@@ -118,10 +120,11 @@ def subset_messages(model, batch: Batch, *, max_length: int = MAX_EXACT_LENGTH,
         ("go", (batch.batch_size, count)), ("insert", (batch.batch_size, count, width)),
         ("forward", (batch.batch_size, count)), ("backward", (batch.batch_size, count)),
         ("log_likelihood", (batch.batch_size,)))}
-    with evaluating(model):
+    with evaluating(model), progress_bar(batch.batch_size, "exact log-likelihood", "seq", progress) as bar:
         for length in batch.lengths.unique().tolist():
             rows = (batch.lengths == length).nonzero().squeeze(-1)
             part = _same_length_messages(model, batch[rows], length, chunk_size)
+            bar.update(len(rows))
             used = 2 ** length
             for name in ("go", "forward", "backward"):
                 tables[name] = tables[name].to(part[name].dtype)
@@ -171,13 +174,15 @@ def _same_length_messages(model, batch: Batch, length: int, chunk_size: int) -> 
 
 
 def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, *,
-                           chunk_size: int = 64) -> torch.Tensor:
-    """``log p(x, sigma_k) - log q(sigma_k | x)`` ``[K, B]`` for ``K = num_samples`` orders from the guide."""
+                           chunk_size: int = 64, progress=None) -> torch.Tensor:
+    """``log p(x, sigma_k) - log q(sigma_k | x)`` ``[K, B]`` for ``K = num_samples`` orders from the guide.
+
+    :param progress: a bar over the orders (``None``: on a terminal, once the call has run two seconds)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     check_model_and_guide(model, guide, batch)
     weights = []
-    with evaluating(model, guide), torch.no_grad():
+    with evaluating(model, guide), torch.no_grad(), progress_bar(num_samples, "IWAE orders", "order", progress) as bar:
         q = guide.order_distribution(batch)
         for begin in range(0, num_samples, chunk_size):
             draws = min(chunk_size, num_samples - begin)
@@ -185,12 +190,14 @@ def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, 
             joint = model.log_joint(batch, orders.reshape(draws * batch.batch_size, batch.max_length))
             joint = joint.view(draws, batch.batch_size)
             weights.append(joint - q.log_prob(orders))
+            bar.update(draws)
     return torch.cat(weights)
 
 
 def importance_log_likelihood(model, guide, batch: Batch, num_samples: int = 1000, *,
-                              chunk_size: int = 64) -> torch.Tensor:
+                              chunk_size: int = 64, progress=None) -> torch.Tensor:
     """IWAE bound ``log (1/K) sum_k p(x, sigma_k) / q(sigma_k | x)`` ``[B]`` (a lower bound on ``log p(x)`` that
-    tightens as ``K`` grows), computed in chunks of ``chunk_size`` orders and ``logsumexp``-stable."""
-    weights = log_importance_weights(model, guide, batch, num_samples, chunk_size=chunk_size)
+    tightens as ``K`` grows), computed in chunks of ``chunk_size`` orders and ``logsumexp``-stable; ``progress``
+    as for :func:`log_importance_weights`."""
+    weights = log_importance_weights(model, guide, batch, num_samples, chunk_size=chunk_size, progress=progress)
     return weights.logsumexp(0) - math.log(num_samples)
