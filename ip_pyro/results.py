@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 __all__ = ["ARM_FAMILIES", "METRIC_NAMES", "REQUIRED_KEYS", "validate_record", "read_records",
-           "write_record", "render_table", "spread", "group_by_label", "curve_points", "record_from_run",
+           "write_record", "render_table", "render_answers", "short_order", "spread", "group_by_label", "curve_points", "record_from_run",
            "run_metrics", "run_curve", "diagnose_sentence", "arm_family"]
 
 FIXED_GUIDES = ("l2r", "r2l", "ends", "tree")
@@ -198,6 +198,17 @@ def _nll_cell(members: list) -> str:
     return ("≤ " + cell) if cell != "–" and members[0]["nll_kind"].startswith("iwae") else cell
 
 
+def short_order(words: Optional[str]) -> str:
+    """A table cell for ``diagnose``'s order in words: its first clause, and the token-class or named-cell timing
+    (``branch 0.09, atom 0.71``) where there is one."""
+    if not words:
+        return "–"
+    parts = words.split("; ")
+    timing = [part for part in parts if re.fullmatch(r"[\w ]+ \d\.\d\d(, [\w ]+ \d\.\d\d)*", part)]
+    head = re.split(r"[:;(]", parts[0])[0].strip()
+    return f"{head}; {timing[-1]}" if timing else head
+
+
 def render_table(records: list, study: str, metrics: list) -> str:
     """The markdown table of ``study``: one row per label (seeds, steps and training minutes per seed, each
     metric as mean [min, max] over seeds, the guide's entropy and the order in words)."""
@@ -218,7 +229,8 @@ def render_table(records: list, study: str, metrics: list) -> str:
         cells += [_nll_cell(members) if metric == "nll" else
                   spread([r["metrics"].get(metric) for r in members], _digits(metric)) for metric in metrics]
         cells.append(spread([r["order_entropy"] for r in members], 2))
-        cells.append(" / ".join(r["order"] or "–" for r in members) if any(r["order"] for r in members) else "–")
+        cells.append(" / ".join(short_order(r["order"]) for r in members) if any(r["order"] for r in members)
+                     else "–")
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 
@@ -328,3 +340,61 @@ def record_from_run(folder, *, study: str, label: str, command: list, commit: st
               "date": date,
               "stopped": "time limit" if any(entry.get("stopped") == "time limit" for entry in log) else "steps"}
     return validate_record(record, f"the record of {folder}")
+
+
+LOWER_IS_BETTER = ("nll", "nll_per_token", "fcd_test")
+
+
+def _compare(better: list, worse: list, metric: str) -> str:
+    """How two groups of records compare on ``metric``: beyond the seed range, within it, or unknown (one seed)."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    good = [sign * r["metrics"][metric] for r in better]
+    bad = [sign * r["metrics"][metric] for r in worse]
+    if len(good) < 2 or len(bad) < 2:
+        return "with one seed on a side there is no seed range to judge by"
+    if min(good) > max(bad):
+        return "beyond the seed range"
+    return "within the seed range"
+
+
+def _best(groups: dict, metric: str, families) -> Optional[tuple]:
+    """``(label, members)`` of the group of ``families`` with the best mean ``metric``, or None."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    chosen = [(label, members) for label, members in groups.items()
+              if any(members[0]["arm"].startswith(family) for family in families)
+              and all(metric in r["metrics"] for r in members)]
+    return max(chosen, key=lambda item: sign * statistics.mean(r["metrics"][metric] for r in item[1]),
+               default=None)
+
+
+def _said(label: str, members: list, metric: str) -> str:
+    return f"{label}, {spread([r['metrics'][metric] for r in members], _digits(metric))}"
+
+
+def render_answers(records: list, study: str, metric: str) -> str:
+    """The study's answers in three sentences, from its records: does the best learned order beat the best
+    uniform-order arm on ``metric`` (beyond the seed range?), does the best IP arm beat FO-ARM, and what order each
+    learned guide chose (``diagnose``)."""
+    groups = group_by_label([record for record in records if record["study"] == study])
+    if not groups:
+        raise ValueError(f"no records of study {study!r}; run it (experiments/campaign.py) or fix the block's name")
+    title = {"validity": "validity", "nll": "test NLL", "fcd_test": "FCD/Test"}.get(metric, TITLES.get(metric, metric))
+    learned, uniform = _best(groups, metric, ["learned-"]), _best(groups, metric, ["uniform"])
+    ip, fo_arm = _best(groups, metric, ["uniform", "fixed-", "learned-"]), _best(groups, metric, ["fo-arm"])
+    sentences = []
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+
+    def mean(members):
+        return sign * statistics.mean(r["metrics"][metric] for r in members)
+    for question, (a, b) in (("the learned order", (learned, uniform)), ("the insertion process", (ip, fo_arm))):
+        if a is None or b is None:
+            continue
+        verb = "beats" if mean(a[1]) > mean(b[1]) else "does not beat"
+        sentences.append(f"On {title}, {question} ({_said(a[0], a[1], metric)}) {verb} "
+                         f"{'the uniform order' if b is uniform else 'FO-ARM'} ({_said(b[0], b[1], metric)}), "
+                         f"{_compare(a[1], b[1], metric) if verb == 'beats' else _compare(b[1], a[1], metric)}.")
+    orders = [f"{label}: {' / '.join(short_order(r['order']) for r in members)}" for label, members in groups.items()
+              if members[0]["arm"].startswith("learned-") and any(r["order"] for r in members)]
+    if orders:
+        sentences.append("Orders learned (diagnose, per seed): " + "; ".join(orders) + ".")
+    return " ".join(sentences)

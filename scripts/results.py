@@ -6,7 +6,8 @@
     python -m scripts.results --show qm9-map validity,vun,nll     # print one table
 
 A results block in a markdown page is the table between ``<!-- results: study=NAME metrics=a,b,c -->`` and
-``<!-- /results -->``; nothing between the two markers is written by hand.
+``<!-- /results -->``; an answers block (``<!-- answers: study=NAME metrics=a -->`` ... ``<!-- /answers -->``)
+holds the study's answers in sentences, judged on the metric named. Nothing between two markers is written by hand.
 """
 from __future__ import annotations
 
@@ -15,23 +16,29 @@ import re
 import sys
 from pathlib import Path
 
-from ip_pyro.results import curve_points, read_records, render_table
+from ip_pyro.results import curve_points, read_records, render_answers, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/results.md")
-BLOCK = re.compile(r"(<!-- results: study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+) -->\n)(?P<body>.*?)"
-                   r"(<!-- /results -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- (?P<kind>results|answers): study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+) -->\n)"
+                   r"(?P<body>.*?)(<!-- /(?P=kind) -->)", re.DOTALL)
 # the metric each study's figure shows, and whether lower is better
 FIGURE_METRICS = {"qm9": "validity", "moses": "validity", "star-easy": "exact_match", "star-medium": "exact_match",
                   "star-hard": "exact_match", "maze-braided-easy": "success"}
 
 
+def block_body(match, records: list) -> str:
+    """What a block holds: a study's table (``results``) or its answers in sentences (``answers``: the first
+    metric named is the one judged)."""
+    metrics = match["metrics"].split(",")
+    if match["kind"] == "answers":
+        return render_answers(records, match["study"], metrics[0]) + "\n"
+    return render_table(records, match["study"], metrics) + "\n"
+
+
 def rebuilt(text: str, records: list) -> str:
-    """``text`` with every results block's body replaced by the table its records give."""
-    def table(match):
-        body = render_table(records, match["study"], match["metrics"].split(","))
-        return match.group(1) + body + "\n" + match.group(5)
-    return BLOCK.sub(table, text)
+    """``text`` with every block's body replaced by what its records give."""
+    return BLOCK.sub(lambda match: match.group(1) + block_body(match, records) + match.group(6), text)
 
 
 def stale_blocks(root: Path, records: list) -> list:
@@ -43,8 +50,7 @@ def stale_blocks(root: Path, records: list) -> list:
             continue
         text = path.read_text()
         for match in BLOCK.finditer(text):
-            want = render_table(records, match["study"], match["metrics"].split(",")) + "\n"
-            if match["body"] != want:
+            if match["body"] != block_body(match, records):
                 stale.append((page, match["study"]))
     return stale
 

@@ -90,6 +90,27 @@ CASES = [
      r"disagree on the vocabulary .*; id 5 is outside model vocab_size=4 and guide vocab_size=3"),
     ("tokens of the wrong shape", lambda: Batch(tokens=torch.zeros(3, dtype=torch.long), lengths=torch.tensor([3])),
      r"tokens must be a \[B, L_max\] tensor"),
+    # a user's second hour: misuse that used to pass silently or fail with a bare library error
+    ("prompt to an unconditional model", lambda: InsertionProcess(4, d_model=8, n_layers=1, n_heads=2,
+                                                                   conditional=False).sample(2, prompt=[[1]]),
+     r"trained without prompts \(conditional=False\): drop prompt="),
+    ("conditional model without a prompt", lambda: LeftToRightLM(4, d_model=8, n_layers=1, n_heads=2,
+                                                                  conditional=True).sample(3),
+     r"trained on prompts \(conditional=True\): pass prompt="),
+    ("top-k of zero", lambda: model().sample(2, top_k=0), r"top_k=0 must be a positive integer"),
+    ("nucleus above one", lambda: model().sample(2, top_p=1.2), r"top_p=1.2 must lie in \(0, 1\]"),
+    ("truncated parallel decoding", lambda: model().sample(2, top_k=2, insertions_per_step=2),
+     r"need exact decoding: use insertions_per_step=1"),
+    ("psis of a bare 1-D array", lambda: __import__("ip_pyro.diagnostics", fromlist=["x"]).psis_diagnostics(
+        torch.zeros(4).numpy()), r"needs log weights of shape \(chain, draw, sequence\)"),
+    ("unknown token", lambda: __import__("ip_pyro").Vocabulary(["a"]).encode("a b"),
+     r"token 'b' is not in the vocabulary \(1 tokens\)"),
+    ("id outside the vocabulary", lambda: __import__("ip_pyro").Vocabulary(["a"]).decode([3]),
+     r"id 3 is outside this vocabulary's 0..0"),
+    ("exact NLL of a long string", lambda: __import__("ip_pyro.evaluation", fromlist=["x"]).sequence_nll(
+        model(), UniformOrderGuide(), [{"target": [0] * 9}], exact=True), r"refuses length 9 > 8"),
+    ("trainer without examples", lambda: __import__("ip_pyro").Trainer.from_config(
+        __import__("ip_pyro").TrainConfig(), []), r"no training examples"),
 ]
 
 

@@ -55,6 +55,10 @@ def corpus_files(tmp_path, data_dir):
     (tmp_path / "no_column.csv").write_text("smiles_string\nCCO\n")
     (tmp_path / "empty.smi").write_text("")
     (tmp_path / "two_columns.csv").write_text("SMILES,smiles\nCCO,CCO\n")
+    (tmp_path / "dyck.txt").write_text("\n".join(["( )", "( ( ) )", "( ) ( )"] * 10) + "\n")
+    (tmp_path / "other.txt").write_text("\n".join(["x y"] * 30) + "\n")
+    assert main(["train", "--task", "sequences", "--data", str(tmp_path / "dyck.txt"), "--steps", "1", "--out",
+                 str(tmp_path / "seq_run")] + TINY) == 0
     return tmp_path
 
 
@@ -127,6 +131,26 @@ CLI_CORPUS = [
     ("unknown decoder", ["train", "--decoder", "lstm", "--out", "WORK/r"], "unknown --decoder 'lstm'"),
     ("parallel decoding of FO-ARM", ["eval", "--checkpoint", "WORK/arm_run/checkpoint.pt",
                                      "--insertions-per-step", "3", "--data", "DATA"], "parallel decoding"),
+    # a user's second hour
+    ("a sequence file for a planning task", ["train", "--data", "WORK/dyck.txt", "--out", "WORK/r"],
+     "is a file, but --task star-easy reads a folder written by `ip-pyro data star-easy`; for your own sequences "
+     "pass --task sequences"),
+    ("a missing sequence file", ["train", "--task", "sequences", "--data", "WORK/nope.txt", "--out", "WORK/r"],
+     "nope.txt); check the path"),
+    ("eval on a file of another vocabulary", ["eval", "--checkpoint", "WORK/seq_run/checkpoint.pt", "--data",
+                                              "WORK/other.txt"], "outside the checkpoint's vocabulary ('x'"),
+    ("a prompt to an unprompted run", ["sample", "--checkpoint", "WORK/seq_run/checkpoint.pt", "--prompt", "( )"],
+     "trained without prompts (conditional=False)"),
+    ("a prompt token the run never saw", ["sample", "--checkpoint", "WORK/arm_run/checkpoint.pt", "--prompt", "a"],
+     "this checkpoint's tokens are integer ids"),
+    ("best-of with greedy decoding", ["sample", "--checkpoint", "WORK/arm_run/checkpoint.pt", "--best-of", "3",
+                                      "--greedy", "--prompt", "1 2"], "drop --greedy"),
+    ("best-of below one", ["sample", "--checkpoint", "WORK/arm_run/checkpoint.pt", "--best-of", "0"],
+     "--best-of 0 must be at least 1"),
+    ("a missing prompt file", ["sample", "--checkpoint", "WORK/arm_run/checkpoint.pt", "--prompts", "WORK/none.txt"],
+     "no prompt file at"),
+    ("top-k of zero", ["sample", "--checkpoint", "WORK/seq_run/checkpoint.pt", "--top-k", "0"],
+     "top_k=0 must be a positive integer"),
 ]
 
 
