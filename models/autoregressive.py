@@ -131,7 +131,7 @@ class LeftToRightLM(PyroModule):
                     token = torch.multinomial((logits / temperature).softmax(-1), 1)[:, 0]
                 else:
                     token = torch.multinomial(truncate_logits(logits / temperature, top_k, top_p).softmax(-1), 1)[:, 0]
-                if return_log_probs:
+                if return_log_probs and t < self.max_length:  # at max_length EOS is certain (log 1 = 0)
                     log_probs[alive] += logits.log_softmax(-1).gather(1, token.unsqueeze(-1))[:, 0]
                 done = token == self.eos
                 for row, ids in zip(alive[done].tolist(), sequence[done].tolist()):
