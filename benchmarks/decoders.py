@@ -2,8 +2,8 @@
 and how each cost grows with the sequence length. Part of ``benchmarks/run.py`` (key ``decoders`` of its JSON);
 runnable alone:
 
-    python benchmarks/decoders.py --quick            # about 3 minutes on 2 CPU cores
-    python benchmarks/decoders.py --json decoders.json
+    python -m benchmarks.decoders --quick            # about 3 minutes on 2 CPU cores
+    python -m benchmarks.decoders --json decoders.json
 
 Shapes: QM9 (V = 20, no prompt, random token strings of 10..28 tokens, mean 19, as QM9's SMILES) and star-hard
 (real star-hard graphs: prompt of about 90 tokens, paths of 22). Same width, depth and batch for every arm; the IP
@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_step  # noqa: E402
+from benchmarks import train_step
 
 from ip_pyro import collate  # noqa: E402
 from ip_pyro.guides import PlackettLuceGuide  # noqa: E402

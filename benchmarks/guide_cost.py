@@ -1,7 +1,7 @@
 """The learned guides' cost side by side: Plackett–Luce, the pointer guide and the sequential guide at the same
 width and depth. Part of ``benchmarks/run.py`` (key ``guides`` of its JSON); runnable alone:
 
-    python benchmarks/guide_cost.py --quick          # about a minute on 2 CPU cores
+    python -m benchmarks.guide_cost --quick          # about a minute on 2 CPU cores
 
 Shapes: QM9 (V = 20, no prompt, random token strings of 10..28 tokens, mean 19) and star-hard (prompt of about 90
 tokens, paths of 22), as in ``benchmarks/decoders.py``. Per guide, two operations on one batch, timings interleaved
@@ -18,13 +18,10 @@ Target (issue "pointer guide"): the pointer guide's ``rws_k4`` <= 2x the Placket
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import decoders  # noqa: E402  (shapes, sizes and the interleaved timer)
+from benchmarks import decoders  # (shapes, sizes and the interleaved timer)
 
 from ip_pyro.guides import build_guide  # noqa: E402
 

@@ -4,7 +4,7 @@ For a SMILES checkpoint: validity and uniqueness of ``--num`` samples and sequen
 greedy exact match on the first ``--num`` test examples and sequences/s. ``k = 1`` is exact sampling; ``k > 1``
 inserts into ``k`` slots per pass (see ``InsertionProcess.sample``). Settings are timed in rotation.
 
-    python benchmarks/parallel_decoding.py runs/qm9/ip-pl/checkpoint.pt --k 1 2 4 --num 2000
+    python -m benchmarks.parallel_decoding runs/qm9/ip-pl/checkpoint.pt --k 1 2 4 --num 2000
 """
 from __future__ import annotations
 

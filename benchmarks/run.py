@@ -27,9 +27,9 @@ and summarised by medians). Sections:
 * FLOP/s: FLOPs of one training step (``torch.utils.flop_counter``) over its time, as a fraction of this machine's
   measured matmul throughput.
 
-    python benchmarks/run.py --quick                 # < 3 minutes on 2 CPU cores
-    python benchmarks/run.py --json benchmarks/results.json
-    python benchmarks/run.py --device cuda --json results-gpu.json
+    python -m benchmarks.run --quick                 # < 3 minutes on 2 CPU cores
+    python -m benchmarks.run --json benchmarks/results.json
+    python -m benchmarks.run --device cuda --json results-gpu.json
 """
 from __future__ import annotations
 
@@ -37,16 +37,14 @@ import argparse
 import functools
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import decoders  # noqa: E402  (the two IP decoders against FO-ARM)
-import guide_cost  # noqa: E402  (the learned guides against each other)
-import train_step  # noqa: E402  (the training-step benchmark, reused as the first section)
+from benchmarks import decoders  # (the two IP decoders against FO-ARM)
+from benchmarks import guide_cost  # (the learned guides against each other)
+from benchmarks import train_step  # (the training-step benchmark, reused as the first section)
 
 from ip_pyro.guides import PlackettLuceGuide  # noqa: E402
 from ip_pyro import collate  # noqa: E402

@@ -1,7 +1,7 @@
 """Thread counts on a shared machine: the demo's ELBO step with 1 and with all torch threads, alone and while
 another process keeps one core busy (what a second job, a test run or a browser does on a small machine).
 
-    python benchmarks/threads.py            # about a minute on 2 CPU cores (run it on an otherwise idle machine)
+    python -m benchmarks.threads            # about a minute on 2 CPU cores (run it on an otherwise idle machine)
 
 Small models are bound by per-operation overheads, not arithmetic: a second thread buys little alone, and when a
 core is busy every parallel region waits for the thread that shares it. The printed ratios are what the thread

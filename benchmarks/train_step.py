@@ -9,8 +9,8 @@ Compares
 
 Timings are interleaved (A, B, A, B, ...) and summarised by the median, so machine noise hits both sides alike.
 
-    python benchmarks/train_step.py            # about a minute on 2 CPU cores
-    python benchmarks/train_step.py --device cuda --batch-size 64 --json results.json
+    python -m benchmarks.train_step            # about a minute on 2 CPU cores
+    python -m benchmarks.train_step --device cuda --batch-size 64 --json results.json
 """
 from __future__ import annotations
 

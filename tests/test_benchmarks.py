@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import edge_lookup  # noqa: E402
+from experiments import edge_lookup
 
 
 def test_edge_lookup_batches_hold_the_answer_as_the_query_partner():
@@ -34,7 +30,7 @@ def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
 
     import torch
 
-    import order_fit
+    from experiments import order_fit
     from ip_pyro.guides import PlackettLuceGuide, RightToLeftGuide
     from ip_pyro import collate
     from ip_pyro.checkpoint import save_checkpoint
@@ -71,7 +67,7 @@ def test_order_fit_scores_every_family_and_matches_the_log_joint(tmp_path):
 
 
 def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_path):
-    import guide_learning
+    from experiments import guide_learning
 
     args = guide_learning.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--seeds", "0", "1",
                                       "--settings", "ELBO, left to right", "RWS K=2", "RWS K=4, sampled-step gradient",
@@ -90,7 +86,7 @@ def test_guide_learning_runs_elbo_and_rws_arms_with_seeds_and_a_time_limit(tmp_p
 def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
     import json
 
-    import smiles_table
+    from scripts import smiles_table
 
     def run(name, validity, entropy, objectives, summary=None):
         folder = tmp_path / name
@@ -124,7 +120,7 @@ def test_smiles_table_groups_seeds_into_mean_and_range(tmp_path, capsys):
 def test_order_learning_figure_reads_guide_learning_json_and_run_folders(tmp_path):
     import json
 
-    import order_learning_figure
+    from scripts import order_learning_figure
 
     mirror = tmp_path / "mirror.json"
     mirror.write_text(json.dumps({"RWS K=2": {"runs": [{"exact_nll": 4.2, "relative_order_entropy": 0.7, "seed": 0},
@@ -165,7 +161,7 @@ def _planning_run(tmp_path, name, test, valid, objectives=("elbo",), summary=Non
 
 
 def test_run_folders_reads_curves_at_training_minutes_and_the_diagnose_report(tmp_path):
-    import run_folders
+    from scripts import run_folders
 
     summary = ("guide entropy over orders: 0.31 of the uniform order's log L! on average\n"
                "preferred order: mostly right to left: mean rank correlation of position and insertion step -0.85, of")
@@ -185,7 +181,7 @@ def test_run_folders_reads_curves_at_training_minutes_and_the_diagnose_report(tm
 
 @pytest.mark.parametrize("task", ["maze", "star"])
 def test_collect_runs_groups_seeds_with_the_task_s_columns_and_an_equal_steps_column(task, tmp_path, capsys):
-    import collect_runs
+    from scripts import collect_runs
 
     score = "success" if task == "maze" else "exact_match"
     extra = {"valid_moves": 0.9} if task == "maze" else {"edges_in_graph": 0.95}
@@ -212,7 +208,7 @@ def test_collect_runs_groups_seeds_with_the_task_s_columns_and_an_equal_steps_co
 def test_benchmark_scoring_section_times_both_canvas_layouts():
     import argparse
 
-    import run
+    from benchmarks import run
 
     args = argparse.Namespace(batch_size=4, d_model=16, layers=1, heads=2, rounds=1, repeats=1, device="cpu")
     result = run.scoring_section(args)
@@ -224,7 +220,7 @@ def test_benchmark_scoring_section_times_both_canvas_layouts():
 
 
 def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
-    import decoders
+    from benchmarks import decoders
 
     args = decoders.configure(decoders.parse_args(["--quick", "--batch-size", "4", "--d-model", "16", "--layers",
                                                    "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers",
@@ -247,7 +243,7 @@ def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
 
 
 def test_guide_cost_section_times_every_guide_against_plackett_luce():
-    import guide_cost
+    from benchmarks import guide_cost
 
     args = guide_cost.parse_args(["--quick", "--batch-size", "2", "--guide-d-model", "16", "--guide-layers", "1"])
     args.guide_settings = dict(rounds=1, repeats=1)

@@ -1,5 +1,5 @@
 """The molecule metrics equal MOSES's and GuacaMol's own code on a fixed sample set: the fixture was written by
-``benchmarks/reference_metrics.py``, which runs their metric code from their wheels (no network here)."""
+``scripts/reference_metrics.py``, which runs their metric code from their wheels (no network here)."""
 import json
 import warnings
 from pathlib import Path

@@ -76,7 +76,7 @@ def add_parser(commands) -> None:
                             "rest of its group (2 for the star graphs' edge list u v u v ...; 1 = off)")
     train.add_argument("--embed-std", type=float, default=0.02,
                        help="initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far "
-                            "sooner, see benchmarks/edge_lookup.py)")
+                            "sooner, see experiments/edge_lookup.py)")
     train.add_argument("--prompt-attention", default=None, help="IP: full (the prompt "
                        "also reads the canvas) or prefix (the prompt attends to itself only and is encoded once per "
                        "sequence for all its canvases and the whole decoding; FO-ARM is causal either way). Default: "

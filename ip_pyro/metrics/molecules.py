@@ -10,7 +10,7 @@ molecule written differently in a user's file as novel), and with ``test``: ``sn
 molecule), ``frag`` (cosine similarity of the counts of every BRICS fragment, ``FragmentOnBRICSBonds`` as in MOSES)
 and ``scaf`` (cosine similarity of the counts of Bemis–Murcko scaffolds with at least two rings, as MOSES's
 ``compute_scaffolds``; absent, with a warning, when no molecule of one side has such a scaffold). Every one of these
-equals MOSES 0.3.1's own code on ``tests/fixtures/reference_metrics.json`` (``benchmarks/reference_metrics.py``). ``fcd_test`` is the
+equals MOSES 0.3.1's own code on ``tests/fixtures/reference_metrics.json`` (``scripts/reference_metrics.py``). ``fcd_test`` is the
 Fréchet ChemNet Distance of the valid samples to ``test_stats`` (MOSES's precomputed ``test_stats.npz``) or, without
 it, to ``test``; ``fcd_testsf`` to ``test_scaffolds``; ``fcd_score`` is GuacaMol's ``exp(-0.2 FCD)`` (needs
 ``fcd-torch``, whose ChemNet weights ship in its wheel). ``kl_score`` (with ``train``) is GuacaMol's KL-divergence

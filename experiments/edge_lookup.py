@@ -9,9 +9,9 @@ scale of the initial token embeddings (``embed_std``, 0.02 by default) decides w
 All variants train from the same initial weights on the same fresh batches; the script prints held-out accuracy
 of the greedy answer against training steps.
 
-    python benchmarks/edge_lookup.py                      # about 4 minutes on 2 CPU cores
-    python benchmarks/edge_lookup.py --steps 3000 --json edge_lookup.json
-    python benchmarks/edge_lookup.py --directed           # the easier induction-head version
+    python -m experiments.edge_lookup                      # about 4 minutes on 2 CPU cores
+    python -m experiments.edge_lookup --steps 3000 --json edge_lookup.json
+    python -m experiments.edge_lookup --directed           # the easier induction-head version
 """
 from __future__ import annotations
 

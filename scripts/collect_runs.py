@@ -1,8 +1,8 @@
 """Collect planning runs (star graphs, mazes) into a results table (markdown) and one learning-curve figure.
 
-    python benchmarks/collect_runs.py runs/star-easy-* --plot star_easy.png
-    python benchmarks/collect_runs.py runs/star-medium/*-s[0-9]* --seeds      # one row per arm, mean [min, max]
-    python benchmarks/collect_runs.py runs/star-medium/*-s[0-9]* --seeds --at-step 1000   # + equal-steps column
+    python -m scripts.collect_runs runs/star-easy-* --plot star_easy.png
+    python -m scripts.collect_runs runs/star-medium/*-s[0-9]* --seeds      # one row per arm, mean [min, max]
+    python -m scripts.collect_runs runs/star-medium/*-s[0-9]* --seeds --at-step 1000   # + equal-steps column
 
 Each run folder holds ``metrics.jsonl`` (from ``ip-pyro train``), ``checkpoint.pt`` and, if evaluated,
 ``eval_test.json`` (from ``ip-pyro eval``) and ``diagnose/summary.txt`` (``ip-pyro diagnose``: the guide's
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from run_folders import group_by_arm, order_entropy, read_runs, spread, steps_per_seed, valid_at_step
+from scripts.run_folders import group_by_arm, order_entropy, read_runs, spread, steps_per_seed, valid_at_step
 
 STAR_COLUMNS = [("exact_match", "test exact match"), ("token_accuracy", "token accuracy"),
                 ("edges_in_graph", "edges in graph"), ("termination_rate", "terminated"), ("nll", "test NLL")]

@@ -6,7 +6,7 @@ left, outside in and middle out, uniform random orders, and the checkpoint's own
 prints the mean and spread over sequences of ``log p(x, sigma)`` (nats per sequence; higher is better), and the
 share of sequences on which the family beats a uniform random order.
 
-    python benchmarks/order_fit.py runs/star-easy-ip-pl/checkpoint.pt --data data/star-easy/test.jsonl
+    python -m experiments.order_fit runs/star-easy-ip-pl/checkpoint.pt --data data/star-easy/test.jsonl
 """
 from __future__ import annotations
 

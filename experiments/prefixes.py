@@ -6,8 +6,8 @@ test NLL (nats per string) at fixed fractions of the budget. Scoring K prefixes 
 larger decoder pass instead of K passes; whether that buys more per second than more optimiser steps is the
 question. The settings run one after another (each gets the whole machine); the order is rotated per repeat.
 
-    python benchmarks/prefixes.py                     # 4 settings x 60 s
-    python benchmarks/prefixes.py --budget 120 --repeats 2 --json prefixes.json
+    python -m experiments.prefixes                     # 4 settings x 60 s
+    python -m experiments.prefixes --budget 120 --repeats 2 --json prefixes.json
 """
 from __future__ import annotations
 

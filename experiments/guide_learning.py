@@ -7,9 +7,9 @@ guide's entropy over orders relative to the uniform order's ``log L!`` (1 = stil
 The uniform and left-to-right guides are the references. The ``RWS`` arms train with
 :class:`~ip_pyro.infer.InsertionRWS` (IWAE for the model, wake-phi for the guide) instead of the ELBO.
 
-    python benchmarks/guide_learning.py                    # about 3 minutes on 2 CPU cores (the ELBO arms)
-    python benchmarks/guide_learning.py --steps 3000 --json guide_learning.json
-    python benchmarks/guide_learning.py --time-limit 240 --seeds 0 1 2 --threads 1 \
+    python -m experiments.guide_learning                    # about 3 minutes on 2 CPU cores (the ELBO arms)
+    python -m experiments.guide_learning --steps 3000 --json guide_learning.json
+    python -m experiments.guide_learning --time-limit 240 --seeds 0 1 2 --threads 1 \
         --settings "ELBO, uniform" "ELBO, left to right" "ELBO, PL" "RWS K=2" "RWS K=4" "RWS K=8"
 
 ``--decoder causal`` trains every arm with the insertion-causal decoder (one pass per order; the exact NLL then sums

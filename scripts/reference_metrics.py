@@ -9,7 +9,7 @@ bundled ``first_5K.smi``, and writes them with the sample set to ``tests/fixture
 at test time).
 
     pip download --no-deps molsets==0.3.1 guacamol==0.5.5 -d wheels/
-    python benchmarks/reference_metrics.py --wheels wheels/
+    python -m scripts.reference_metrics --wheels wheels/
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def main(args) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"source": "MOSES (molsets 0.3.1) and GuacaMol 0.5.5, run by "
-                                         "benchmarks/reference_metrics.py", "reference": values, **inputs}, indent=1))
+                                         "scripts/reference_metrics.py", "reference": values, **inputs}, indent=1))
     for key, value in values.items():
         print(f"{key:10s} {value:.6f}")
     print(f"wrote {out}")

@@ -1,9 +1,9 @@
 """The figure of docs/order_learning.md: does the learned order leave the uniform one, and does it pay?
 
-    python benchmarks/order_learning_figure.py --mirror runs/mirror_elbo.json runs/mirror_rws.json \
+    python -m scripts.order_learning_figure --mirror runs/mirror_elbo.json runs/mirror_rws.json \
         --runs runs/star-easy/*-s[0-9] --out docs/order_learning.png
 
-Left panel (``--mirror``, the JSON files written by ``benchmarks/guide_learning.py --json``): exact test NLL
+Left panel (``--mirror``, the JSON files written by ``experiments/guide_learning.py --json``): exact test NLL
 against the guide's relative order entropy, one small marker per seed and a large one for the arm's mean.
 Middle and right panels (``--runs``, ``ip-pyro train`` run folders named ``ARM-sSEED``): the guide's relative
 order entropy and the validation score (``valid_success`` for mazes, ``valid_exact_match`` for star graphs,
@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from run_folders import arm_name, read_run
+from scripts.run_folders import arm_name, read_run
 
 SCORES = ("valid_success", "valid_exact_match", "valid_validity")  # the first one a run logs
 
@@ -98,7 +98,7 @@ def main(args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", nargs="*", default=[], help="JSON files of benchmarks/guide_learning.py --json")
+    parser.add_argument("--mirror", nargs="*", default=[], help="JSON files of experiments/guide_learning.py --json")
     parser.add_argument("--runs", nargs="*", default=[], help="ip-pyro train run folders named ARM-sSEED")
     parser.add_argument("--title", default=None, help="title of the two run panels (e.g. the task)")
     parser.add_argument("--out", default="order_learning.png")

@@ -1,8 +1,8 @@
 """Collect SMILES training runs into a markdown table and a validity-vs-time figure.
 
-    python benchmarks/smiles_table.py runs/qm9/* --plot docs/qm9_validity.png
-    python benchmarks/smiles_table.py runs/moses/* --moses --plot docs/moses_validity.png
-    python benchmarks/smiles_table.py runs/qm9/*-s[0-9]* --seeds     # one row per arm: mean [min, max] over seeds
+    python -m scripts.smiles_table runs/qm9/* --plot docs/qm9_validity.png
+    python -m scripts.smiles_table runs/moses/* --moses --plot docs/moses_validity.png
+    python -m scripts.smiles_table runs/qm9/*-s[0-9]* --seeds     # one row per arm: mean [min, max] over seeds
 
 Each run folder holds ``metrics.jsonl`` (``ip-pyro train``, with ``elapsed_s`` and periodic ``valid_validity``)
 and ``eval_test.json`` (``ip-pyro eval``: 10,000 samples, MOSES/GuacaMol metrics, test NLL); optionally
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-import run_folders
-from run_folders import group_by_arm, order_entropy, spread, steps_per_seed
+from scripts import run_folders
+from scripts.run_folders import group_by_arm, order_entropy, spread, steps_per_seed
 
 COLUMNS = [("validity", "valid"), ("unique@10k", "unique@10k"), ("novelty", "novel"), ("vun", "V×U×N"),
            ("fcd_test", "FCD/Test"), ("kl_score", "KL score"), ("snn", "SNN"), ("nll", "test NLL"),
