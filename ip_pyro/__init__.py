@@ -22,7 +22,8 @@ from ip_pyro.orders import orders_to_ranks, orders_to_slots, slots_to_orders
 from ip_pyro.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "collate", "Vocabulary", "Trainer", "TrainConfig", "orders_to_slots", "slots_to_orders", "orders_to_ranks", "save", "load", "__version__"]
+__all__ = ["Batch", "collate", "Vocabulary", "Trainer", "TrainConfig", "orders_to_slots", "slots_to_orders",
+           "orders_to_ranks", "save", "load", "__version__"]
 
 
 def save(path, model, guide=None, **extra) -> None:

@@ -33,9 +33,9 @@ import statistics
 from pathlib import Path
 from typing import Iterable, Optional
 
-__all__ = ["ARM_FAMILIES", "METRIC_NAMES", "REQUIRED_KEYS", "validate_record", "read_records",
-           "write_record", "render_table", "render_answers", "short_order", "spread", "group_by_label", "curve_points", "record_from_run",
-           "run_metrics", "run_curve", "diagnose_sentence", "arm_family"]
+__all__ = ["ARM_FAMILIES", "METRIC_NAMES", "REQUIRED_KEYS", "validate_record", "read_records", "write_record",
+           "render_table", "render_answers", "short_order", "spread", "group_by_label", "curve_points",
+           "record_from_run", "run_metrics", "run_curve", "diagnose_sentence", "arm_family"]
 
 FIXED_GUIDES = ("l2r", "r2l", "ends", "tree")
 LEARNED_GUIDES = ("pl", "sequential", "pointer")

@@ -321,7 +321,8 @@ class InsertionProcess(PyroModule):
     @torch.no_grad()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
                greedy: bool = False, max_length: Optional[int] = None, insertions_per_step: int = 1,
-               top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False):
+               top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False,
+               progress=None):
         """Draw sequences (:mod:`ip_pyro.models.sampler`), one decoder step for all unfinished sequences at a time.
 
         :param num_samples: how many sequences (per prompt when ``prompt`` is given; default 1 per prompt).
@@ -343,6 +344,8 @@ class InsertionProcess(PyroModule):
             probability ``top_p``.
         :param return_log_probs: also return each sequence's ``log p(x, sigma | prompt)`` under the model
             (temperature 1, untruncated) of the trajectory drawn, e.g. to keep the best of several draws.
+        :param progress: a bar over finished sequences (``None``: on a terminal, once the call has run two
+            seconds; ``False``: never).
         :returns: one flat list of sequences (with ``return_log_probs``: ``(sequences, log_probs)``, a list of
             floats); with prompts it is prompt-major: sample ``i`` of prompt ``p`` is entry ``p * num_samples + i``
             (``[out[p * k:(p + 1) * k] for p in range(len(prompt))]`` groups them).
@@ -367,5 +370,5 @@ class InsertionProcess(PyroModule):
             session = self._session(prompt_ids, prompt_lengths, total, device, cache)
             results, log_probs = draw(self, session, total, limit, greedy=greedy, temperature=temperature,
                                       insertions_per_step=insertions_per_step, top_k=top_k, top_p=top_p,
-                                      track_log_probs=return_log_probs)
+                                      track_log_probs=return_log_probs, progress=progress)
         return (results, log_probs.tolist()) if return_log_probs else results

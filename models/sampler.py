@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ip_pyro.canvas import insert_many
+from ip_pyro.utils import progress_bar
 
 __all__ = ["draw", "truncate_logits", "check_truncation"]
 
@@ -105,9 +106,9 @@ def _parallel(model, session, output, keep, count: int, greedy: bool, temperatur
 
 def draw(model, session, total: int, limit: int, *, greedy: bool = False, temperature: float = 1.0,
          insertions_per_step: int = 1, top_k: Optional[int] = None, top_p: Optional[float] = None,
-         track_log_probs: bool = False):
+         track_log_probs: bool = False, progress=None):
     """Decode ``total`` rows with ``session`` (a canvas or KV-cache session of ``model``) until each stops or
-    reaches ``limit`` tokens.
+    reaches ``limit`` tokens; ``progress``: a bar over finished rows (``None``: on a terminal, after two seconds).
 
     :returns: ``(sequences, log_probs)``: ``total`` id lists in row order, and ``[total]`` log-probabilities of
         the drawn trajectories (None unless ``track_log_probs``).
@@ -118,29 +119,31 @@ def draw(model, session, total: int, limit: int, *, greedy: bool = False, temper
     totals = torch.zeros(total, device=device) if track_log_probs else None
     truncated = top_k is not None or top_p is not None
     two_stage = not greedy and (truncated or (model.decoder == "causal" and temperature == 1.0))
-    while True:
-        output = session.output_without_tokens() if two_stage and hasattr(session, "token_logits") \
-            else session.output()
-        rows, length = session.canvas.shape
-        stop = _stop(output, length, limit, greedy, temperature)
-        if totals is not None:
-            totals[alive] += torch.where(stop, F.logsigmoid(output.stop_logits), F.logsigmoid(-output.stop_logits))
-        for row, sequence in zip(alive[stop].tolist(), session.canvas[stop].tolist()):
-            results[row] = sequence
-        keep = ~stop
-        if not bool(keep.any()):
-            return results, totals
-        if bool(stop.any()):
-            session.keep(keep)
-            alive = alive[keep]
-        count = min(insertions_per_step, length + 1, limit - length)
-        if count > 1:
-            _parallel(model, session, output, keep, count, greedy, temperature)
-            continue
-        if two_stage:
-            slots, tokens, picked = _two_stage(session, output, keep, temperature, top_k, top_p)
-        else:
-            slots, tokens, picked = _joint(model, session, output, keep, greedy, temperature)
-        if totals is not None:
-            totals[alive] += picked
-        session.insert(slots, tokens, torch.ones_like(slots, dtype=torch.bool))
+    with progress_bar(total, "sampling", "seq", progress) as bar:
+        while True:
+            output = session.output_without_tokens() if two_stage and hasattr(session, "token_logits") \
+                else session.output()
+            rows, length = session.canvas.shape
+            stop = _stop(output, length, limit, greedy, temperature)
+            if totals is not None:
+                totals[alive] += torch.where(stop, F.logsigmoid(output.stop_logits), F.logsigmoid(-output.stop_logits))
+            for row, sequence in zip(alive[stop].tolist(), session.canvas[stop].tolist()):
+                results[row] = sequence
+            bar.update(int(stop.sum()))
+            keep = ~stop
+            if not bool(keep.any()):
+                return results, totals
+            if bool(stop.any()):
+                session.keep(keep)
+                alive = alive[keep]
+            count = min(insertions_per_step, length + 1, limit - length)
+            if count > 1:
+                _parallel(model, session, output, keep, count, greedy, temperature)
+                continue
+            if two_stage:
+                slots, tokens, picked = _two_stage(session, output, keep, temperature, top_k, top_p)
+            else:
+                slots, tokens, picked = _joint(model, session, output, keep, greedy, temperature)
+            if totals is not None:
+                totals[alive] += picked
+            session.insert(slots, tokens, torch.ones_like(slots, dtype=torch.bool))

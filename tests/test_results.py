@@ -87,7 +87,8 @@ def test_the_table_gives_mean_and_range_over_seeds_and_marks_bounds():
     assert table[0] == ("| arm | family | seeds | steps | train min | valid | test NLL (≤: an IWAE-16 bound) "
                         "| guide entropy | order (diagnose) |")
     assert table[2] == ("| causal-pointer-rws | learned-pointer | 0 / 1 | 500 / 450 | 10.0 / 10.0 | "
-                        "0.600 [0.500, 0.700] | ≤ 21.00 [20.00, 22.00] | 0.50 [0.50, 0.50] | atoms last / atoms last |")
+                        "0.600 [0.500, 0.700] | ≤ 21.00 [20.00, 22.00] | 0.50 [0.50, 0.50] | "
+                        "atoms last / atoms last |")
     assert table[3] == "| fo-arm | fo-arm | 0 | 500 | 10.0 | 0.970 | 12.50 | – | – |"
 
 

@@ -51,8 +51,8 @@ def add_parser(commands) -> None:
     """Add this verb's sub-parser to ``commands``."""
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint (table + JSON)")
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint written by ip-pyro train")
-    evaluate.add_argument("--split", default="test", help="the split to score: train, valid or test for planning tasks and your own sequences; valid or "
-                          "test for SMILES")
+    evaluate.add_argument("--split", default="test", help="the split to score: train, valid or test for planning "
+                          "tasks and your own sequences; valid or test for SMILES")
     evaluate.add_argument("--decode", default="greedy", choices=["greedy", "sample"],
                           help="planning: greedy decoding or samples at temperature 1")
     evaluate.add_argument("--weights", default="ema", choices=["ema", "raw"],

@@ -80,8 +80,9 @@ def run(args) -> int:
         from ip_pyro.data.smiles import SmilesVocabulary
         from ip_pyro.evaluation import sample_smiles
 
-        for smiles in sample_smiles(model, SmilesVocabulary(extra["vocabulary"]), args.num, temperature=args.temperature,
-                                    top_k=args.top_k, top_p=args.top_p, greedy=args.greedy):
+        vocabulary = SmilesVocabulary(extra["vocabulary"])
+        for smiles in sample_smiles(model, vocabulary, args.num, temperature=args.temperature, top_k=args.top_k,
+                                    top_p=args.top_p, greedy=args.greedy):
             print(smiles)
         return 0
     encode, decode = _token_codec(extra)
