@@ -64,6 +64,7 @@ def rank_heatmap_figure(steps: np.ndarray, tokens: np.ndarray, *,
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 0.5 * max(len(by_length), len(classes)) + 2.5))
     image = left.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower")
     left.set_yticks(range(len(by_length)), [str(n) for n in by_length])
+    left.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # positions are integers
     left.set_xlabel("position in the final sequence")
     left.set_ylabel("sequence length")
     left.set_title("mean insertion rank (0 = first, 1 = last)")
