@@ -10,8 +10,8 @@ from ip_pyro.models.insertion import DECODERS
 from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
 from ip_pyro.networks.decoder import PROMPT_ATTENTION
 
-__all__ = ["TrainConfig", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS", "OBJECTIVES",
-           "RUNTIME_KEYS"]
+__all__ = ["flag", "config_flags", "TrainConfig", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS",
+           "OBJECTIVES", "RUNTIME_KEYS"]
 
 GUIDE_NAMES = tuple(GUIDE_FAMILIES)  # the registries' names (ip_pyro.guides.FAMILIES, ip_pyro.models.FAMILIES)
 MODEL_NAMES = tuple(MODEL_FAMILIES)
@@ -23,57 +23,118 @@ RUNTIME_KEYS = ("steps", "device", "out", "eval_every", "checkpoint_every", "pre
                 "time_limit", "tensorboard")
 
 
+def flag(default, help: str, **argparse_options):
+    """A :class:`TrainConfig` field that is also an ``ip-pyro train`` flag (``--name-with-dashes``): ``help`` is
+    its help line (``{tasks}``, ``{models}``, ``{guides}`` name the registries), ``argparse_options`` go to
+    ``add_argument`` (``metavar``, ``required``)."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a run (saved in every checkpoint)."""
 
-    task: str = "star-easy"
-    model: str = "ip"
-    guide: str = "pl"
-    steps: int = 2000
-    batch_size: int = 64
-    d_model: int = 128
-    layers: int = 4
-    heads: int = 4
-    dropout: float = 0.0
-    absolute_positions: bool = False  # learned absolute position embeddings on top of the rotary ones
-    prompt_group: int = 1  # read the prompt as groups of this many tokens (2: an edge list u v u v ...)
-    embed_std: float = 0.02  # initial token embedding scale (1.0 learns prompt lookups far sooner)
-    prompt_attention: Optional[str] = None  # IP: "full" / "prefix" (None: the decoder's own; FO-ARM: always causal)
-    decoder: str = "canvas"  # IP: "canvas" (re-encode the canvas per step) or "causal" (one pass per order)
-    gap_context: int = 2  # IP with the causal decoder: canvas items read on each side of a gap
-    guide_d_model: int = 64
-    guide_layers: int = 3
+    task: str = flag("star-easy", "one of {tasks} (sequences: your own file, --data FILE)")
+    model: str = flag("ip", "one of {models} (ip: the Insertion Process; fo-arm: the left-to-right baseline)")
+    guide: str = flag("pl", "IP: the order posterior, one of {guides} (ip_pyro.guides.FAMILIES)")
+    steps: int = flag(2000, "optimiser steps (the cosine schedule spans them)")
+    batch_size: int = flag(64, "sequences per step (the global batch)")
+    d_model: int = flag(128, "model width")
+    layers: int = flag(4, "model Transformer layers")
+    heads: int = flag(4, "model attention heads")
+    dropout: float = flag(0.0, "dropout of every network")
+    absolute_positions: bool = flag(
+        False,
+        "learned absolute position embeddings on top of the rotary ones (lets attention tell the two ends of an "
+        "edge in a flat edge list apart)")
+    prompt_group: int = flag(
+        1,
+        "read the prompt as groups of this many tokens; each prompt token also embeds the rest of its group (2 "
+        "for the star graphs' edge list u v u v ...; 1 = off)")
+    embed_std: float = flag(
+        0.02,
+        "initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far sooner, see "
+        "experiments/edge_lookup.py)")
+    prompt_attention: Optional[str] = flag(
+        None,
+        "IP: full (the prompt also reads the canvas) or prefix (the prompt attends to itself only and is encoded "
+        "once per sequence for all its canvases and the whole decoding; FO-ARM is causal either way). Default: "
+        "full with --decoder canvas; --decoder causal always uses prefix")
+    decoder: str = flag(
+        "canvas",
+        "IP: canvas (re-encode the canvas at every insertion; L + 1 passes per order) or causal (attention causal"
+        " in writing order: one pass scores every step of an order, sampling keeps a KV cache; see "
+        "docs/method.md). Default: canvas")
+    gap_context: int = flag(
+        2,
+        "IP with --decoder causal: items of the current canvas read on each side of a gap by the gap and token "
+        "heads (default 2)")
+    guide_d_model: int = flag(64, "learned guides: encoder width")
+    guide_layers: int = flag(3, "learned guides: encoder layers")
     guide_heads: int = 4
-    lr: float = 1e-3
-    guide_lr: Optional[float] = None
+    lr: float = flag(1e-3, "AdamW learning rate of the model")
+    guide_lr: Optional[float] = flag(None, "learning rate of the guide (default: --lr)")
     weight_decay: float = 0.01
-    warmup: int = 100
+    warmup: int = flag(100, "linear warm-up steps before the cosine decay")
     clip_norm: float = 1.0
-    ema_decay: float = 0.999
-    ema_start: int = 200
-    particles: int = 2  # orders per sequence: the ELBO's M, or the K of the importance-weighted objective
-    objective: str = "elbo"  # "elbo" (InsertionELBO) or "rws" (InsertionRWS: IWAE model, reweighted wake-sleep guide)
-    objective_switch: int = 0  # with "rws": train with the ELBO for this many steps first, then switch
-    elbo_particles: int = 2  # with "rws" and a switch: the warm-up ELBO's M (particles is then the RWS K)
-    rws_gradient: str = "full"  # InsertionRWS model_gradient: "full" or "steps" (steps_per_order steps per order)
-    rws_guide_update: str = "wake"  # InsertionRWS guide_update: "wake", "elbo" or "none"
-    termination: str = "stop"
-    step_sampling: str = "uniform"
-    steps_per_order: int = 1
-    order_entropy_weight: float = 1.0
-    order_entropy_anneal: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    distributed: bool = False
-    eval_every: int = 500
-    eval_size: int = 500
-    checkpoint_every: int = 500
-    time_limit: float = 0.0  # minutes of training time (evaluation excluded) after which fit stops; 0 = none
-    tensorboard: bool = False  # also log scalars and order figures for TensorBoard (OUT/tensorboard)
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs/run"
+    ema_decay: float = flag(
+        0.999,
+        "decay of the model weights' moving average (evaluated by default; 0 = the raw weights)")
+    ema_start: int = flag(200, "steps before the moving average starts (it copies the weights until then)")
+    particles: int = flag(
+        2,
+        "IP: orders per sequence (the ELBO's M; the K of --objective rws, where 4 is a good start)")
+    objective: str = flag(
+        "elbo",
+        "IP: elbo (InsertionELBO) or rws (IWAE for the model, reweighted wake-sleep for the guide: learns orders;"
+        " a step scores K whole orders, K (L + 1) canvases with --decoder canvas, K passes with causal)")
+    objective_switch: int = flag(
+        0,
+        "with --objective rws: train with the ELBO for STEP steps first, then switch (saved in the checkpoint)",
+        metavar="STEP")
+    elbo_particles: int = flag(
+        2,
+        "with --objective rws and --objective-switch: the warm-up ELBO's particles (--particles is then the RWS "
+        "K)",
+        metavar="M")
+    rws_gradient: str = flag(
+        "full",
+        "with --objective rws: full (backpropagate every canvas) or steps (no-grad weights, gradient through "
+        "--steps-per-order steps per order)")
+    rws_guide_update: str = flag(
+        "wake",
+        "with --objective rws: wake (wake-phi), elbo (the ELBO's guide gradient) or none (guide fixed)")
+    termination: str = flag(
+        "stop",
+        "IP only: stop (a stop head) or eos (an end token insertable only at the last slot)")
+    step_sampling: str = flag("uniform", "IP: uniform (sampled steps per order, unbiased) or all (every step)")
+    steps_per_order: int = flag(
+        1,
+        "IP with --step-sampling uniform: distinct steps (prefixes) scored per sampled order in one batched pass")
+    order_entropy_weight: float = flag(
+        1.0,
+        "IP: weight of the guide's entropy at the start (1 = the ELBO; < 1 lets the order sharpen)")
+    order_entropy_anneal: int = flag(0, "steps over which that weight rises linearly to 1")
+    precision: str = flag("fp32", "fp32 or bf16 (autocast)")
+    compile: bool = flag(False, "torch.compile the networks")
+    distributed: bool = flag(
+        False,
+        "data-parallel under torchrun (gloo on CPU, NCCL on GPU); --batch-size is the global batch")
+    eval_every: int = flag(500, "steps between validations (metrics.jsonl)")
+    eval_size: int = flag(500, "validation examples scored each time")
+    checkpoint_every: int = flag(500, "steps between checkpoints (also on exit)")
+    time_limit: float = flag(
+        0.0,
+        "stop after this much training time (evaluation excluded; 0 = no limit); the schedule still spans "
+        "--steps, so set --steps to what fits for a full cosine decay",
+        metavar="MINUTES")
+    tensorboard: bool = flag(
+        False,
+        "also log for TensorBoard under OUT/tensorboard: every metric, and the guide's order figure at each "
+        "validation (pip install 'ip-pyro[tensorboard]')")
+    seed: int = flag(0, "seeds weights, orders and data order")
+    device: str = flag("cpu", "cpu, cuda or cuda:N")
+    out: str = flag("runs/run", "run folder: checkpoint.pt, metrics.jsonl", required=True)
     vocab_size: int = 0
     max_length: int = 0
     max_prompt_length: int = 0  # set from the task; sizes the absolute position embeddings
@@ -137,3 +198,10 @@ class TrainConfig:
             raise ValueError(f"--dropout={self.dropout} must lie in [0, 1)")
         if not 0.0 < self.embed_std < float("inf"):
             raise ValueError(f"--embed-std={self.embed_std} must be a positive number (0.02: GPT-2 init; 1.0: PyTorch's)")
+
+
+def config_flags() -> list:
+    """The :class:`TrainConfig` fields that are ``ip-pyro train`` flags, in field order."""
+    from dataclasses import fields
+
+    return [entry for entry in fields(TrainConfig) if "help" in entry.metadata]

@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -108,8 +107,7 @@ class Trainer:
                                  model_gradient=config.rws_gradient, num_steps=config.steps_per_order)
                     if guide is not None and config.objective == "rws" else None)
         self.step, self.epoch, self.position = 0, 0, 0
-        self._rws_cost_said = False  # the RWS step's cost is printed once per process, before its first RWS step
-        self._tensorboard = None  # config.tensorboard: opened on first use (_board), closed when fit ends
+        self.hooks: list = []  # what fit runs besides training (ip_pyro.train_hooks), set by each fit
         self.elapsed = 0.0  # training wall time in seconds, summed over resumed sessions (evaluation excluded)
         self.out = Path(config.out)
         self.history: list = []
@@ -225,15 +223,20 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- loop
     def fit(self, *, progress: bool = True, on_step: Optional[Callable[[int, float], None]] = None,
-            on_validation: Optional[Callable[[int, dict], None]] = None) -> list:
+            on_validation: Optional[Callable[[int, dict], None]] = None, hooks: Optional[list] = None) -> list:
         """Train to ``config.steps`` (or ``config.time_limit``); returns the metrics history. Checkpoints every
         ``checkpoint_every`` steps and on exit, also on Ctrl-C.
 
         :param on_step: called as ``on_step(step, loss)`` after every optimiser step.
         :param on_validation: called as ``on_validation(step, metrics)`` after every validation (the dict logged
             to ``metrics.jsonl``: ``evaluate``'s numbers and the guide's ``order_entropy``).
+        :param hooks: objects run around the loop on rank 0 (:mod:`ip_pyro.train_hooks`); default: the ones the
+            config asks for (the RWS cost note, TensorBoard).
         """
+        from ip_pyro.train_hooks import default_hooks
+
         main = distributed.is_main()
+        self.hooks = list(default_hooks(self.config) if hooks is None else hooks) if main else []
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not (progress and main), dynamic_ncols=True)
@@ -241,8 +244,7 @@ class Trainer:
         try:
             out_of_time = self._out_of_time()
             while self.step < self.config.steps and not out_of_time:
-                if main and self.rws is not None and self.objective() is self.rws and not self._rws_cost_said:
-                    self._say_rws_cost()
+                self._call_hooks("before_step")
                 tick = time.perf_counter()
                 objective = self.objective_name()
                 loss = self.train_step()
@@ -265,9 +267,7 @@ class Trainer:
                         self._log({"step": self.step, **metrics})
                         if on_validation is not None:
                             on_validation(self.step, metrics)
-                        if self.config.tensorboard and self.guide is not None:
-                            self._board().order_figure(self.guide, self._entropy_batch, self.step,
-                                                       token_names=self.config.extra.get("token_names"))
+                        self._call_hooks("after_validation", metrics)
                     distributed.barrier()
                 if self.step % self.config.checkpoint_every == 0:
                     self.save()
@@ -282,40 +282,15 @@ class Trainer:
             bar.close()
             if self.step:
                 self.save()
-            if self._tensorboard is not None:
-                self._tensorboard.close()
-                self._tensorboard = None
+            self._call_hooks("close")
+            self.hooks = []
         return self.history
 
-    def _say_rws_cost(self, repeats: int = 2) -> dict:
-        """Once, before the first RWS step of this process: time an RWS and an ELBO forward + backward on the same
-        batch (the first examples; random state, data position and gradients left as they were), print the ratio
-        and log it, so that nobody learns from the step counter what an RWS step costs."""
-        self._rws_cost_said = True
-        batch = self._collate(self.examples[: self.config.batch_size]).to(self.device)
-        seconds = {}
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            for name, objective in (("rws", self.rws), ("elbo", self.elbo)):
-                times = []
-                for _ in range(repeats + 1):  # the first call warms up
-                    tick = time.perf_counter()
-                    (objective.differentiable_loss(self.model, self.guide, batch) / batch.batch_size).backward()
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                    times.append(time.perf_counter() - tick)
-                seconds[name] = min(times[1:])
-        self.optimizer.zero_grad(set_to_none=True)
-        ratio = seconds["rws"] / max(seconds["elbo"], 1e-9)
-        remaining = (self.config.steps - self.step) * seconds["rws"] / 60.0
-        print(f"InsertionRWS (K={self.config.particles}): a step's forward and backward take {seconds['rws']:.2f} s, "
-              f"{ratio:.1f}x an InsertionELBO step of this model and batch ({seconds['elbo']:.2f} s); the "
-              f"{self.config.steps - self.step} RWS steps left take about {remaining:.0f} min at this rate"
-              + (f" (the time limit is {self.config.time_limit:g} min)" if self.config.time_limit else ""),
-              file=sys.stderr)
-        record = {"step": self.step, "rws_step_s": round(seconds["rws"], 4), "elbo_step_s": round(seconds["elbo"], 4),
-                  "rws_over_elbo": round(ratio, 2)}
-        self._log(record)
-        return record
+    def _call_hooks(self, name: str, *arguments) -> None:
+        for hook in self.hooks:
+            method = getattr(hook, name, None)
+            if method is not None:
+                method(self, *arguments)
 
     def _out_of_time(self) -> bool:
         """Whether ``config.time_limit`` minutes of training time are spent (rank 0 decides for every rank).
@@ -362,16 +337,7 @@ class Trainer:
             return
         with open(self.out / "metrics.jsonl", "a") as stream:
             stream.write(json.dumps(record) + "\n")
-        if self.config.tensorboard:
-            self._board().scalars(record)
-
-    def _board(self):
-        """The run's TensorBoard log (``config.tensorboard``), opened on first use under ``OUT/tensorboard``."""
-        if self._tensorboard is None:
-            from ip_pyro.tensorboard import TensorBoardLog
-
-            self._tensorboard = TensorBoardLog(self.out / "tensorboard")
-        return self._tensorboard
+        self._call_hooks("after_log", record)
 
     # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -5,36 +5,41 @@ from pathlib import Path
 
 from ip_pyro.cli.common import CommandError
 
-__all__ = ["config_from_args", "run_training"]
+__all__ = ["add_config_arguments", "config_from_args", "run_training"]
+
+
+FLAG_TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
+              "Optional[str]": str}
+
+
+def add_config_arguments(parser, names: dict) -> None:
+    """One ``--flag`` per :class:`ip_pyro.train.TrainConfig` field that carries a help line (the config is the
+    one source of the run's settings); ``names`` fills the help's ``{tasks}``, ``{models}``, ``{guides}``."""
+    from ip_pyro.config import config_flags
+
+    for entry in config_flags():
+        options = {key: value for key, value in entry.metadata.items() if key != "help"}
+        text = entry.metadata["help"].format(**names)
+        name = "--" + entry.name.replace("_", "-")
+        if entry.type == "bool":
+            parser.add_argument(name, action="store_true", help=text, **options)
+        else:
+            default = None if options.get("required") else entry.default
+            parser.add_argument(name, type=FLAG_TYPES[entry.type], default=default, help=text, **options)
 
 
 def config_from_args(args, *, vocab_size: int, max_length: int, max_prompt_length: int = 0,
                      extra: dict | None = None):
-    """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family)."""
+    """The :class:`ip_pyro.train.TrainConfig` of ``ip-pyro train``'s flags (shared by every task family): every
+    flag field as parsed, plus the sizes the data gives."""
     import torch
 
+    from ip_pyro.config import config_flags
     from ip_pyro.train import TrainConfig
 
-    config = TrainConfig(task=args.task, model=args.model, guide=args.guide, steps=args.steps,
-                         batch_size=args.batch_size, d_model=args.d_model, layers=args.layers, heads=args.heads,
-                         guide_d_model=args.guide_d_model, guide_layers=args.guide_layers, lr=args.lr,
-                         guide_lr=args.guide_lr, warmup=args.warmup, particles=args.particles,
-                         objective=args.objective, objective_switch=args.objective_switch,
-                         elbo_particles=args.elbo_particles,
-                         rws_gradient=args.rws_gradient, rws_guide_update=args.rws_guide_update,
-                         termination=args.termination, step_sampling=args.step_sampling,
-                         steps_per_order=args.steps_per_order, order_entropy_weight=args.order_entropy_weight,
-                         order_entropy_anneal=args.order_entropy_anneal, precision=args.precision,
-                         compile=args.compile, absolute_positions=args.absolute_positions,
-                         prompt_group=args.prompt_group, embed_std=args.embed_std,
-                         prompt_attention=args.prompt_attention, decoder=args.decoder, gap_context=args.gap_context,
-                         max_prompt_length=max_prompt_length, conditional=max_prompt_length > 0,
-                         distributed=args.distributed, dropout=args.dropout, ema_decay=args.ema_decay,
-                         ema_start=args.ema_start, eval_every=args.eval_every, eval_size=args.eval_size,
-                         checkpoint_every=args.checkpoint_every, time_limit=args.time_limit, seed=args.seed,
-                         tensorboard=args.tensorboard,
-                         device=args.device, out=args.out,
-                         vocab_size=vocab_size, max_length=max_length, extra=dict(extra or {}))
+    config = TrainConfig(**{entry.name: getattr(args, entry.name) for entry in config_flags()},
+                         vocab_size=vocab_size, max_length=max_length, max_prompt_length=max_prompt_length,
+                         conditional=max_prompt_length > 0, extra=dict(extra or {}))
     config.validate()
     if isinstance(args.threads, bool) or args.threads < 0:
         raise CommandError(f"--threads={args.threads} must be 0 (torch's default) or a positive thread count")
