@@ -9,6 +9,7 @@ from ip_pyro.infer.rws import GUIDE_UPDATES, MODEL_GRADIENTS
 from ip_pyro.models.insertion import DECODERS
 from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
 from ip_pyro.networks.decoder import PROMPT_ATTENTION
+from ip_pyro.utils import is_count
 
 __all__ = ["flag", "config_flags", "TrainConfig", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS",
            "OBJECTIVES", "RUNTIME_KEYS"]
@@ -149,7 +150,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "d_model", "layers", "heads", "particles", "eval_every",
                      "checkpoint_every", "steps_per_order", "prompt_group", "elbo_particles", "gap_context"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_count(value):
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be a positive integer")
         if not self.lr > 0 or (self.guide_lr is not None and not self.guide_lr > 0):
             raise ValueError(f"learning rates must be positive, got lr={self.lr}, guide_lr={self.guide_lr}")
@@ -171,8 +172,7 @@ class TrainConfig:
             if self.rws_guide_update not in GUIDE_UPDATES:
                 raise ValueError(f"unknown --rws-guide-update {self.rws_guide_update!r}; choose from "
                                  f"{', '.join(GUIDE_UPDATES)}")
-        if isinstance(self.objective_switch, bool) or not isinstance(self.objective_switch, int) \
-                or self.objective_switch < 0:
+        if not is_count(self.objective_switch, 0):
             raise ValueError(f"--objective-switch={self.objective_switch!r} must be a step count >= 0")
         if self.objective_switch and self.objective != "rws":
             raise ValueError("--objective-switch STEP switches from the ELBO to --objective rws; add --objective rws")

@@ -5,6 +5,7 @@ from typing import Optional
 
 
 from ip_pyro.batch import Batch, collate
+from ip_pyro.utils import is_count
 
 __all__ = ["sampling_plan", "check_conditional"]
 
@@ -32,8 +33,7 @@ def sampling_plan(model, device, num_samples: Optional[int], prompt, temperature
     limit = model.max_length if max_length is None else int(max_length)
     if not 0 <= limit <= model.max_length:
         raise ValueError(f"max_length={max_length} must lie in 0..{model.max_length} (the model's max_length)")
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples < 0):
+    if num_samples is not None and not is_count(num_samples, 0):
         raise ValueError(f"num_samples={num_samples!r} must be a non-negative integer")
     conditional = getattr(model, "conditional", None)
     if prompt is None:

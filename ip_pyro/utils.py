@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-__all__ = ["unique_pyro_name", "evaluating", "check_same_device", "progress_bar"]
+__all__ = ["unique_pyro_name", "evaluating", "check_same_device", "progress_bar", "is_count"]
 
 _instance_ids = itertools.count()
 
@@ -28,6 +28,12 @@ def evaluating(*modules: torch.nn.Module):
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
+
+
+def is_count(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``: the one check behind every
+    "must be a positive integer" error."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def progress_bar(total: int, desc: str, unit: str, progress=None):

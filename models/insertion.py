@@ -41,7 +41,7 @@ from ip_pyro.networks import (DecoderOutput, InsertionCausalDecoder, InsertionDe
 from ip_pyro.orders import orders_to_ranks
 from ip_pyro.sampling import check_conditional, sampling_plan
 from ip_pyro.models.sampler import check_truncation, draw
-from ip_pyro.utils import evaluating, unique_pyro_name
+from ip_pyro.utils import evaluating, is_count, unique_pyro_name
 
 __all__ = ["InsertionProcess", "StepLogProbs", "TERMINATIONS", "DECODERS", "canvas_passes"]
 
@@ -224,7 +224,7 @@ class InsertionProcess(PyroModule):
         every order (rows aligned with ``rows``), in passes of at most ``chunk_size`` canvases. ``by_canvas_size``
         sorts the canvases by their number of tokens and starts a new pass where the size grows (once a pass holds
         ``MIN_CANVASES_PER_PASS``), so a canvas of ``t`` tokens is padded to about ``t``, not to the longest."""
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        if not is_count(chunk_size):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
         counts = rows.lengths + 1
         row_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
@@ -256,7 +256,7 @@ class InsertionProcess(PyroModule):
         ``chunk_size`` canvases, sorted by size unless ``by_canvas_size=False`` (benchmarks).
         """
         rows = self._check_orders(batch, orders)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        if not is_count(chunk_size):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
         if self.decoder == "causal":
             spans = [(begin, min(begin + chunk_size, len(orders))) for begin in range(0, len(orders), chunk_size)]
@@ -264,11 +264,7 @@ class InsertionProcess(PyroModule):
             return torch.cat(parts) if parts else torch.zeros(0, device=orders.device)
         total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
         for index, step, scores in self._canvas_prefixes(batch, rows, orders, chunk_size, by_canvas_size):
-            term = scores.stop
-            if batch.max_length:  # otherwise every sequence is empty and only stops
-                next_position = orders[index].gather(1, step.clamp(max=batch.max_length - 1).unsqueeze(-1))
-                inserting = scores.go + scores.insert.gather(1, next_position).squeeze(-1)
-                term = torch.where(step < rows.lengths[index], inserting, scores.stop)
+            term = scores.of_orders(orders[index], step, rows.lengths[index])
             total = total.to(term.dtype).index_add(0, index, term)
         return total
 
@@ -350,8 +346,7 @@ class InsertionProcess(PyroModule):
             floats); with prompts it is prompt-major: sample ``i`` of prompt ``p`` is entry ``p * num_samples + i``
             (``[out[p * k:(p + 1) * k] for p in range(len(prompt))]`` groups them).
         """
-        if isinstance(insertions_per_step, bool) or not isinstance(insertions_per_step, int) \
-                or insertions_per_step < 1:
+        if not is_count(insertions_per_step):
             raise ValueError(f"insertions_per_step={insertions_per_step!r} must be a positive integer")
         if insertions_per_step > 1 and self.decoder == "causal":
             raise ValueError("insertions_per_step > 1 saves decoder passes of the canvas decoder only: the causal "

@@ -38,6 +38,17 @@ class StepLogProbs(NamedTuple):
     insert: torch.Tensor
     go: torch.Tensor
 
+    def of_orders(self, orders: torch.Tensor, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the log-probability of the decision each row's order takes at its step: go on and insert
+        ``orders[n, steps[n]]`` while ``steps < lengths``, else stop (``orders`` ``[N, L]``, ``steps`` and
+        ``lengths`` ``[N]``)."""
+        width = orders.shape[1]
+        if not width:  # every sequence is empty and only stops
+            return self.stop
+        next_position = orders.gather(1, steps.clamp(max=width - 1).unsqueeze(-1))
+        inserting = self.go + self.insert.gather(1, next_position).squeeze(-1)
+        return torch.where(steps < lengths, inserting, self.stop)
+
 
 def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
     """``log(1 - exp(log_p))`` for ``log_p <= 0``, accurate at both ends, with finite values and gradients

@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from ip_pyro.canvas import insert_many
-from ip_pyro.utils import progress_bar
+from ip_pyro.utils import is_count, progress_bar
 
 __all__ = ["draw", "truncate_logits", "check_truncation"]
 
 
 def check_truncation(top_k: Optional[int], top_p: Optional[float]) -> None:
     """One-line errors for a bad ``top_k`` (a positive integer) or ``top_p`` (in (0, 1])."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and not is_count(top_k):
         raise ValueError(f"top_k={top_k!r} must be a positive integer (or None: no truncation)")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise ValueError(f"top_p={top_p!r} must lie in (0, 1] (or None: no truncation)")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ip_pyro.data.smiles import SmilesVocabulary, fetch_moses, fetch_qm9, read_smiles, tokenize
+from ip_pyro.utils import is_count
 
 __all__ = ["split_sizes", "SMILES_TASKS", "SmilesTask", "load_smiles_task", "parseable_smiles", "is_smiles_task"]
 
@@ -128,7 +129,7 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
     if task not in SMILES_TASKS:
         raise ValueError(f"unknown SMILES task {task!r}; choose from {', '.join(SMILES_TASKS)}")
     for name, size in (("train_size", train_size), ("valid_size", valid_size), ("test_size", test_size)):
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        if size is not None and not is_count(size, 0):
             raise ValueError(f"{name}={size!r} must be a non-negative integer")
     extra = {}
     if task == "moses":
@@ -160,7 +161,7 @@ def load_smiles_task(task: str, *, seed: int = 0, train_size: Optional[int] = No
     for name, group in (("train", train), ("valid", valid), ("test", test)):
         splits[name], skipped[f"{name}_unknown_tokens"] = _encode_split(vocabulary, group, name)
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        if not is_count(max_tokens):
             raise ValueError(f"--max-smiles-tokens={max_tokens!r} must be a positive integer")
         kept = [record for record in splits["train"] if len(record["target"]) <= max_tokens]
         skipped["train_too_long"] = len(splits["train"]) - len(kept)

@@ -26,8 +26,9 @@ from pyro.infer import ELBO
 
 from ip_pyro.batch import Batch, check_model_and_guide
 from ip_pyro.orders import inserted_before
+from ip_pyro.utils import is_count
 
-__all__ = ["InsertionELBO", "ELBOEstimate", "SurrogateObjective", "draw_steps", "check_steps"]
+__all__ = ["InsertionELBO", "ELBOEstimate", "SurrogateObjective", "draw_steps", "check_steps", "live_steps"]
 
 
 def draw_steps(lengths: torch.Tensor, width: int, count: int) -> torch.Tensor:
@@ -99,11 +100,11 @@ class InsertionELBO(SurrogateObjective):
 
     def __init__(self, num_particles: int = 2, step_sampling: str = "uniform", closed_form: bool = True,
                  num_steps: int = 1, entropy_weight: float = 1.0):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+        if not is_count(num_particles):
             raise ValueError(f"num_particles={num_particles!r} must be a positive integer (2 is the paper's choice)")
         if step_sampling not in ("uniform", "all"):
             raise ValueError(f"step_sampling={step_sampling!r} must be 'uniform' (one step per sequence) or 'all'")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        if not is_count(num_steps):
             raise ValueError(f"num_steps={num_steps!r} must be a positive integer (steps scored per order)")
         super().__init__(num_particles=num_particles)
         self.step_sampling = step_sampling
@@ -145,8 +146,7 @@ class InsertionELBO(SurrogateObjective):
         else:
             given = steps is not None
             steps = steps.reshape(-1, size) if given else self._draw_steps(lengths, width)
-            counted = (lengths + 1).clamp(max=steps.shape[0])
-            live = torch.arange(steps.shape[0], device=batch.device).unsqueeze(-1) < counted
+            counted, live = live_steps(lengths, steps.shape[0])
             if given:
                 check_steps(steps, live, lengths)
             steps = torch.where(live, steps, torch.zeros_like(steps))  # entries past L + 1 are not scored
@@ -229,6 +229,13 @@ class InsertionELBO(SurrogateObjective):
             return torch.zeros_like(rewards)
         return (rewards.sum(0, keepdim=True) - rewards) / (particles - 1)
 
+
+
+def live_steps(lengths: torch.Tensor, count: int) -> tuple:
+    """``(counted [N], live [count, N])`` for ``count`` sampled steps per order of sequences of ``lengths``: how
+    many of them are scored (at most the ``L + 1`` steps there are) and which entries those are (the first)."""
+    counted = (lengths + 1).clamp(max=count)
+    return counted, torch.arange(count, device=lengths.device).unsqueeze(-1) < counted
 
 
 def check_steps(steps: torch.Tensor, live: torch.Tensor, lengths: torch.Tensor) -> None:

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ip_pyro.batch import Batch, check_model_and_guide
-from ip_pyro.utils import evaluating, progress_bar
+from ip_pyro.utils import evaluating, is_count, progress_bar
 
 __all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
            "SubsetMessages", "MAX_EXACT_LENGTH", "MAX_ENUMERATED_LENGTH", "enumerated_log_likelihood"]
@@ -178,7 +178,7 @@ def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, 
     """``log p(x, sigma_k) - log q(sigma_k | x)`` ``[K, B]`` for ``K = num_samples`` orders from the guide.
 
     :param progress: a bar over the orders (``None``: on a terminal, once the call has run two seconds)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if not is_count(num_samples):
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     check_model_and_guide(model, guide, batch)
     weights = []

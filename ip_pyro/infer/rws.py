@@ -30,8 +30,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from ip_pyro.batch import Batch, check_model_and_guide
-from ip_pyro.infer.elbo import InsertionELBO, SurrogateObjective, check_steps, draw_steps
+from ip_pyro.infer.elbo import InsertionELBO, SurrogateObjective, check_steps, draw_steps, live_steps
 from ip_pyro.orders import inserted_before
+from ip_pyro.utils import is_count
 
 __all__ = ["InsertionRWS", "RWSEstimate", "GUIDE_UPDATES", "MODEL_GRADIENTS"]
 
@@ -90,16 +91,16 @@ class InsertionRWS(SurrogateObjective):
 
     def __init__(self, num_particles: int = 4, guide_update: str = "wake", model_gradient: str = "full",
                  num_steps: int = 1, chunk_size: int = 8192):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 2:
+        if not is_count(num_particles, 2):
             raise ValueError(f"num_particles={num_particles!r}: InsertionRWS needs at least 2 orders per sequence "
                              "(use num_particles=4, or InsertionELBO for a single order)")
         if guide_update not in GUIDE_UPDATES:
             raise ValueError(f"guide_update={guide_update!r}; choose from {', '.join(GUIDE_UPDATES)}")
         if model_gradient not in MODEL_GRADIENTS:
             raise ValueError(f"model_gradient={model_gradient!r}; choose from {', '.join(MODEL_GRADIENTS)}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        if not is_count(num_steps):
             raise ValueError(f"num_steps={num_steps!r} must be a positive integer (steps per order with a gradient)")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        if not is_count(chunk_size):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
         super().__init__(num_particles=num_particles)
         self.guide_update, self.model_gradient = guide_update, model_gradient
@@ -159,8 +160,7 @@ class InsertionRWS(SurrogateObjective):
             steps = draw_steps(lengths, width, self.num_steps)  # [S, K B]
         else:
             steps = steps.reshape(steps.shape[0], count) if steps.dim() > 1 else steps.reshape(1, count)
-        counted = (lengths + 1).clamp(max=steps.shape[0])
-        live = torch.arange(steps.shape[0], device=rows.device).unsqueeze(-1) < counted
+        counted, live = live_steps(lengths, steps.shape[0])
         check_steps(steps, live, lengths)
         horizon = steps.shape[0]
         safe_steps = torch.where(live, steps, torch.zeros_like(steps))
@@ -168,11 +168,6 @@ class InsertionRWS(SurrogateObjective):
         flat_steps = safe_steps.reshape(-1)
         flat_lengths = lengths.repeat(horizon)
         inserted = inserted_before(stacked, flat_lengths, flat_steps)
-        scores = model.step_log_probs(batch, inserted, stacked)
-        term = scores.stop
-        if width:
-            next_position = stacked.gather(1, flat_steps.clamp(max=width - 1).unsqueeze(-1))
-            inserting = scores.go + scores.insert.gather(1, next_position).squeeze(-1)
-            term = torch.where(flat_steps < flat_lengths, inserting, scores.stop)
+        term = model.step_log_probs(batch, inserted, stacked).of_orders(stacked, flat_steps, flat_lengths)
         term = term.view(horizon, count).masked_fill(~live, 0.0)
         return term.sum(0) * (lengths + 1).to(term.dtype) / counted

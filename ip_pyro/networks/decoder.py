@@ -30,6 +30,10 @@ class PromptCache:
     valid: torch.Tensor
     lengths: torch.Tensor
 
+    def layer_caches(self) -> list:
+        """``[{"k": keys, "v": values}]`` per layer: what :class:`TransformerStack` attends to before its own keys."""
+        return [{"k": k, "v": v} for k, v in zip(self.keys, self.values)]
+
     def rows(self, index: Optional[torch.Tensor]) -> "PromptCache":
         """The cache of the rows ``index`` ``[N]`` (each canvas's sequence); all rows when ``None``."""
         if index is None:
@@ -192,8 +196,7 @@ class InsertionDecoder(nn.Module):
         positions = cache.lengths.unsqueeze(-1) + index  # the canvas follows its own prompt, as in the full layout
         keys_valid = torch.cat([cache.valid, body_valid], dim=1)  # [N, P + T + 2]
         attn_mask = keys_valid[:, None, None, :]
-        caches = [{"k": k, "v": v} for k, v in zip(cache.keys, cache.values)]
-        return self.stack.forward_masked(body, positions, torch.ones_like(body), attn_mask, caches=caches,
+        return self.stack.forward_masked(body, positions, torch.ones_like(body), attn_mask, caches=cache.layer_caches(),
                                          valid=body_valid)
 
     def _encode_prefix_reference(self, ids, sizes, prompt_lengths):

@@ -31,6 +31,7 @@ from torch import nn
 from ip_pyro.canvas import insert_tokens
 from ip_pyro.networks.decoder import DecoderOutput, PromptCache, encode_prompt
 from ip_pyro.networks.stack import TransformerStack, _init_weights
+from ip_pyro.utils import is_count
 
 __all__ = ["InsertionCausalDecoder", "History", "DecodingState", "offset_buckets"]
 
@@ -91,7 +92,7 @@ class InsertionCausalDecoder(nn.Module):
                  token_classes: Optional[int] = None, max_positions: int = 0, prompt_group: int = 1,
                  embed_std: float = 0.02, num_buckets: int = 64, max_distance: int = 256, context: int = 2):
         super().__init__()
-        if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        if not is_count(context):
             raise ValueError(f"context={context!r} must be a positive number of canvas neighbours per side of a gap")
         self.context = context
         self.vocab_size, self.bos = vocab_size, vocab_size
@@ -154,7 +155,7 @@ class InsertionCausalDecoder(nn.Module):
         bias = self.offset_bias(self._buckets(offsets)).permute(0, 3, 1, 2).masked_fill(~written, -math.inf)
         mask = torch.cat([self._prompt_mask(prompt_cache.valid, steps + 1, dtype), bias], dim=-1)
         positions = prompt_cache.lengths.unsqueeze(-1).expand(rows, steps + 1)  # rotary: the items share one
-        caches = [{"k": k, "v": v} for k, v in zip(prompt_cache.keys, prompt_cache.values)]
+        caches = prompt_cache.layer_caches()
         states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
         # item_at[t, R[t, j]] = j for j <= t; END (S + 1) at every rank not yet taken
         target = torch.where(written, ranks, torch.full_like(ranks, steps + 2))
@@ -233,7 +234,7 @@ class InsertionCausalDecoder(nn.Module):
         prompt_bias = self._prompt_mask(prompt_cache.valid, 1, self.offset_bias.weight.dtype)
         own = self.offset_bias(self._buckets(torch.zeros(rows, 1, 1, dtype=torch.long, device=device)))
         mask = torch.cat([prompt_bias, own.permute(0, 3, 1, 2)], dim=-1)
-        caches = [{"k": k, "v": v} for k, v in zip(prompt_cache.keys, prompt_cache.values)]
+        caches = prompt_cache.layer_caches()
         positions = prompt_cache.lengths.unsqueeze(-1)
         states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
         item_at = torch.tensor([0, -1], device=device).expand(rows, 2).clone()

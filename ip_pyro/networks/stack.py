@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from ip_pyro.utils import is_count
 from torch import nn
 
 __all__ = ["TransformerStack", "RMSNorm", "check_network_sizes", "check_max_positions", "positions_needed"]
@@ -22,7 +23,7 @@ def check_network_sizes(**sizes) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
                 raise ValueError(f"embed_std={value!r} must be a positive number (0.02: GPT-2 init; 1.0: PyTorch's)")
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if not is_count(value):
             raise ValueError(f"{name}={value!r} must be a positive integer")
     if "d_model" in sizes and "n_heads" in sizes:
         d_model, n_heads = sizes["d_model"], sizes["n_heads"]
@@ -38,7 +39,7 @@ def positions_needed(max_prompt_length: int, max_length: int) -> int:
 
 def check_max_positions(max_positions: int, max_length: int) -> None:
     """One-line ``ValueError`` unless ``max_positions`` is 0 (rotary only) or holds a row without a prompt."""
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 0:
+    if not is_count(max_positions, 0):
         raise ValueError(f"max_positions={max_positions!r} must be a non-negative integer (0 = rotary positions only)")
     if 0 < max_positions < positions_needed(0, max_length):
         raise ValueError(f"max_positions={max_positions} cannot hold a sequence of max_length={max_length} (needs "
