@@ -1,4 +1,4 @@
-"""Posterior insertion-order diagnostics: the ArviZ adapter (the only module of the library that imports arviz).
+"""Posterior insertion-order diagnostics: the ArviZ adapter (draws to ``InferenceData``, PSIS, R-hat).
 
 Draws are numpy arrays shaped ``(chain, draw, ...)``:
 
@@ -7,8 +7,9 @@ Draws are numpy arrays shaped ``(chain, draw, ...)``:
 * ``slot`` ``(chain, draw, sequence, step)``: the slot each step inserted into (``nan`` at padding);
 * ``log_weight`` ``(chain, draw, sequence)``: ``log p(x, sigma) - log q(sigma | x)``.
 
-Everything ArviZ-specific (``from_dict``, ``from_pyro``, ``psislw``, ``rhat``/``ess``, ``plot_forest``,
-``plot_trace``, ``plot_rank``) is called here, so moving to ArviZ 1.x (DataTree) touches this module only.
+ArviZ's data functions (``from_dict``, ``from_pyro``, ``psislw``, ``rhat``/``ess``) are called here and its
+figures (``plot_forest``, the trace and per-chain views of ``InferenceData``) in :mod:`ip_pyro.plots`, so moving to
+ArviZ 1.x (DataTree) touches these two modules. The figures stay importable from here.
 """
 from __future__ import annotations
 
@@ -17,20 +18,16 @@ import warnings
 from typing import Optional
 
 import arviz as az
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ip_pyro.batch import Batch  # noqa: E402
-from ip_pyro.orders import orders_to_ranks, orders_to_slots  # noqa: E402
-from ip_pyro.utils import evaluating  # noqa: E402
+from ip_pyro.batch import Batch
+from ip_pyro.orders import orders_to_ranks, orders_to_slots
+from ip_pyro.plots import plot_insertion_forest, plot_mcmc_rank, plot_mcmc_trace  # noqa: F401 (they lived here)
+from ip_pyro.utils import evaluating
 
 __all__ = ["order_draws", "to_inference_data", "mcmc_to_inference_data", "psis_diagnostics", "compare_to_guide",
-           "rhat_max", "save_inference_data", "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank",
-           "relative_order_entropy", "guide_order_entropy"]
+           "rhat_max", "save_inference_data", "relative_order_entropy", "guide_order_entropy", "describe_psis"]
 
 KHAT_THRESHOLD = 0.7
 
@@ -239,85 +236,3 @@ def rhat_max(idata, var_name: str = "insertion_step") -> float:
     return float(values.max()) if values.size else 1.0
 
 
-def _save(figure, path) -> str:
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return str(path)
-
-
-def plot_insertion_forest(guide_idata, mcmc_idata, path, *, sequence: int = 0) -> str:
-    """Forest plot of the insertion step of each position of one sequence: guide and MCMC (if given) side by side."""
-    length = int(guide_idata.observed_data["lengths"].values[sequence])
-    guide_part = guide_idata.posterior[["insertion_step"]].sel(sequence=sequence).isel(position=slice(0, length))
-    parts = [guide_part] + ([] if mcmc_idata is None else [mcmc_idata.posterior[["insertion_step"]]])
-    axes = az.plot_forest(parts, model_names=["guide", "MCMC"][: len(parts)],
-                          var_names=["insertion_step"], combined=True, hdi_prob=0.9,
-                          figsize=(6, 1.2 + 0.45 * length))
-    axes[0].set_title(f"insertion step per position (0 = inserted first), sequence {sequence}")
-    axes[0].set_xlabel("insertion step")
-    legend = axes[0].get_legend()
-    if legend is not None:  # below the axes, where it covers no row
-        handles, labels = list(legend.legend_handles), [text.get_text() for text in legend.get_texts()]
-        legend.remove()
-        axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(labels),
-                       frameon=False)
-    return _save(axes[0].figure, path)
-
-
-def plot_mcmc_trace(mcmc_idata, path) -> str:
-    """What the MCMC chains over one sequence's orders visited: left, the share of draws inserting each position at
-    each step (all chains); right, per chain, the rank correlation of position and insertion step of every draw
-    (+1 left to right, -1 right to left) — a trace that moves when the chain moves between kinds of order."""
-    steps = np.asarray(mcmc_idata.posterior["insertion_step"].values, dtype=float)  # (chain, draw, position)
-    length = steps.shape[-1]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
-    shares = np.stack([(steps == step).mean(axis=(0, 1)) for step in range(length)], axis=-1)  # [position, step]
-    image = left.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(shares.max()), 1e-9),
-                        origin="lower")
-    left.set_xlabel("insertion step")
-    left.set_ylabel("position")
-    left.set_title("share of draws (all chains)")
-    figure.colorbar(image, ax=left)
-    positions = np.arange(length) - (length - 1) / 2
-    centred = steps - steps.mean(-1, keepdims=True)
-    scale = np.sqrt((centred ** 2).sum(-1) * (positions ** 2).sum())
-    direction = np.where(scale > 0, (centred * positions).sum(-1) / np.maximum(scale, 1e-12), 0.0)
-    for chain, values in enumerate(direction):
-        right.plot(values, linewidth=0.8, label=f"chain {chain}")
-    right.set_ylim(-1.05, 1.05)
-    right.set_xlabel("draw")
-    right.set_ylabel("rank corr. (position, step)")
-    right.set_title("trace: direction of each drawn order")
-    right.legend(fontsize=8, loc="upper right", ncol=min(4, len(direction)))
-    figure.subplots_adjust(wspace=0.35)
-    return _save(figure, path)
-
-
-def plot_mcmc_rank(mcmc_idata, path) -> str:
-    """Per chain, the distribution of ``insertion_step`` of the first positions (bars of equal height across
-    chains = well-mixed chains); a plain rank plot reads poorly for integer steps, which tie everywhere."""
-    length = mcmc_idata.posterior.sizes["position"]
-    values = np.asarray(mcmc_idata.posterior["insertion_step"].values)
-    if values.size and bool((values == values.reshape(-1, values.shape[-1])[0]).all()):
-        figure, axis = plt.subplots(figsize=(7, 1.6))  # ranks of identical draws are all ties: nothing to read
-        axis.axis("off")
-        axis.text(0.5, 0.5, "every MCMC draw is the same order (the chains never moved):\nno rank plot to read; "
-                  "see the trace and forest plots", ha="center", va="center", fontsize=11)
-        return _save(figure, path)
-    # an integer step has ties everywhere, so ranks say little: show each chain's distribution of the step instead
-    shown, chains = min(length, 4), values.shape[0]
-    figure, axes = plt.subplots(1, shown, figsize=(3.5 * shown, 3.2), squeeze=False, sharey=True)
-    width = 0.8 / chains
-    for position, axis in enumerate(axes[0]):
-        for chain in range(chains):
-            shares = np.bincount(values[chain, :, position].astype(int), minlength=length)[:length] / values.shape[1]
-            axis.bar(np.arange(length) + (chain - (chains - 1) / 2) * width, shares, width=width,
-                     label=f"chain {chain}")
-        axis.set_title(f"position {position}")
-        axis.set_xlabel("insertion step (0 = first)")
-        axis.set_xticks(range(length))
-    axes[0][0].set_ylabel("share of the chain's draws")
-    axes[0][0].legend(fontsize=7)
-    figure.suptitle("per chain, when each of the first positions is inserted: bars of equal height across chains = "
-                    "chains agree (mixed)", y=1.04)
-    return _save(figure, path)

@@ -1,30 +1,28 @@
-"""Dataset-level views of insertion orders (matplotlib only; ArviZ plots live in :mod:`ip_pyro.diagnostics`).
+"""Figures of insertion orders: dataset-level views of guide draws (rank heatmap, token-class timing, path
+growth) and the ArviZ views of one sequence (guide against MCMC forest, MCMC trace, per-chain step distributions).
+Each writes one PNG. The statistics behind them are :mod:`ip_pyro.order_statistics`.
 
-Every function takes draws ``(chain, draw, sequence, position)`` of insertion steps (``nan`` at padding, as
-:func:`ip_pyro.diagnostics.order_draws` returns them) and writes one PNG.
+Dataset views take draws ``(chain, draw, sequence, position)`` of insertion steps (``nan`` at padding, as
+:func:`ip_pyro.diagnostics.order_draws` returns them); the ArviZ views take ``InferenceData``.
 """
 from __future__ import annotations
 
-import re
 from typing import Callable, Optional, Sequence
 
+import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["relative_ranks", "plot_rank_heatmap", "plot_token_class_timing", "plot_path_growth", "first_landmarks",
-           "smiles_token_class", "order_statistics", "modal_order_share", "rank_spread", "class_timing", "describe_order",
-           "rank_heatmap_figure"]
+# the statistics lived here first; they stay importable from this module
+from ip_pyro.order_statistics import (class_timing, describe_order, first_landmarks, landmark_timing,  # noqa: E402,F401
+                                      modal_order_share, order_statistics, rank_spread, relative_ranks,
+                                      smiles_token_class)
 
-
-def relative_ranks(steps: np.ndarray) -> np.ndarray:
-    """Insertion steps scaled to ``[0, 1]`` per sequence (0 = inserted first, 1 = last); ``(draws, B, L)``."""
-    flat = steps.reshape(-1, *steps.shape[-2:])
-    lengths = np.sum(np.isfinite(flat[0]), axis=-1)  # [B]
-    scale = np.maximum(lengths - 1, 1)[None, :, None]
-    return flat / scale
+__all__ = ["plot_rank_heatmap", "rank_heatmap_figure", "plot_token_class_timing", "plot_path_growth",
+           "plot_insertion_forest", "plot_mcmc_trace", "plot_mcmc_rank"]
 
 
 def _save(figure, path) -> str:
@@ -78,17 +76,6 @@ def rank_heatmap_figure(steps: np.ndarray, tokens: np.ndarray, *,
     return figure
 
 
-_SMILES_CLASSES = (("ring closure", re.compile(r"^(%\d\d|\d)$")), ("branch", re.compile(r"^[()]$")),
-                   ("bond", re.compile(r"^[-=#$:/\\.]$")), ("atom", re.compile(r"^(\[.*\]|Br|Cl|[A-Za-z*])$")))
-
-
-def smiles_token_class(token: str) -> str:
-    """``ring closure`` (``1``, ``%12``), ``branch`` (``(``, ``)``), ``bond``, ``atom`` or ``other``."""
-    for name, pattern in _SMILES_CLASSES:
-        if pattern.match(token):
-            return name
-    return "other"
-
 
 def plot_token_class_timing(steps: np.ndarray, tokens: np.ndarray, token_names: Sequence[str], path, *,
                             classify: Callable[[str], str] = smiles_token_class,
@@ -109,80 +96,6 @@ def plot_token_class_timing(steps: np.ndarray, tokens: np.ndarray, token_names: 
     axis.set_title(title)
     axis.legend()
     return _save(figure, path)
-
-
-def order_statistics(steps: np.ndarray) -> dict:
-    """Per-draw summaries of the order of path-like sequences ``(draws, B, L)`` -> arrays over draws x sequences:
-    ``start`` (relative position of the first inserted token, 0 = left/source end), ``direction`` (Spearman
-    correlation of position and insertion step: +1 left to right, -1 right to left) and ``outward`` (correlation
-    of distance from the centre and insertion step: +1 middle-out, -1 outside-in)."""
-    flat = steps.reshape(-1, *steps.shape[-2:])
-    starts, directions, outwards = [], [], []
-    for sequence in range(flat.shape[1]):
-        length = int(np.sum(np.isfinite(flat[0, sequence])))
-        if length < 2:
-            continue
-        chosen = flat[:, sequence, :length]
-        positions = np.arange(length)
-        starts.append(np.argmin(chosen, axis=-1) / (length - 1))
-        directions.append(_correlation(chosen, positions))
-        outwards.append(_correlation(chosen, np.abs(positions - (length - 1) / 2)))
-    if not starts:
-        empty = np.zeros(0)
-        return {"start": empty, "direction": empty, "outward": empty}
-    return {"start": np.concatenate(starts), "direction": np.concatenate(directions),
-            "outward": np.concatenate(outwards)}
-
-
-def _correlation(steps: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``steps`` (ranks already) with ``values`` (ranked)."""
-    ranked = np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
-    centred_values = ranked - ranked.mean()
-    centred = steps - steps.mean(-1, keepdims=True)
-    denominator = np.sqrt((centred ** 2).sum(-1) * (centred_values ** 2).sum())
-    return np.where(denominator > 0, (centred * centred_values).sum(-1) / np.maximum(denominator, 1e-12), 0.0)
-
-
-def first_landmarks(steps: np.ndarray, landmarks: Sequence[dict]) -> list:
-    """For each draw and sequence, the name of the landmark nearest the first inserted position.
-
-    :param landmarks: one dict per sequence mapping a name (``"source"``, ``"centre"``, ``"goal"``) to a position.
-    """
-    flat = steps.reshape(-1, *steps.shape[-2:])
-    names = []
-    for sequence, marks in enumerate(landmarks):
-        if not marks:
-            continue
-        length = int(np.sum(np.isfinite(flat[0, sequence])))
-        if length == 0:
-            continue
-        first = np.argmin(flat[:, sequence, :length], axis=-1)
-        labels, positions = list(marks), np.array([marks[name] for name in marks])
-        nearest = np.abs(first[:, None] - positions[None, :]).argmin(-1)
-        names.extend(labels[k] for k in nearest)
-    return names
-
-
-def landmark_timing(steps: np.ndarray, landmarks: Sequence[dict]) -> dict:
-    """Mean relative insertion time (0 = inserted first, 1 = last; 0.5 under a random order) of each landmark and
-    of the ``other positions``, over draws ``(..., B, L)`` and the sequences of two or more tokens.
-
-    :param landmarks: one dict per sequence mapping a name to a position (as :func:`first_landmarks`).
-    """
-    flat = steps.reshape(-1, *steps.shape[-2:])
-    times = {}
-    for sequence, marks in enumerate(landmarks):
-        length = int(np.sum(np.isfinite(flat[0, sequence])))
-        if length < 2:
-            continue
-        relative = flat[:, sequence, :length] / (length - 1)  # [draws, L]
-        inside = {name: position for name, position in marks.items() if position < length}
-        for name, position in inside.items():
-            times.setdefault(name, []).append(relative[:, position].mean())
-        others = [position for position in range(length) if position not in inside.values()]
-        if others:
-            times.setdefault("other positions", []).append(relative[:, others].mean())
-    return {name: float(np.mean(values)) for name, values in times.items()}
 
 
 def plot_path_growth(steps: np.ndarray, path, *, landmarks: Optional[Sequence[dict]] = None,
@@ -217,75 +130,79 @@ def plot_path_growth(steps: np.ndarray, path, *, landmarks: Optional[Sequence[di
     return _save(figure, path)
 
 
-def modal_order_share(steps: np.ndarray) -> float:
-    """Mean over the sequences with two or more tokens of the share of draws ``(..., draws, B, L)`` that equal the
-    sequence's most frequent order: 1 when the guide writes each sequence one way, about ``1 / L!`` when random."""
-    flat = steps.reshape(-1, *steps.shape[-2:])
-    shares = []
-    for sequence in range(flat.shape[1]):
-        length = int(np.sum(np.isfinite(flat[0, sequence])))
-        if length < 2:
-            continue
-        _, counts = np.unique(flat[:, sequence, :length], axis=0, return_counts=True)
-        shares.append(counts.max() / flat.shape[0])
-    return float(np.mean(shares)) if shares else float("nan")
+def plot_insertion_forest(guide_idata, mcmc_idata, path, *, sequence: int = 0) -> str:
+    """Forest plot of the insertion step of each position of one sequence: guide and MCMC (if given) side by side."""
+    length = int(guide_idata.observed_data["lengths"].values[sequence])
+    guide_part = guide_idata.posterior[["insertion_step"]].sel(sequence=sequence).isel(position=slice(0, length))
+    parts = [guide_part] + ([] if mcmc_idata is None else [mcmc_idata.posterior[["insertion_step"]]])
+    axes = az.plot_forest(parts, model_names=["guide", "MCMC"][: len(parts)],
+                          var_names=["insertion_step"], combined=True, hdi_prob=0.9,
+                          figsize=(6, 1.2 + 0.45 * length))
+    axes[0].set_title(f"insertion step per position (0 = inserted first), sequence {sequence}")
+    axes[0].set_xlabel("insertion step")
+    legend = axes[0].get_legend()
+    if legend is not None:  # below the axes, where it covers no row
+        handles, labels = list(legend.legend_handles), [text.get_text() for text in legend.get_texts()]
+        legend.remove()
+        axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(labels),
+                       frameon=False)
+    return _save(axes[0].figure, path)
 
 
-def rank_spread(steps: np.ndarray) -> float:
-    """How much each position's insertion time varies across draws ``(..., draws, B, L)``, against a random order:
-    the mean over positions of the variance of the relative rank, over the uniform order's ``(L + 1) / (12 (L - 1))``
-    (1 = as random as the uniform order, 0 = every position always at the same step)."""
-    ranks = relative_ranks(steps)  # [D, B, L]
-    lengths = np.sum(np.isfinite(ranks[0]), axis=-1)
-    ratios = []
-    for sequence, length in enumerate(lengths):
-        if length >= 2:
-            uniform = (length + 1) / (12 * (length - 1))
-            ratios.append(float(np.mean(np.var(ranks[:, sequence, :length], axis=0))) / uniform)
-    return float(np.mean(ratios)) if ratios else float("nan")
+def plot_mcmc_trace(mcmc_idata, path) -> str:
+    """What the MCMC chains over one sequence's orders visited: left, the share of draws inserting each position at
+    each step (all chains); right, per chain, the rank correlation of position and insertion step of every draw
+    (+1 left to right, -1 right to left) — a trace that moves when the chain moves between kinds of order."""
+    steps = np.asarray(mcmc_idata.posterior["insertion_step"].values, dtype=float)  # (chain, draw, position)
+    length = steps.shape[-1]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+    shares = np.stack([(steps == step).mean(axis=(0, 1)) for step in range(length)], axis=-1)  # [position, step]
+    image = left.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(shares.max()), 1e-9),
+                        origin="lower")
+    left.set_xlabel("insertion step")
+    left.set_ylabel("position")
+    left.set_title("share of draws (all chains)")
+    figure.colorbar(image, ax=left)
+    positions = np.arange(length) - (length - 1) / 2
+    centred = steps - steps.mean(-1, keepdims=True)
+    scale = np.sqrt((centred ** 2).sum(-1) * (positions ** 2).sum())
+    direction = np.where(scale > 0, (centred * positions).sum(-1) / np.maximum(scale, 1e-12), 0.0)
+    for chain, values in enumerate(direction):
+        right.plot(values, linewidth=0.8, label=f"chain {chain}")
+    right.set_ylim(-1.05, 1.05)
+    right.set_xlabel("draw")
+    right.set_ylabel("rank corr. (position, step)")
+    right.set_title("trace: direction of each drawn order")
+    right.legend(fontsize=8, loc="upper right", ncol=min(4, len(direction)))
+    figure.subplots_adjust(wspace=0.35)
+    return _save(figure, path)
 
 
-def class_timing(steps: np.ndarray, tokens: np.ndarray, class_of: Callable[[int], str], *,
-                 limit: int = 8) -> dict:
-    """Mean relative insertion time (0 = first, 1 = last) of each token class (``class_of(id) -> name``) over the
-    draws ``(..., draws, B, L)``, earliest first; the ``limit`` most frequent classes."""
-    ranks = relative_ranks(steps)
-    valid = np.isfinite(ranks[0])
-    names = np.array([[class_of(int(token)) for token in row] for row in tokens])
-    counts = {}
-    for name in names[valid]:
-        counts[name] = counts.get(name, 0) + 1
-    chosen = sorted(counts, key=counts.get, reverse=True)[:limit]
-    timing = {name: float(np.nanmean(ranks[:, (names == name) & valid])) for name in chosen}
-    return dict(sorted(timing.items(), key=lambda item: item[1]))
-
-
-def describe_order(steps: np.ndarray) -> str:
-    """One sentence, in words, of the order the draws ``(..., draws, B, L)`` prefer: a positional pattern when
-    there is one; otherwise whether each sequence is still written one way, or how far each position's insertion
-    time is from random (a concentrated guide is never called random)."""
-    stats = order_statistics(steps)
-    if not stats["direction"].size:
-        return "no sequence has two or more tokens; there is no order to describe"
-    direction, outward = float(stats["direction"].mean()), float(stats["outward"].mean())
-    agreement = modal_order_share(steps)
-    if direction > 0.6:
-        words = "mostly left to right"
-    elif direction < -0.6:
-        words = "mostly right to left"
-    elif outward > 0.6:
-        words = "mostly from the middle outwards"
-    elif outward < -0.6:
-        words = "mostly from the ends inwards"
-    elif agreement >= 0.5:
-        words = (f"one order per sequence ({agreement:.0%} of draws are the sequence's most frequent order) "
-                 "without a single positional pattern across sequences")
-    else:
-        spread = rank_spread(steps)
-        words = (f"no single positional pattern; each position's insertion time varies {spread:.0%} as much as under "
-                 "a random order" + (" (close to a random order)" if spread > 0.9 else
-                                      " (a preference that is not positional: see the token classes)"))
-    return (f"{words}: mean rank correlation of position and insertion step {direction:+.2f}, of distance from "
-            f"the centre and insertion step {outward:+.2f}; the first token lands in the left third "
-            f"{np.mean(stats['start'] < 1 / 3):.0%} of the time, the right third "
-            f"{np.mean(stats['start'] > 2 / 3):.0%}")
+def plot_mcmc_rank(mcmc_idata, path) -> str:
+    """Per chain, the distribution of ``insertion_step`` of the first positions (bars of equal height across
+    chains = well-mixed chains); a plain rank plot reads poorly for integer steps, which tie everywhere."""
+    length = mcmc_idata.posterior.sizes["position"]
+    values = np.asarray(mcmc_idata.posterior["insertion_step"].values)
+    if values.size and bool((values == values.reshape(-1, values.shape[-1])[0]).all()):
+        figure, axis = plt.subplots(figsize=(7, 1.6))  # ranks of identical draws are all ties: nothing to read
+        axis.axis("off")
+        axis.text(0.5, 0.5, "every MCMC draw is the same order (the chains never moved):\nno rank plot to read; "
+                  "see the trace and forest plots", ha="center", va="center", fontsize=11)
+        return _save(figure, path)
+    # an integer step has ties everywhere, so ranks say little: show each chain's distribution of the step instead
+    shown, chains = min(length, 4), values.shape[0]
+    figure, axes = plt.subplots(1, shown, figsize=(3.5 * shown, 3.2), squeeze=False, sharey=True)
+    width = 0.8 / chains
+    for position, axis in enumerate(axes[0]):
+        for chain in range(chains):
+            shares = np.bincount(values[chain, :, position].astype(int), minlength=length)[:length] / values.shape[1]
+            axis.bar(np.arange(length) + (chain - (chains - 1) / 2) * width, shares, width=width,
+                     label=f"chain {chain}")
+        axis.set_title(f"position {position}")
+        axis.set_xlabel("insertion step (0 = first)")
+        axis.set_xticks(range(length))
+    axes[0][0].set_ylabel("share of the chain's draws")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("per chain, when each of the first positions is inserted: bars of equal height across chains = "
+                    "chains agree (mixed)", y=1.04)
+    return _save(figure, path)

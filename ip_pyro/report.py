@@ -17,7 +17,7 @@ import numpy as np
 import pyro
 import torch
 
-from ip_pyro import diagnostics, plots
+from ip_pyro import diagnostics, order_statistics, plots
 from ip_pyro.batch import Batch
 from ip_pyro.infer.mcmc import OrderMH
 
@@ -83,16 +83,16 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
     steps, tokens = draws["insertion_step"], batch.tokens.cpu().numpy()
     class_of = None if token_names is None else (lambda token: str(token_names[token]))
     if domain == "smiles":
-        class_of = lambda token: plots.smiles_token_class(str(token_names[token]))  # noqa: E731
+        class_of = lambda token: order_statistics.smiles_token_class(str(token_names[token]))  # noqa: E731
         files["smiles_order"] = plots.plot_token_class_timing(steps, tokens, token_names, out / "smiles_order.png")
     if domain == "path":
         files["path_growth"] = plots.plot_path_growth(steps, out / "path_growth.png", landmarks=landmarks)
     files["rank_heatmap"] = plots.plot_rank_heatmap(steps, tokens, out / "rank_heatmap.png", token_class=class_of)
-    files["forest"] = diagnostics.plot_insertion_forest(guide_idata, mcmc_idata, out / "forest.png",
+    files["forest"] = plots.plot_insertion_forest(guide_idata, mcmc_idata, out / "forest.png",
                                                         sequence=chosen)
     if length >= 2 and mcmc_idata is not None:
-        files["mcmc_trace"] = diagnostics.plot_mcmc_trace(mcmc_idata, out / "mcmc_trace.png")
-        files["mcmc_rank"] = diagnostics.plot_mcmc_rank(mcmc_idata, out / "mcmc_rank.png")
+        files["mcmc_trace"] = plots.plot_mcmc_trace(mcmc_idata, out / "mcmc_trace.png")
+        files["mcmc_rank"] = plots.plot_mcmc_rank(mcmc_idata, out / "mcmc_rank.png")
 
     relative_entropy = diagnostics.relative_order_entropy(draws["log_q"], batch.lengths.cpu().numpy())
     lines = [
@@ -104,15 +104,15 @@ def diagnose(model, guide, batch: Batch, out_dir, *, token_names: Optional[Seque
         "MCMC over orders: skipped (mcmc_samples=0)",
         f"guide entropy over orders: {np.nanmean(relative_entropy):.2f} of the uniform order's log L! on average "
         "(1 = random order, 0 = one fixed order)",
-        f"preferred order: {plots.describe_order(steps)}",
+        f"preferred order: {order_statistics.describe_order(steps)}",
     ]
     if class_of is not None:
-        timing = plots.class_timing(steps, tokens, class_of)
+        timing = order_statistics.class_timing(steps, tokens, class_of)
         lines.append(("insertion time by token class" if domain == "smiles" else "insertion time of the most frequent "
                       "tokens") + " (0 = first, 1 = last, 0.50 for a random order): "
                      + ", ".join(f"{name} {value:.2f}" for name, value in timing.items()))
     if landmarks is not None:
-        timing = plots.landmark_timing(steps, landmarks)
+        timing = order_statistics.landmark_timing(steps, landmarks)
         lines.append("insertion time of named cells (0 = first, 1 = last, 0.50 for a random order): "
                      + ", ".join(f"{name} {value:.2f}" for name, value in timing.items()))
     summary = "\n".join(lines)

@@ -28,11 +28,11 @@ from ip_pyro.config import (CHECKPOINT_VERSION, GUIDE_NAMES, MODEL_NAMES, OBJECT
 from ip_pyro.infer import InsertionELBO, InsertionRWS
 from ip_pyro.networks import positions_needed
 
-__all__ = ["TrainConfig", "Trainer", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION", "PRECISIONS",
-           "OBJECTIVES"]
+__all__ = ["TrainConfig", "Trainer", "model_and_guide", "build_model", "GUIDE_NAMES", "MODEL_NAMES", "CHECKPOINT_VERSION",
+           "PRECISIONS", "OBJECTIVES"]
 
 
-def build_model(config: TrainConfig):
+def model_and_guide(config: TrainConfig):
     """``(model, guide or None)`` for a config (``vocab_size`` and ``max_length`` set from the data), through the
     registries :data:`ip_pyro.models.FAMILIES` and :data:`ip_pyro.guides.FAMILIES`."""
     from ip_pyro import guides, models
@@ -51,6 +51,9 @@ def build_model(config: TrainConfig):
                                prompt_attention=config.prompt_attention, decoder=config.decoder,
                                gap_context=config.gap_context, conditional=conditional, **sizes)
     return model, guides.build_guide(config.guide, config.vocab_size, **guide_sizes)
+
+
+build_model = model_and_guide  # its first name; ip_pyro.models.build_model(name, vocab_size, ...) is another thing
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -133,7 +136,7 @@ class Trainer:
         if config.conditional is None:
             config.conditional = any(prompts)
         pyro.set_rng_seed(config.seed)
-        model, guide = build_model(config)
+        model, guide = model_and_guide(config)
         return cls(config, model, guide, examples, evaluate=evaluate)
 
     # -------------------------------------------------------------------------------------------- data

@@ -18,7 +18,7 @@ from ip_pyro.models import InsertionProcess
 from ip_pyro.guides import PlackettLuceGuide, build_guide
 from ip_pyro import collate
 from ip_pyro.infer import InsertionRWS
-from ip_pyro.train import TrainConfig, Trainer, build_model
+from ip_pyro.train import TrainConfig, Trainer, model_and_guide
 import ip_pyro
 assert "site-packages" in ip_pyro.__file__, ip_pyro.__file__
 model = InsertionProcess(4, d_model=16, n_layers=1, n_heads=2, max_length=6)
@@ -29,7 +29,7 @@ svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=InsertionRWS(2))
 print("loss", svi.step(collate([[0, 1, 2], [3, 3]])))
 config = TrainConfig(task="star-easy", steps=1, batch_size=2, d_model=16, layers=1, heads=2, guide_d_model=8,
                      guide_layers=1, guide_heads=2, vocab_size=4, max_length=6, out="run")
-trainer = Trainer(config, *build_model(config), [{"target": [0, 1]}, {"target": [2]}])
+trainer = Trainer(config, *model_and_guide(config), [{"target": [0, 1]}, {"target": [2]}])
 trainer.fit(progress=False)
 from ip_pyro.checkpoint import load_checkpoint
 load_checkpoint("run/checkpoint.pt")

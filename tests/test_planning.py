@@ -11,7 +11,7 @@ from ip_pyro import collate
 from ip_pyro.cli import main
 from ip_pyro.data.planning import (StarConfig, load_dataset, make_dataset, path_metrics, star_graph, task_config,
                                    write_dataset)
-from ip_pyro.train import GUIDE_NAMES, TrainConfig, Trainer, build_model
+from ip_pyro.train import GUIDE_NAMES, TrainConfig, Trainer, model_and_guide
 
 SMALL = {"train": 200, "valid": 20, "test": 50}
 
@@ -118,7 +118,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(model_name, guide_name,
     def trainer(out):
         torch.manual_seed(0)
         config = tiny_config(tmp_path, model=model_name, guide=guide_name, out=str(tmp_path / out))
-        model, guide = build_model(config)
+        model, guide = model_and_guide(config)
         return Trainer(config, model, guide, examples)
 
     straight = trainer("straight")
@@ -146,7 +146,7 @@ def test_absolute_positions_cover_the_longest_prompt_and_target(task, model_name
     settings = tiny_config(tmp_path, task=task, model=model_name, guide=guide_name, absolute_positions=True,
                            vocab_size=config.vocab_size, max_length=config.max_target_length + 2,
                            max_prompt_length=config.max_prompt_length)
-    model, guide = build_model(settings)
+    model, guide = model_and_guide(settings)
     assert model.config["max_positions"] == config.max_prompt_length + config.max_target_length + 4
     trainer = Trainer(settings, model, guide, [longest] * 8)
     assert math.isfinite(trainer.train_step())
@@ -160,7 +160,7 @@ def test_every_guide_of_the_cli_survives_a_checkpoint(guide_name, tmp_path):
 
     examples = make_dataset("star-easy", seed=0, sizes={"train": 16, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, guide=guide_name)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples)
     trainer.train_step()
     trainer.save()
@@ -173,7 +173,7 @@ def test_every_guide_of_the_cli_survives_a_checkpoint(guide_name, tmp_path):
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, checkpoint_every=2, steps=5)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples)
     original = trainer.loss
     monkeypatch.setattr(trainer, "loss", lambda batch: original(batch) * (float("nan") if trainer.step >= 3 else 1))
@@ -186,7 +186,7 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeyp
 def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path, monkeypatch):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, steps=50, time_limit=0.5)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples, evaluate=lambda ema, guide, trainer: {"valid_score": 1.0})
     clock = iter(range(0, 10_000, 10))  # every timed step takes 10 s: the 30 s budget is spent after 3 steps
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
@@ -274,7 +274,7 @@ def test_evaluation_leaves_the_ema_weights_alone(tmp_path):
     """The EMA copy has its own Pyro name: evaluating it must not pull the live weights in from the param store."""
     examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, ema_decay=0.5, ema_start=0)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples,
                       evaluate=lambda ema, guide, trainer: {"n": len(ema.sample(2, prompt=[examples[0]["prompt"]]))})
     for _ in range(3):
@@ -289,7 +289,7 @@ def test_evaluation_leaves_the_ema_weights_alone(tmp_path):
 def test_bf16_autocast_trains_with_finite_losses_and_float32_weights(tmp_path):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, precision="bf16", steps=3)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     history = Trainer(config, model, guide, examples).fit(progress=False)
     losses = [record["loss"] for record in history if "loss" in record]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
@@ -300,7 +300,7 @@ def test_compile_option_compiles_model_and_guide_networks_in_place(tmp_path, mon
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
     config = tiny_config(tmp_path, compile=True)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     keys = set(model.state_dict())
     Trainer(config, model, guide, [])
     assert compiled == ["InsertionDecoder", "OrderScorer"]
@@ -310,7 +310,7 @@ def test_compile_option_compiles_model_and_guide_networks_in_place(tmp_path, mon
 def test_k_steps_per_order_trains(tmp_path):
     examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, steps_per_order=3, steps=2)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples)
     assert trainer.elbo.num_steps == 3
     assert len([r for r in trainer.fit(progress=False) if "loss" in r]) == 2
@@ -318,7 +318,7 @@ def test_k_steps_per_order_trains(tmp_path):
 
 def test_order_entropy_weight_rises_to_one_and_is_validated(tmp_path):
     config = tiny_config(tmp_path, order_entropy_weight=0.2, order_entropy_anneal=4)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, [])
     weights = []
     for step in range(6):
@@ -335,7 +335,7 @@ def test_prompt_group_and_embed_std_reach_every_network_and_its_checkpoint(model
 
     examples = make_dataset("star-easy", seed=0, sizes={"train": 16, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, model=model_name, guide=guide_name, prompt_group=2, embed_std=1.0)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     networks = [model.network.stack] + ([guide.scorer.stack] if guide is not None else [])
     assert all(stack.prompt_group == 2 and stack.group_mix is not None for stack in networks)
     assert all(stack.embed.weight.std().item() > 0.5 for stack in networks)
@@ -357,7 +357,7 @@ def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_e
         torch.manual_seed(0)
         config = tiny_config(tmp_path, objective="rws", objective_switch=2, particles=3, rws_gradient=rws_gradient,
                              eval_every=2, out=str(tmp_path / out))
-        model, guide = build_model(config)
+        model, guide = model_and_guide(config)
         return Trainer(config, model, guide, examples, evaluate=lambda model, guide, trainer: {"checked": 1.0})
 
     straight = trainer("straight")
@@ -417,7 +417,7 @@ def test_prefix_attention_reaches_the_model_its_checkpoint_and_the_cli_on_a_prom
     model, _, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert model.prompt_attention == "prefix"
     config = tiny_config(tmp_path, model="fo-arm", prompt_attention="prefix")  # accepted: FO-ARM is causal anyway
-    assert build_model(config)[1] is None
+    assert model_and_guide(config)[1] is None
 
 
 def test_tensorboard_logs_every_metric_and_the_order_figure(tmp_path):
@@ -427,7 +427,7 @@ def test_tensorboard_logs_every_metric_and_the_order_figure(tmp_path):
 
     examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
     config = tiny_config(tmp_path, steps=4, eval_every=2, tensorboard=True)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples, evaluate=lambda model, guide, trainer: {"valid_score": 0.5})
     trainer.fit(progress=False)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()

@@ -110,7 +110,7 @@ def test_record_from_a_real_run_folder(tmp_path):
     """Train a tiny arm for 4 steps with validations, write an eval file as ``ip-pyro eval`` does, and build the
     record: config, budget, curve and metrics come from the folder."""
     from ip_pyro.data.planning import make_dataset, task_config
-    from ip_pyro.train import Trainer, TrainConfig, build_model
+    from ip_pyro.train import Trainer, TrainConfig, model_and_guide
 
     task = task_config("star-easy")
     config = TrainConfig(task="star-easy", model="ip", guide="pl", steps=4, batch_size=8, d_model=16, layers=1,
@@ -118,7 +118,7 @@ def test_record_from_a_real_run_folder(tmp_path):
                          checkpoint_every=100, eval_every=2, out=str(tmp_path / "run"), vocab_size=task.vocab_size,
                          max_length=task.max_target_length + 2, seed=3)
     torch.manual_seed(0)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     examples = make_dataset("star-easy", seed=0, sizes={"train": 32, "valid": 0, "test": 0})["train"]
     trainer = Trainer(config, model, guide, examples, evaluate=lambda *_: {"valid_exact_match": 0.25})
     trainer.fit(progress=False)

@@ -18,7 +18,7 @@ from ip_pyro.cli import main
 from ip_pyro.data.planning import make_dataset, task_config, write_dataset
 from ip_pyro.distributions import PlackettLuce
 from ip_pyro.infer import InsertionELBO
-from ip_pyro.train import TrainConfig, Trainer, build_model
+from ip_pyro.train import TrainConfig, Trainer, model_and_guide
 from ip_pyro.models import InsertionProcess
 
 TINY = ["--batch-size", "8", "--d-model", "16", "--layers", "1", "--heads", "2", "--guide-d-model", "8",
@@ -209,7 +209,7 @@ def test_same_seed_same_losses_and_samples(tmp_path):
         config = TrainConfig(task="star-easy", steps=4, batch_size=8, d_model=16, layers=1, heads=2,
                              guide_d_model=8, guide_layers=1, guide_heads=2, out=str(tmp_path / "r"),
                              vocab_size=task.vocab_size, max_length=task.max_target_length + 2)
-        model, guide = build_model(config)
+        model, guide = model_and_guide(config)
         trainer = Trainer(config, model, guide, examples)
         losses = [trainer.train_step() for _ in range(4)]
         torch.manual_seed(5)

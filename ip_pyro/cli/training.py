@@ -56,12 +56,12 @@ def run_training(args, config, examples: list, evaluate) -> "Trainer":  # noqa: 
     import pyro
     import torch
 
-    from ip_pyro.train import Trainer, build_model
+    from ip_pyro.train import Trainer, model_and_guide
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pyro.set_rng_seed(args.seed)
-    model, guide = build_model(config)
+    model, guide = model_and_guide(config)
     trainer = Trainer(config, model, guide, examples, evaluate=evaluate)
     if args.resume and trainer.resume():
         print(f"resumed from {config.out}/checkpoint.pt at step {trainer.step}")
