@@ -13,9 +13,14 @@ Termination. ``termination="stop"`` (default) gives the stop decision its own he
 end-token variant: an end token ``EOS`` may only be inserted at the last slot, and inserting it ends the sequence
 (so it is always the last insertion, which is where the stop step already sits in every trajectory; guides need
 no change). The decoder then scores (slot, token) pairs over ``V + 1`` tokens and the stop probability is
-``p(slot = t) p(EOS | slot = t)``; :meth:`InsertionProcess._decode` rewrites this as the equivalent stop / slot /
-token factors (``p(slot | go on)`` takes the remaining mass of slot ``t``, ``p(token | slot, go on)`` the content
-tokens renormalised), so the program, the sampler and the ELBO are the same code for both variants.
+``p(slot = t) p(EOS | slot = t)``; :func:`ip_pyro.models.insertion_steps.finish_output` rewrites this as the
+equivalent stop / slot / token factors (``p(slot | go on)`` takes the remaining mass of slot ``t``,
+``p(token | slot, go on)`` the content tokens renormalised), so the program, the sampler and the ELBO are the same
+code for both variants.
+
+Decoders. How a step is scored is the decoder's (``decoder=``): each is one module with a
+:class:`ip_pyro.models.decoder_base.DecoderScoring` registered in :data:`DECODERS`, picked once in ``__init__``
+(``models/decoder_canvas.py``, ``models/decoder_causal.py``); the model holds no decoder-specific code.
 
 Guides and ELBOs use only :meth:`InsertionProcess.step_log_probs`, :meth:`InsertionProcess.log_joint` and the
 program's site names (``stop_{t}``, ``slot_{t}``, ``token_{t}``).
@@ -32,21 +37,19 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 
 from ip_pyro.batch import Batch, check_batch
-from ip_pyro.canvas import gather_canvas
-from ip_pyro.models.insertion_steps import (MIN_CANVASES_PER_PASS, CanvasSession, HistorySession, StepLogProbs,
-                                            canvas_passes, finish_output, history_log_joint, history_steps,
-                                            step_scores)
-from ip_pyro.networks import (DecoderOutput, InsertionCausalDecoder, InsertionDecoder, check_max_positions,
-                              check_network_sizes)
-from ip_pyro.orders import orders_to_ranks
-from ip_pyro.sampling import check_conditional, sampling_plan
+from ip_pyro.models import decoder_canvas, decoder_causal  # noqa: F401 (each registers its decoder)
+from ip_pyro.models.decoder_base import DECODERS as DECODER_SCORINGS
+from ip_pyro.models.decoder_canvas import canvas_passes  # noqa: F401 (importable from here as before)
+from ip_pyro.models.insertion_steps import StepLogProbs
 from ip_pyro.models.sampler import check_truncation, draw
+from ip_pyro.networks import check_max_positions, check_network_sizes
+from ip_pyro.sampling import check_conditional, sampling_plan
 from ip_pyro.utils import evaluating, is_count, unique_pyro_name
 
 __all__ = ["InsertionProcess", "StepLogProbs", "TERMINATIONS", "DECODERS", "canvas_passes"]
 
 TERMINATIONS = ("stop", "eos")
-DECODERS = ("canvas", "causal")  # re-encode the canvas at every step; insertion-causal, one pass per order
+DECODERS = DECODER_SCORINGS  # the registry: canvas (re-encode the canvas every step), causal (one pass per order)
 
 
 class InsertionProcess(PyroModule):
@@ -91,13 +94,10 @@ class InsertionProcess(PyroModule):
         check_max_positions(max_positions, max_length)
         if termination not in TERMINATIONS:
             raise ValueError(f"unknown termination {termination!r}; choose from {', '.join(TERMINATIONS)}")
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
-        if prompt_attention is None:
-            prompt_attention = "prefix" if decoder == "causal" else "full"
-        if decoder == "causal" and prompt_attention != "prefix":
-            raise ValueError("the causal decoder encodes the prompt once (prompt_attention='prefix'); leave "
-                             "prompt_attention unset or use decoder='canvas' for full attention")
+        if decoder not in DECODER_SCORINGS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODER_SCORINGS)}")
+        scoring = DECODER_SCORINGS[decoder]()
+        prompt_attention = scoring.resolve_prompt_attention(prompt_attention)
         super().__init__(unique_pyro_name("InsertionProcess"))
         self.vocab_size = vocab_size
         self.max_length = max_length
@@ -108,50 +108,24 @@ class InsertionProcess(PyroModule):
                            max_length=max_length, dropout=dropout, termination=termination, max_positions=max_positions,
                            prompt_group=prompt_group, embed_std=embed_std, prompt_attention=prompt_attention,
                            decoder=decoder)
-        if decoder == "causal":
-            self.config["gap_context"] = gap_context
+        options = {"gap_context": gap_context, "max_length": max_length}  # what a decoder may read (see its options)
+        self.config.update({name: options[name] for name in scoring.options})
         self.conditional = check_conditional(conditional)
         if conditional is not None:
             self.config["conditional"] = conditional
         token_classes = vocab_size + 1 if termination == "eos" else vocab_size
         sizes = dict(token_classes=token_classes, max_positions=max_positions, prompt_group=prompt_group,
                      embed_std=embed_std)
-        if decoder == "causal":
-            self.network = InsertionCausalDecoder(vocab_size, d_model, n_layers, n_heads, dropout, context=gap_context,
-                                                  **sizes)
-        else:
-            self.network = InsertionDecoder(vocab_size, d_model, n_layers, n_heads, dropout,
-                                            prompt_attention=prompt_attention, **sizes)
+        self.scoring = scoring  # the decoder's scoring (models/decoder_*.py), chosen once
+        self.network = scoring.build_network(vocab_size, d_model, n_layers, n_heads, dropout,
+                                             prompt_attention=prompt_attention, options=options, **sizes)
 
     @property
     def canvas_markov(self) -> bool:
         """Whether a step's scores depend on the canvas alone (the canvas decoder), not on the order written."""
-        return self.decoder == "canvas"
+        return self.scoring.canvas_markov
 
     # ----------------------------------------------------------------------------------------------- scoring
-    def _decode(self, network, canvas, canvas_lengths, prompt, prompt_lengths, prompt_cache=None,
-                prompt_index=None) -> DecoderOutput:
-        if prompt_cache is None:
-            output = network(canvas, canvas_lengths, prompt, prompt_lengths)
-        else:
-            output = network(canvas, canvas_lengths, prompt_cache=prompt_cache, prompt_index=prompt_index)
-        return finish_output(output, canvas_lengths, self)
-
-    def _prompt_cache(self, network, batch: Batch):
-        """The batch's prompt encoded once (prefix attention; the causal decoder always, empty prompts included),
-        else ``None``."""
-        if self.decoder == "causal":
-            return network.encode_prompt(batch.prompt, batch.prompt_lengths, rows=batch.batch_size)
-        if self.prompt_attention != "prefix" or batch.prompt is None:
-            return None
-        return network.encode_prompt(batch.prompt, batch.prompt_lengths)
-
-    def _score_canvases(self, network, tokens, lengths, prompt, prompt_lengths, inserted, prompt_cache=None,
-                        prompt_index=None) -> StepLogProbs:
-        canvas, canvas_lengths = gather_canvas(tokens, inserted)
-        output = self._decode(network, canvas, canvas_lengths, prompt, prompt_lengths, prompt_cache, prompt_index)
-        return step_scores(output, tokens, lengths, inserted, canvas_lengths, self.max_length)
-
     def _check_orders(self, batch: Batch, orders: torch.Tensor) -> Batch:
         check_batch(batch, self.vocab_size, self.max_length, module=self)
         if orders.dim() != 2 or orders.shape[1] != batch.max_length or orders.shape[0] % batch.batch_size:
@@ -178,21 +152,10 @@ class InsertionProcess(PyroModule):
         if inserted.shape[0] % batch.batch_size:
             raise ValueError(f"inserted has {inserted.shape[0]} rows, not a multiple of the batch size "
                              f"{batch.batch_size}; rows must align with batch.repeat(k)")
-        if self.decoder == "causal":
-            if orders is None or orders.shape != inserted.shape:
-                raise ValueError("the causal decoder scores a step from the order that wrote its canvas: pass "
-                                 f"orders= [N, {batch.max_length}] aligned with inserted (or use decoder='canvas')")
-            steps = inserted.sum(-1)
-            if not bool((orders_to_ranks(orders) < steps.unsqueeze(-1)).eq(inserted).all()):
-                raise ValueError("inserted must hold the first inserted.sum(-1) positions of each order "
-                                 "(inserted_before(orders, lengths, steps))")
-            scores = history_steps(self, batch, self._check_orders(batch, orders), orders, steps.unsqueeze(-1))
-            return StepLogProbs(scores.stop[:, 0], scores.insert[:, 0], scores.go[:, 0])
+        if self.scoring.needs_orders and orders is not None:
+            self._check_orders(batch, orders)
         rows = batch.repeat(inserted.shape[0] // batch.batch_size)
-        cache = self._prompt_cache(self.network, batch)  # prefix attention: once for all k * B canvases
-        index = None if cache is None else torch.arange(inserted.shape[0], device=batch.device) % batch.batch_size
-        return self._score_canvases(self.network, rows.tokens, rows.lengths, rows.prompt, rows.prompt_lengths,
-                                    inserted, cache, index)
+        return self.scoring.step_log_probs(self, batch, rows, inserted, orders)
 
     @pyro_method
     def all_step_log_probs(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192) -> StepLogProbs:
@@ -200,51 +163,7 @@ class InsertionProcess(PyroModule):
         step ``t``: the canvas after ``t`` steps of ``orders[n]``), ``go`` ``[N, L_max+1]``; steps past a
         sequence's length are scored on its full canvas (callers mask them). The causal decoder needs one pass;
         the canvas decoder scores the ``N (L_max + 1)`` canvases in passes of at most ``chunk_size``."""
-        rows = self._check_orders(batch, orders)
-        width = orders.shape[1]
-        steps = torch.arange(width + 1, device=orders.device).expand(orders.shape[0], width + 1)
-        if self.decoder == "causal":
-            return history_steps(self, batch, rows, orders, steps.clamp(max=rows.lengths.unsqueeze(-1)))
-
-        stop, insert, go = (torch.full(shape, -math.inf, dtype=torch.get_default_dtype(), device=orders.device)
-                            for shape in ((orders.shape[0], width + 1), (orders.shape[0], width + 1, width),
-                                          (orders.shape[0], width + 1)))
-        for index, step, scores in self._canvas_prefixes(batch, rows, orders, chunk_size, by_canvas_size=True):
-            stop, insert, go = (field.to(score.dtype).index_put((index, step), score)
-                                for field, score in zip((stop, insert, go), scores))
-        last = rows.lengths.unsqueeze(-1).expand_as(steps)  # past the end: the full canvas's scores
-        past = steps > last
-        stop, go = (torch.where(past, field.gather(1, last), field) for field in (stop, go))
-        insert = torch.where(past.unsqueeze(-1), insert.gather(1, last.unsqueeze(-1).expand_as(insert)), insert)
-        return StepLogProbs(stop, insert, go)
-
-    def _canvas_prefixes(self, batch: Batch, rows: Batch, orders: torch.Tensor, chunk_size: int,
-                         by_canvas_size: bool):
-        """Canvas decoder: yield ``(row index [n], step [n], StepLogProbs)`` for every prefix ``t = 0..L_n`` of
-        every order (rows aligned with ``rows``), in passes of at most ``chunk_size`` canvases. ``by_canvas_size``
-        sorts the canvases by their number of tokens and starts a new pass where the size grows (once a pass holds
-        ``MIN_CANVASES_PER_PASS``), so a canvas of ``t`` tokens is padded to about ``t``, not to the longest."""
-        if not is_count(chunk_size):
-            raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
-        counts = rows.lengths + 1
-        row_index = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        steps = torch.arange(len(row_index), device=counts.device) - starts  # = tokens on the canvas
-        if by_canvas_size:
-            by_size = torch.argsort(steps, stable=True)
-            row_index, steps = row_index[by_size], steps[by_size]
-            passes = canvas_passes(steps, chunk_size, MIN_CANVASES_PER_PASS)
-        else:
-            passes = [(begin, min(begin + chunk_size, len(steps))) for begin in range(0, len(steps), chunk_size)]
-        ranks = orders_to_ranks(orders)
-        cache = self._prompt_cache(self.network, batch)  # prefix attention: the prompts are encoded once
-        for begin, end in passes:
-            index, step = row_index[begin:end], steps[begin:end]
-            part = rows[index]
-            inserted = (ranks[index] < step.unsqueeze(-1)) & part.mask
-            yield index, step, self._score_canvases(self.network, part.tokens, part.lengths, part.prompt,
-                                                    part.prompt_lengths, inserted, cache,
-                                                    None if cache is None else index % batch.batch_size)
+        return self.scoring.all_step_log_probs(self, batch, self._check_orders(batch, orders), orders, chunk_size)
 
     @pyro_method
     def log_joint(self, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192,
@@ -258,26 +177,9 @@ class InsertionProcess(PyroModule):
         rows = self._check_orders(batch, orders)
         if not is_count(chunk_size):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer (canvases per decoder pass)")
-        if self.decoder == "causal":
-            spans = [(begin, min(begin + chunk_size, len(orders))) for begin in range(0, len(orders), chunk_size)]
-            parts = [history_log_joint(self, batch, rows[begin:end], orders[begin:end], begin) for begin, end in spans]
-            return torch.cat(parts) if parts else torch.zeros(0, device=orders.device)
-        total = torch.zeros(orders.shape[0], dtype=torch.get_default_dtype(), device=orders.device)
-        for index, step, scores in self._canvas_prefixes(batch, rows, orders, chunk_size, by_canvas_size):
-            term = scores.of_orders(orders[index], step, rows.lengths[index])
-            total = total.to(term.dtype).index_add(0, index, term)
-        return total
+        return self.scoring.log_joint(self, batch, rows, orders, chunk_size, by_canvas_size)
 
     # ------------------------------------------------------------------------------------------ the program
-    def _session(self, batch_prompt, prompt_lengths, rows: int, device, cache=None):
-        """Step-by-step decoding of ``rows`` sequences (a canvas re-encoded per step, or the causal KV cache, which
-        starts from the prompt ``cache``: the causal decoder always has one)."""
-        if self.decoder == "causal":
-            return HistorySession(self, cache)
-        uncached = cache is None
-        return CanvasSession(self, rows, batch_prompt if uncached else None, prompt_lengths if uncached else None,
-                             cache, device)
-
     def forward(self, batch: Batch) -> Batch:
         """The Pyro program. Returns the built sequences as a :class:`Batch` (tokens, lengths)."""
         check_batch(batch, self.vocab_size, self.max_length, need_tokens=False, module=self)
@@ -285,8 +187,8 @@ class InsertionProcess(PyroModule):
         observed = batch.tokens is not None
         horizon = (int(batch.lengths.max()) if size else 0) if observed else self.max_length
         active = torch.ones(size, dtype=torch.bool, device=device)
-        session = self._session(batch.prompt, batch.prompt_lengths, size, device,
-                                self._prompt_cache(self.network, batch))
+        session = self.scoring.session(self, batch.prompt, batch.prompt_lengths, size, device,
+                                       self.scoring.prompt_cache(self, batch))
         with pyro.plate("data", size):
             for t in pyro.markov(range(horizon + 1)):
                 output = session.output()
@@ -348,9 +250,10 @@ class InsertionProcess(PyroModule):
         """
         if not is_count(insertions_per_step):
             raise ValueError(f"insertions_per_step={insertions_per_step!r} must be a positive integer")
-        if insertions_per_step > 1 and self.decoder == "causal":
-            raise ValueError("insertions_per_step > 1 saves decoder passes of the canvas decoder only: the causal "
-                             "decoder already pays one cached item per insertion; use insertions_per_step=1")
+        if insertions_per_step > 1 and not self.scoring.parallel_decoding:
+            raise ValueError(f"insertions_per_step > 1 saves decoder passes of the canvas decoder only: the "
+                             f"{self.decoder} decoder already pays one cached item per insertion; use "
+                             "insertions_per_step=1")
         check_truncation(top_k, top_p)
         if insertions_per_step > 1 and (top_k is not None or top_p is not None or return_log_probs):
             raise ValueError("top_k, top_p and return_log_probs need exact decoding: use insertions_per_step=1")
@@ -360,9 +263,8 @@ class InsertionProcess(PyroModule):
         with evaluating(self):
             # the prompt encoded once for the whole decoding; its rows follow the live rows (compacted only when
             # some sequences stop, not gathered again at every step)
-            cache = (self.network.encode_prompt(prompt_ids, prompt_lengths, rows=total)
-                     if self.prompt_attention == "prefix" else None)
-            session = self._session(prompt_ids, prompt_lengths, total, device, cache)
+            cache = self.scoring.sampling_cache(self, prompt_ids, prompt_lengths, total)
+            session = self.scoring.session(self, prompt_ids, prompt_lengths, total, device, cache)
             results, log_probs = draw(self, session, total, limit, greedy=greedy, temperature=temperature,
                                       insertions_per_step=insertions_per_step, top_k=top_k, top_p=top_p,
                                       track_log_probs=return_log_probs, progress=progress)

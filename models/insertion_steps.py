@@ -1,13 +1,13 @@
-"""From decoder outputs to the Insertion Process's step factors, for both decoders.
+"""From decoder outputs to the Insertion Process's step factors, for every decoder.
 
 * :func:`finish_output`: the termination rule (stop head, or EOS at the last slot rewritten as stop / slot /
   token factors) and the certain stop at ``max_length``, applied to any :class:`DecoderOutput`;
 * :func:`step_scores`: :class:`StepLogProbs` of a step from its (finished) output, every candidate position at once;
 * :func:`chosen_step_terms`: only the chosen (slot, token) of each step, from the chosen gap's token logits (the
   insertion-causal decoder's ``log_joint``, where all gaps' token logits would cost ``O(L^2)``);
-* :func:`history_steps` / :func:`history_log_joint`: the insertion-causal decoder's one pass over whole orders;
-* :class:`CanvasSession` / :class:`HistorySession`: step-by-step decoding for the Pyro program and the sampler,
-  re-encoding the canvas or advancing a KV cache.
+
+Each decoder (:mod:`ip_pyro.models.decoder_canvas`, :mod:`ip_pyro.models.decoder_causal`) builds its scores from
+these, so the step factors are written once.
 """
 from __future__ import annotations
 
@@ -17,14 +17,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ip_pyro.canvas import insert_tokens
 from ip_pyro.networks import DecoderOutput
-from ip_pyro.orders import orders_to_ranks, orders_to_slots, slots_of_positions
+from ip_pyro.orders import slots_of_positions
 
-__all__ = ["StepLogProbs", "finish_output", "step_scores", "chosen_step_terms", "canvas_passes",
-           "MIN_CANVASES_PER_PASS", "history_steps", "history_log_joint", "CanvasSession", "HistorySession"]
-
-MIN_CANVASES_PER_PASS = 256
+__all__ = ["StepLogProbs", "finish_output", "step_scores", "chosen_step_terms"]
 
 
 class StepLogProbs(NamedTuple):
@@ -132,148 +128,3 @@ def chosen_step_terms(stop_logits, slot_logits, chosen_slots, chosen_token_logit
     stop_logits = _forced(stop_logits, canvas_lengths, model.max_length)
     go = F.logsigmoid(-stop_logits).masked_fill(canvas_lengths >= model.max_length, -math.inf)
     return F.logsigmoid(stop_logits), go, insert
-
-
-def _encode_history(model, batch, rows, orders: torch.Tensor, first_row: int):
-    """The causal decoder's one pass over orders ``[n, L]`` aligned with ``rows`` (global rows ``first_row..`` of
-    ``batch.repeat``, for the prompt cache)."""
-    cache = model._prompt_cache(model.network, batch)
-    index = (torch.arange(orders.shape[0], device=orders.device) + first_row) % batch.batch_size
-    return model.network.encode(rows.tokens.gather(1, orders), orders, cache.rows(index))
-
-
-def history_steps(model, batch, rows, orders: torch.Tensor, steps: torch.Tensor) -> StepLogProbs:
-    """Causal decoder: :class:`StepLogProbs` ``[N, Q(, L)]`` of the steps ``[N, Q]`` of the orders ``[N, L]``
-    (rows aligned with ``rows = batch.repeat(N // B)``), every candidate position in closed form, from one pass."""
-    network = model.network
-    history = _encode_history(model, batch, rows, orders, 0)
-    stop_logits, slot_logits = network.step_logits(history)  # [N, L+1], [N, L+1, L+1]
-    count, queries = steps.shape
-    gaps = slot_logits.shape[-1]
-    # token logits only at the gaps of each queried step (k <= t: about half of the square for all steps)
-    widths = steps.max(0).values + 1 if count else torch.ones(queries, dtype=torch.long, device=steps.device)
-    pair_query = torch.repeat_interleave(torch.arange(queries, device=steps.device), widths)
-    pair_slot = torch.arange(len(pair_query), device=steps.device) - torch.repeat_interleave(
-        widths.cumsum(0) - widths, widths)
-    pair_steps = steps[:, pair_query]  # [N, P]
-    token_logits = network.token_logits(history, pair_steps, torch.minimum(pair_slot, pair_steps))
-    dense = token_logits.new_zeros(count, queries, gaps, token_logits.shape[-1])  # other gaps: never read
-    dense[:, pair_query, pair_slot] = token_logits
-    flat = count * queries
-    output = DecoderOutput(stop_logits.gather(1, steps).reshape(flat),
-                           slot_logits.gather(1, steps.unsqueeze(-1).expand(-1, -1, gaps)).reshape(flat, gaps),
-                           dense.reshape(flat, gaps, -1))
-    width = orders.shape[1]
-    canvas_lengths = steps.reshape(flat)
-    ranks = orders_to_ranks(orders).repeat_interleave(queries, 0)
-    row_lengths = rows.lengths.repeat_interleave(queries)
-    inserted = (ranks < canvas_lengths.unsqueeze(-1)) & (torch.arange(width, device=orders.device)
-                                                         < row_lengths.unsqueeze(-1))
-    scores = step_scores(finish_output(output, canvas_lengths, model), rows.tokens.repeat_interleave(queries, 0),
-                         row_lengths, inserted, canvas_lengths, model.max_length)
-    return StepLogProbs(scores.stop.view(count, queries), scores.insert.view(count, queries, width),
-                        scores.go.view(count, queries))
-
-
-def history_log_joint(model, batch, rows, orders: torch.Tensor, first_row: int) -> torch.Tensor:
-    """Causal decoder: ``log p(x, sigma)`` ``[n]`` of orders ``[n, L]`` (global rows ``first_row..``) from one pass,
-    with token logits only at each step's chosen gap (and the last gap for ``termination="eos"``)."""
-    network = model.network
-    count, width = orders.shape
-    history = _encode_history(model, batch, rows, orders, first_row)
-    stop_logits, slot_logits = network.step_logits(history)  # [n, L+1], [n, L+1, L+1]
-    steps = torch.arange(width + 1, device=orders.device).expand(count, width + 1)
-    slots = F.pad(orders_to_slots(orders, rows.lengths), (0, 1))  # step L inserts nothing (masked below)
-    tokens = F.pad(rows.tokens.gather(1, orders), (0, 1))
-    chosen_logits = network.token_logits(history, steps, slots)
-    last_logits = network.token_logits(history, steps, steps) if model.termination == "eos" else None
-    stop, go, insert = chosen_step_terms(stop_logits, slot_logits, slots, chosen_logits, tokens, last_logits, steps,
-                                         model)
-    terms = torch.where(steps < rows.lengths.unsqueeze(-1), go + insert, stop)
-    return terms.masked_fill(steps > rows.lengths.unsqueeze(-1), 0.0).sum(-1)
-
-
-def canvas_passes(sizes: torch.Tensor, chunk_size: int, min_canvases: int = MIN_CANVASES_PER_PASS) -> list:
-    """Split canvases sorted by size ``[N]`` into decoder passes ``[(begin, end), ...]``: at most ``chunk_size``
-    canvases each, and a new pass where the size changes once the current one holds ``min_canvases`` (few, large
-    passes, each padded to little more than its own canvases)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be a positive number of canvases per decoder pass")
-    _, counts = torch.unique_consecutive(sizes, return_counts=True)
-    passes, begin, end = [], 0, 0
-    for count in counts.tolist():
-        if end - begin >= min_canvases:
-            passes.append((begin, end))
-            begin = end
-        end += count
-        while end - begin > chunk_size:
-            passes.append((begin, begin + chunk_size))
-            begin += chunk_size
-    if end > begin:
-        passes.append((begin, end))
-    return passes
-
-
-# ------------------------------------------------------------------------------------------ step by step
-class CanvasSession:
-    """Step-by-step decoding that re-encodes the canvas ``[n, t]`` at every step (``decoder="canvas"``)."""
-
-    def __init__(self, model, rows: int, prompt, prompt_lengths, prompt_cache, device):
-        self.model, self.network = model, model.network
-        self.prompt, self.prompt_lengths, self.cache = prompt, prompt_lengths, prompt_cache
-        self.canvas = torch.zeros(rows, 0, dtype=torch.long, device=device)
-        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
-
-    def output(self) -> DecoderOutput:
-        """The finished scores of the current step: stop ``[n]``, slots ``[n, T+1]``, tokens ``[n, T+1, V]``."""
-        return self.model._decode(self.network, self.canvas, self.lengths, self.prompt, self.prompt_lengths,
-                                  self.cache)
-
-    def insert(self, slots, tokens, growing) -> None:
-        self.canvas, self.lengths = insert_tokens(self.canvas, self.lengths, slots, tokens, growing)
-
-    def keep(self, rows) -> None:
-        """Only ``rows`` (bool mask) go on."""
-        self.canvas, self.lengths = self.canvas[rows], self.lengths[rows]
-        if self.cache is not None:
-            self.cache = self.cache.rows(rows.nonzero()[:, 0])
-        elif self.prompt is not None:
-            self.prompt, self.prompt_lengths = self.prompt[rows], self.prompt_lengths[rows]
-
-
-class HistorySession:
-    """Step-by-step decoding with the insertion-causal decoder's KV cache (``decoder="causal"``): one cached item
-    per insertion. Rows that do not grow still write an item (their scores are masked by the caller) so that all
-    rows keep one history length; their canvas and ``lengths`` do not change."""
-
-    def __init__(self, model, prompt_cache):
-        self.model, self.network = model, model.network  # (a PyroModule attribute costs a lookup per access)
-        self.state = self.network.start(prompt_cache)
-        self.canvas = torch.zeros(prompt_cache.lengths.shape[0], 0, dtype=torch.long,
-                                  device=prompt_cache.lengths.device)
-        self.lengths = torch.zeros_like(prompt_cache.lengths)
-
-    def output(self) -> DecoderOutput:
-        return finish_output(self.network.scores(self.state), self.lengths, self.model)
-
-    def output_without_tokens(self) -> DecoderOutput:
-        """Stop and slot scores of the current step with token logits only where the termination rule needs them
-        (the last gap, for ``"eos"``); ``token_logits`` is then a broadcast view, not to be read. Pair it with
-        :meth:`token_logits` to draw a slot and then its token (the sampler at temperature 1)."""
-        last = self.lengths.unsqueeze(-1)
-        raw = self.network.scores(self.state, last)
-        raw.token_logits = raw.token_logits.expand(-1, raw.slot_logits.shape[1], -1)
-        return finish_output(raw, self.lengths, self.model)
-
-    def token_logits(self, slots: torch.Tensor) -> torch.Tensor:
-        """``log p(token | slot, go on)`` up to a constant ``[n, V]`` at the gaps ``slots`` ``[n]``."""
-        logits = self.network.gap_token_logits(self.state, slots.unsqueeze(-1))[:, 0]
-        return logits[..., :self.model.vocab_size]  # EOS only ever takes the stop decision
-
-    def insert(self, slots, tokens, growing) -> None:
-        self.state = self.network.write(self.state, slots, tokens)
-        self.canvas, self.lengths = insert_tokens(self.canvas, self.lengths, slots, tokens, growing)
-
-    def keep(self, rows) -> None:
-        self.state = self.state.rows(rows)
-        self.canvas, self.lengths = self.canvas[rows], self.lengths[rows]

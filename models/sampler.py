@@ -74,7 +74,7 @@ def _two_stage(session, output, keep, temperature: float, top_k, top_p):
         slots = torch.multinomial(slot_logits.softmax(-1), 1)[:, 0]
     else:
         slots = torch.multinomial(truncate_logits(slot_logits / temperature, top_k, top_p).softmax(-1), 1)[:, 0]
-    if hasattr(session, "token_logits"):  # the causal decoder scores the tokens of the drawn gap only
+    if hasattr(session, "token_logits"):  # the session scores the tokens of the drawn gap only
         token_logits = session.token_logits(slots)
     else:
         token_logits = output.token_logits[keep][torch.arange(len(slots), device=slots.device), slots]
@@ -118,7 +118,8 @@ def draw(model, session, total: int, limit: int, *, greedy: bool = False, temper
     alive = torch.arange(total, device=device)
     totals = torch.zeros(total, device=device) if track_log_probs else None
     truncated = top_k is not None or top_p is not None
-    two_stage = not greedy and (truncated or (model.decoder == "causal" and temperature == 1.0))
+    # a session that scores one gap's tokens at a time (the causal KV cache) draws the slot, then its token
+    two_stage = not greedy and (truncated or (hasattr(session, "token_logits") and temperature == 1.0))
     with progress_bar(total, "sampling", "seq", progress) as bar:
         while True:
             output = session.output_without_tokens() if two_stage and hasattr(session, "token_logits") \

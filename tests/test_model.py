@@ -60,9 +60,9 @@ def test_canvas_passes_split_sorted_canvases_by_size_and_chunk(sizes, chunk_size
 def test_log_joint_by_canvas_size_equals_row_order_in_value_and_gradient(prompt_attention, termination, chunk_size,
                                                                          min_canvases, monkeypatch, float64):
     """Sorting the canvases by size into several passes changes the padding, never the numbers."""
-    import ip_pyro.models.insertion as insertion_module
+    import ip_pyro.models.decoder_canvas as canvas_module  # where the canvas decoder's passes are planned
 
-    monkeypatch.setattr(insertion_module, "MIN_CANVASES_PER_PASS", min_canvases)
+    monkeypatch.setattr(canvas_module, "MIN_CANVASES_PER_PASS", min_canvases)
     model = tiny_model(vocab_size=4, max_length=6, termination=termination, prompt_attention=prompt_attention)
     batch = collate([[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0], [1, 2, 0]], [[1, 2], [], [3], [0, 0, 0], [2]])
     orders = PlackettLuce(torch.randn(3 * 5, 6), batch.lengths.repeat(3)).sample()

@@ -59,7 +59,7 @@ def test_model_scores_share_one_prompt_encoding_and_match_the_reference(float64,
     cached = model.log_joint(batch, orders)
     assert len(calls) == 1  # one prompt encoding for 4 orders x (L + 1) canvases
     reference = model.log_joint
-    monkeypatch.setattr(model, "_prompt_cache", lambda network, batch: None)
+    monkeypatch.setattr(model.scoring, "prompt_cache", lambda model, batch: None)
     monkeypatch.setattr(model.network, "forward", lambda *a, **k: InsertionDecoder.forward(model.network, *a,
                                                                                            use_cache=False, **k))
     assert torch.allclose(reference(batch, orders), cached, atol=1e-8)
@@ -129,12 +129,12 @@ def test_sampling_passes_the_prompt_ids_only_when_no_cache_holds_the_prompt(prom
     torch.manual_seed(0)
     model = InsertionProcess(6, d_model=16, n_layers=1, n_heads=2, max_length=4, prompt_attention=prompt_attention)
     calls = []
-    decode = model._decode
+    decode = model.scoring.decode
 
-    def spy(network, canvas, lengths, prompt, prompt_lengths, cache=None, *rest):
+    def spy(model, canvas, lengths, prompt, prompt_lengths, cache=None, *rest):
         calls.append((prompt is None, cache is None))
-        return decode(network, canvas, lengths, prompt, prompt_lengths, cache, *rest)
-    monkeypatch.setattr(model, "_decode", spy)
+        return decode(model, canvas, lengths, prompt, prompt_lengths, cache, *rest)
+    monkeypatch.setattr(model.scoring, "decode", spy)
     model.sample(prompt=[[1, 2], [3]], greedy=True)
     expected = (True, False) if prompt_attention == "prefix" else (False, True)
     assert calls and set(calls) == {expected}
