@@ -170,12 +170,18 @@ def spread(values, digits: int = 3) -> str:
     return f"{text(statistics.mean(values))} [{text(min(values))}, {text(max(values))}]"
 
 
+def _family_rank(arm: str) -> int:
+    return next(rank for rank, prefix in enumerate(("fo-arm", "uniform", "fixed-", "learned-"))
+                if arm.startswith(prefix))
+
+
 def group_by_label(records: list) -> dict:
-    """``{label: [record, ...]}`` in the order labels first appear, each list sorted by seed."""
+    """``{label: [record, ...]}`` by family (FO-ARM, uniform, fixed, learned), then label; each list by seed."""
     groups = {}
     for record in records:
         groups.setdefault(record["label"], []).append(record)
-    return {label: sorted(members, key=lambda r: r["seed"]) for label, members in groups.items()}
+    ordered = sorted(groups, key=lambda label: (_family_rank(groups[label][0]["arm"]), label))
+    return {label: sorted(groups[label], key=lambda r: r["seed"]) for label in ordered}
 
 
 def _digits(metric: str) -> int:
@@ -209,50 +215,54 @@ def short_order(words: Optional[str]) -> str:
     return f"{head}; {timing[-1]}" if timing else head
 
 
-def render_table(records: list, study: str, metrics: list) -> str:
+def render_table(records: list, study: str, metrics: list, *, brief: bool = False) -> str:
     """The markdown table of ``study``: one row per label (seeds, steps and training minutes per seed, each
-    metric as mean [min, max] over seeds, the guide's entropy and the order in words)."""
+    metric as mean [min, max] over seeds, the guide's entropy and the order in words; ``brief`` leaves out the
+    family and the order)."""
     chosen = [record for record in records if record["study"] == study]
     if not chosen:
         raise ValueError(f"no records of study {study!r}; run it (experiments/campaign.py) or fix the block's name")
     unknown = [metric for metric in metrics if metric not in METRIC_NAMES]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r} in the {study} table; use one of {', '.join(METRIC_NAMES)}")
-    titles = ["arm", "family", "seeds", "steps", "train min"] + [
+    titles = ["arm"] + ([] if brief else ["family"]) + ["seeds", "steps", "train min"] + [
         _nll_title(chosen) if metric == "nll" else TITLES.get(metric, metric) for metric in metrics] + [
-        "guide entropy", "order (diagnose)"]
+        "guide entropy"] + ([] if brief else ["order (diagnose)"])
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for label, members in group_by_label(chosen).items():
-        cells = [label, members[0]["arm"], " / ".join(str(r["seed"]) for r in members),
+        cells = [label] + ([] if brief else [members[0]["arm"]]) + [" / ".join(str(r["seed"]) for r in members),
                  " / ".join(f"{r['steps']:,}" for r in members),
                  " / ".join(f"{r['wall_seconds'] / 60:.1f}" for r in members)]
         cells += [_nll_cell(members) if metric == "nll" else
                   spread([r["metrics"].get(metric) for r in members], _digits(metric)) for metric in metrics]
         cells.append(spread([r["order_entropy"] for r in members], 2))
-        cells.append(" / ".join(short_order(r["order"]) for r in members) if any(r["order"] for r in members)
-                     else "–")
+        if not brief:
+            cells.append(" / ".join(short_order(r["order"]) for r in members) if any(r["order"] for r in members)
+                         else "–")
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 
 
 def curve_points(records: list, metric: str) -> dict:
-    """``{label: (wall_minutes, mean, low, high)}``: the validation curve of ``metric`` per label, mean and range
-    over the seeds at each validation index (seeds cut to the shortest curve)."""
+    """``{label: (steps, wall_minutes, mean, low, high)}``: the validation curve of ``metric`` per label, mean and
+    range over the seeds at each validation index (seeds cut to the shortest curve; steps and minutes the seeds'
+    mean)."""
     out = {}
     for label, members in group_by_label(records).items():
         curves = [record["curve"].get(metric) or [] for record in members]
         length = min(len(curve) for curve in curves)
         if length == 0:
             continue
-        minutes, mean, low, high = [], [], [], []
+        steps, minutes, mean, low, high = [], [], [], [], []
         for index in range(length):
             points = [curve[index] for curve in curves]
+            steps.append(statistics.mean(point[0] for point in points))
             minutes.append(statistics.mean(point[1] for point in points) / 60)
             values = [point[2] for point in points]
             mean.append(statistics.mean(values))
             low.append(min(values))
             high.append(max(values))
-        out[label] = (minutes, mean, low, high)
+        out[label] = (steps, minutes, mean, low, high)
     return out
 
 
@@ -351,7 +361,7 @@ def _compare(better: list, worse: list, metric: str) -> str:
     good = [sign * r["metrics"][metric] for r in better]
     bad = [sign * r["metrics"][metric] for r in worse]
     if len(good) < 2 or len(bad) < 2:
-        return "with one seed on a side there is no seed range to judge by"
+        return "one seed on a side: no seed range to judge by"
     if min(good) > max(bad):
         return "beyond the seed range"
     return "within the seed range"
@@ -389,10 +399,10 @@ def render_answers(records: list, study: str, metric: str) -> str:
     for question, (a, b) in (("the learned order", (learned, uniform)), ("the insertion process", (ip, fo_arm))):
         if a is None or b is None:
             continue
-        verb = "beats" if mean(a[1]) > mean(b[1]) else "does not beat"
-        sentences.append(f"On {title}, {question} ({_said(a[0], a[1], metric)}) {verb} "
-                         f"{'the uniform order' if b is uniform else 'FO-ARM'} ({_said(b[0], b[1], metric)}), "
-                         f"{_compare(a[1], b[1], metric) if verb == 'beats' else _compare(b[1], a[1], metric)}.")
+        wins = mean(a[1]) > mean(b[1])
+        sentences.append(f"On {title}, {question} ({_said(a[0], a[1], metric)}) {'beats' if wins else 'trails'} "
+                         f"{'the uniform order' if b is uniform else 'FO-ARM'} ({_said(b[0], b[1], metric)}) "
+                         f"({_compare(a[1], b[1], metric) if wins else _compare(b[1], a[1], metric)}).")
     orders = [f"{label}: {' / '.join(short_order(r['order']) for r in members)}" for label, members in groups.items()
               if members[0]["arm"].startswith("learned-") and any(r["order"] for r in members)]
     if orders:

@@ -7,7 +7,8 @@
 
 A results block in a markdown page is the table between ``<!-- results: study=NAME metrics=a,b,c -->`` and
 ``<!-- /results -->``; an answers block (``<!-- answers: study=NAME metrics=a -->`` ... ``<!-- /answers -->``)
-holds the study's answers in sentences, judged on the metric named. Nothing between two markers is written by hand.
+holds the study's answers in sentences, judged on the metric named; `` brief`` after the metrics leaves the family and
+order columns out of a table. Nothing between two markers is written by hand.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from ip_pyro.results import curve_points, read_records, render_answers, render_t
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/results.md")
-BLOCK = re.compile(r"(<!-- (?P<kind>results|answers): study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+) -->\n)"
-                   r"(?P<body>.*?)(<!-- /(?P=kind) -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- (?P<kind>results|answers): study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+)"
+                   r"(?P<brief> brief)? -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.DOTALL)
 # the metric each study's figure shows, and whether lower is better
 FIGURE_METRICS = {"qm9": "validity", "moses": "validity", "star-easy": "exact_match", "star-medium": "exact_match",
                   "star-hard": "exact_match", "maze-braided-easy": "success"}
@@ -33,12 +34,12 @@ def block_body(match, records: list) -> str:
     metrics = match["metrics"].split(",")
     if match["kind"] == "answers":
         return render_answers(records, match["study"], metrics[0]) + "\n"
-    return render_table(records, match["study"], metrics) + "\n"
+    return render_table(records, match["study"], metrics, brief=bool(match["brief"])) + "\n"
 
 
 def rebuilt(text: str, records: list) -> str:
     """``text`` with every block's body replaced by what its records give."""
-    return BLOCK.sub(lambda match: match.group(1) + block_body(match, records) + match.group(6), text)
+    return BLOCK.sub(lambda match: match.group(1) + block_body(match, records) + match.group(7), text)
 
 
 def stale_blocks(root: Path, records: list) -> list:
@@ -56,8 +57,9 @@ def stale_blocks(root: Path, records: list) -> list:
 
 
 def draw(records: list, study: str, path: Path) -> Path:
-    """One figure per study: its headline metric (validation, EMA weights) against training minutes, the mean
-    over seeds as a line and their range as a band, one colour per arm; and the guide's order entropy."""
+    """One figure per study: its headline metric (validation, EMA weights) against training minutes and against
+    steps, and the guide's order entropy against minutes; the mean over seeds as a line and their range as a band,
+    one colour per arm in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,20 +67,29 @@ def draw(records: list, study: str, path: Path) -> Path:
 
     chosen = [record for record in records if record["study"] == study]
     metric = FIGURE_METRICS.get(chosen[0]["task"], next(iter(chosen[0]["curve"]), "validity"))
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, key in zip(axes, (metric, "order_entropy")):
-        for label, (minutes, mean, low, high) in curve_points(chosen, key).items():
-            line, = axis.plot(minutes, mean, marker="o", markersize=3, label=label)
+    labels = list(dict.fromkeys(record["label"] for record in chosen))
+    colours = {label: plt.get_cmap("tab10")(index % 10) for index, label in enumerate(labels)}
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    panels = ((metric, 1, "training minutes (one torch thread, validation excluded)"),
+              (metric, 0, "optimiser steps"), ("order_entropy", 1, "training minutes"))
+    for axis, (key, x_index, x_label) in zip(axes, panels):
+        for label, points in curve_points(chosen, key).items():
+            x, (mean, low, high) = points[x_index], points[2:]
+            axis.plot(x, mean, marker="o", markersize=3, color=colours[label], label=label)
             if low != high:
-                axis.fill_between(minutes, low, high, color=line.get_color(), alpha=0.2)
-        axis.set_xlabel("training minutes (one torch thread, validation excluded)")
-        axis.set_ylabel(("validation " + key.replace("_", " ")) if key != "order_entropy" else
-                        "guide entropy over orders (1 = uniform)")
+                axis.fill_between(x, low, high, color=colours[label], alpha=0.2)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel("guide entropy over orders (1 = uniform)" if key == "order_entropy" else
+                        "validation " + key.replace("_", " "))
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colours[label], marker="o", markersize=3) for label in labels]
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, -0.04))
     seeds = sorted({record["seed"] for record in chosen})
-    axes[0].legend(fontsize=7, loc="best")
-    figure.suptitle(f"{study}: {chosen[0]['task']}, seeds {', '.join(map(str, seeds))} (mean; band: range)")
+    figure.suptitle(f"{study} ({chosen[0]['task']}): validation curves, seed{'s' if len(seeds) > 1 else ''} "
+                    f"{', '.join(map(str, seeds))}" + (" (line: mean; band: range)" if len(seeds) > 1 else ""))
+    figure.subplots_adjust(bottom=0.2, wspace=0.25)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
