@@ -103,7 +103,10 @@ def run_one(chosen: Study, arm_name: str, seed: int, *, force_eval: bool, load: 
     log = folder.parent / f"{folder.name}.log"
     if "data" in lines and not (ROOT / "data" / chosen.task / "manifest.json").is_file():
         shell(lines["data"], log)
-    commit = git_commit()  # the code the training ran (eval and diagnose record theirs as eval_commit)
+    if not (folder / "train_commit.txt").is_file():  # the code the training started with (kept across resumes)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train_commit.txt").write_text(git_commit() + "\n")
+    commit = (folder / "train_commit.txt").read_text().strip()
     if not finished(folder):
         resume = " --resume" if (folder / "checkpoint.pt").is_file() else ""
         shell(lines["train"] + resume, log)
@@ -153,7 +156,9 @@ def main(argv=None) -> int:
         chosen.arm(arm)  # a one-line error for an unknown arm before anything runs
     if args.verb == "record":
         for arm, seed in pairs:
-            print(write_run_record(chosen, arm, seed, commit=git_commit(), load=args.load), flush=True)
+            marker = ROOT / run_folder(chosen, arm, seed) / "train_commit.txt"
+            commit = marker.read_text().strip() if marker.is_file() else git_commit()
+            print(write_run_record(chosen, arm, seed, commit=commit, load=args.load), flush=True)
         return 0
     if not chosen.data:
         write_test_smiles(chosen)

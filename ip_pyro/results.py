@@ -341,7 +341,7 @@ def record_from_run(folder, *, study: str, label: str, command: list, commit: st
         entropy = curve["order_entropy"][-1][2]
     record = {"study": study, "task": config["task"], "label": label, "arm": arm_family(config),
               "config": {key: config.get(key) for key in CONFIG_KEYS}, "seed": config["seed"],
-              "wall_seconds": round(training[-1]["elapsed_s"], 1) if training else 0.0,
+              "wall_seconds": round(training[-1]["elapsed_s"], 3) if training else 0.0,
               "steps": training[-1]["step"] if training else 0, "threads": threads, "machine": machine,
               "load": load, "metrics": metrics, "nll_kind": nll_kind,
               "order_entropy": None if config["model"] == "fo-arm" else entropy,
