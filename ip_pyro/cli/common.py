@@ -5,34 +5,21 @@ import json
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["CommandError", "read_records", "landmarks", "load_splits", "checkpoint_splits", "print_table", "data_path",
+__all__ = ["CommandError", "read_records", "print_table", "data_path",
            "write_results", "nll_words", "nll_error"]
+
+
+def __getattr__(name):
+    """``landmarks``, ``load_splits`` and ``checkpoint_splits`` moved to :mod:`ip_pyro.tasks.planning`."""
+    if name in ("landmarks", "load_splits", "checkpoint_splits"):
+        from ip_pyro.tasks import planning
+
+        return getattr(planning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CommandError(ValueError):
     """A user-facing error: printed as one line."""
-
-
-def landmarks(records: list) -> list | None:
-    """Per-target positions of named cells: star-graph records (``source``, ``centre``, ``goal``) -> those nodes;
-    maze records (``subgoals``: start, intermediate cells, goal) -> ``start``, ``subgoal 1``, ... (where the path
-    first reaches each in turn) and ``goal``. None for other records."""
-    if records and all({"source", "centre", "goal"} <= set(record) for record in records):
-        return [{"source": 0, "centre": record["target"].index(record["centre"]) if record["centre"] in
-                 record["target"] else 0, "goal": max(len(record["target"]) - 1, 0)} for record in records]
-    if records and all("subgoals" in record for record in records):
-        return [_subgoal_positions(record["target"], record["subgoals"]) for record in records]
-    return None
-
-
-def _subgoal_positions(target: list, subgoals: list) -> dict:
-    marks, position = {"start": 0}, 0
-    for number, cell in enumerate(subgoals[1:-1], 1):
-        if cell in target[position:]:
-            position = target.index(cell, position)
-            marks[f"subgoal {number}"] = position
-    marks["goal"] = max(len(target) - 1, 0)
-    return marks
 
 
 def read_records(path: Path) -> list:
@@ -57,43 +44,6 @@ def read_records(path: Path) -> list:
             raise CommandError(f"{path}:{number} has no 'target' field; each line needs {{\"target\": [ids]}}")
         records.append(record)
     return records
-
-
-def load_splits(args, task: str, *, need_train: bool = True) -> dict:
-    from ip_pyro.data.planning import SPLITS, load_dataset, make_dataset, task_config
-
-    task_config(task)  # one-line error for an unknown task
-    if getattr(args, "data", None):
-        if Path(args.data).is_file():
-            raise CommandError(f"--data {args.data} is a file, but --task {task} reads a folder written by "
-                               f"`ip-pyro data {task}`; for your own sequences pass --task sequences (a SMILES file: "
-                               "--task smiles)")
-        splits, manifest = load_dataset(args.data)
-        if manifest["task"] != task:
-            raise CommandError(f"{args.data} holds {manifest['task']} data, not {task}; pass the matching --data")
-        return splits
-    sizes = dict(SPLITS) if need_train else {"train": 0, "valid": SPLITS["valid"], "test": SPLITS["test"]}
-    return make_dataset(task, seed=args.data_seed, sizes=sizes)
-
-
-def checkpoint_splits(args, task: str, extra: dict) -> tuple[dict, str]:
-    """The splits a verb on a checkpoint reads, and words saying which: ``--data`` when given, else the data the
-    checkpoint was trained on (its recorded ``--data`` folder, or the in-memory data of its recorded seed);
-    ``--data-seed`` overrides the recorded seed."""
-    import argparse
-
-    data = getattr(args, "data", None)
-    if not data and extra.get("data"):
-        data = extra["data"]
-        if not Path(data).exists():
-            raise CommandError(f"the checkpoint was trained on {data}, which is gone; pass --data with the folder "
-                               "(or regenerate it with `ip-pyro data`)")
-    seed = args.data_seed if getattr(args, "data_seed", None) is not None else extra.get("data_seed", 0)
-    splits = load_splits(argparse.Namespace(data=data, data_seed=seed), task, need_train=False)
-    words = f"{data}" if data else f"{task} data generated in memory (seed {seed})"
-    if data and data == extra.get("data") and not getattr(args, "data", None):
-        words += " (the checkpoint's training data)"
-    return splits, words
 
 
 def nll_words(args, guide, scored: int) -> str:

@@ -3,58 +3,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ip_pyro.cli.common import CommandError, landmarks, read_records
+from ip_pyro.cli.common import CommandError
 
 __all__ = ["run", "add_parser"]
 
 
 def run(args) -> int:
-    import torch
-
     from ip_pyro.batch import collate
     from ip_pyro.checkpoint import load_checkpoint
     from ip_pyro.report import diagnose
+    from ip_pyro.tasks import family_of_checkpoint
 
     model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device)
     if guide is None:
         raise CommandError(f"checkpoint {args.checkpoint} holds no guide; diagnose needs an IP model with a guide")
-    marks = None
-    token_names = extra.get("token_names")
-    if "sequence_vocabulary" in extra:  # a user's own sequences: --data in their format, else the run's test split
-        from ip_pyro.cli.sequences import diagnose_sequences
-        sequences, prompts = diagnose_sequences(args, extra, Path(args.checkpoint).resolve().parent,
-                                                model.max_length)
-    elif args.data and Path(args.data).name.endswith((".smi", ".csv", ".csv.gz")):
-        if "vocabulary" not in extra:
-            raise CommandError(f"{args.data} holds SMILES but {args.checkpoint} was not trained on SMILES; pass a "
-                               "JSONL file of token ids")
-        from ip_pyro.data.smiles import SmilesVocabulary, read_smiles
-
-        vocabulary = SmilesVocabulary(extra["vocabulary"])
-        sequences = [vocabulary.encode(smiles) for smiles in read_smiles(Path(args.data))[: args.num_sequences]]
-        prompts = None
-    elif args.data:
-        records = read_records(Path(args.data))[: args.num_sequences]
-        sequences = [record["target"] for record in records]
-        prompts = [record.get("prompt", []) for record in records]
-        prompts = prompts if any(prompts) else None
-        marks = landmarks(records)
-    else:
-        if getattr(model, "conditional", None):
-            raise CommandError(f"{args.checkpoint} models prompted data, so diagnose needs the prompts: pass --data "
-                               "FILE (JSONL with a 'prompt' and a 'target' per line)")
-        torch.manual_seed(args.seed)
-        drawn = model.sample(args.num_sequences)
-        sequences, prompts = [s for s in drawn if s], None
-        if not sequences:
-            raise CommandError("the model only sampled empty sequences; pass --data with sequences to diagnose")
-        print(f"no --data given: diagnosing {len(sequences)} sequences sampled from the model (seed {args.seed}; "
-              f"{len(drawn) - len(sequences)} empty draws left out)" if len(drawn) > len(sequences) else
-              f"no --data given: diagnosing {len(sequences)} sequences sampled from the model (seed {args.seed})")
-    batch = collate(sequences, prompts, vocab_size=model.vocab_size).to(args.device)
-    report = diagnose(model, guide, batch, args.out, token_names=token_names, domain=args.domain, landmarks=marks,
-                      num_chains=args.chains, num_draws=args.draws, mcmc_samples=args.mcmc_samples,
-                      mcmc_warmup=args.mcmc_warmup, seed=args.seed)
+    data = family_of_checkpoint(extra).diagnose_data(args, model, extra, Path(args.checkpoint).resolve().parent)
+    if data["said"]:
+        print(data["said"])
+    batch = collate(data["sequences"], data["prompts"], vocab_size=model.vocab_size).to(args.device)
+    report = diagnose(model, guide, batch, args.out, token_names=extra.get("token_names"), domain=args.domain,
+                      landmarks=data["landmarks"], num_chains=args.chains, num_draws=args.draws,
+                      mcmc_samples=args.mcmc_samples, mcmc_warmup=args.mcmc_warmup, seed=args.seed)
     print(report["summary"])
     print(f"wrote {len(report['files'])} files to {args.out}")
     return 0

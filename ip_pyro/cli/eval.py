@@ -1,8 +1,5 @@
-"""``ip-pyro eval --checkpoint PATH``: the task's metrics on a split (table + JSON)."""
+"""``ip-pyro eval --checkpoint PATH``: the metrics of the checkpoint's task family on a split (table + JSON)."""
 from __future__ import annotations
-
-
-from ip_pyro.cli.common import CommandError, checkpoint_splits, nll_error, nll_words, print_table, write_results
 
 __all__ = ["run", "add_parser"]
 
@@ -11,40 +8,11 @@ def run(args) -> int:
     import torch
 
     from ip_pyro.checkpoint import load_checkpoint
-    from ip_pyro.evaluation import planning_metrics, sequence_nll
+    from ip_pyro.tasks import family_of_checkpoint
 
     torch.manual_seed(args.seed)  # sampled decoding, SMILES samples and the NLL's orders: same seed, same numbers
-
     model, guide, extra = load_checkpoint(args.checkpoint, map_location=args.device, use_ema=args.weights == "ema")
-    task = extra.get("task")
-    if task is None:
-        raise CommandError(f"checkpoint {args.checkpoint} records no task; evaluate it with the Python API")
-    if "vocabulary" in extra:
-        from ip_pyro.cli.smiles import eval_smiles
-        return eval_smiles(args, model, guide, extra)
-    if "sequence_vocabulary" in extra:
-        from ip_pyro.cli.sequences import eval_sequences
-        return eval_sequences(args, model, guide, extra)
-    splits, source = checkpoint_splits(args, task, extra)
-    if args.split not in splits:
-        raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
-    examples = splits[args.split][: args.limit] if args.limit else splits[args.split]
-    scored = min(len(examples), args.nll_limit) if args.nll_limit else len(examples)
-    print(f"evaluating the {args.split} split of {source}: {args.decode} decoding of {len(examples)} examples"
-          + nll_words(args, guide, scored), flush=True)
-    results = {"task": task, "split": args.split, "decode": args.decode, "weights": args.weights,
-               **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy",
-                                  insertions_per_step=args.insertions_per_step, progress=True)}
-    if args.nll_samples or args.exact:
-        subset = examples[: args.nll_limit] if args.nll_limit else examples
-        try:
-            results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples, progress=True,
-                                        exact=args.exact), nll_examples=len(subset))
-        except ValueError as error:
-            raise nll_error(error) from None
-    print_table(results)
-    write_results(args, results)
-    return 0
+    return family_of_checkpoint(extra).evaluate(args, model, guide, extra)
 
 
 def add_parser(commands) -> None:

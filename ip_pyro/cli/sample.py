@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ip_pyro.cli.common import CommandError, checkpoint_splits
+from ip_pyro.cli.common import CommandError
 
 __all__ = ["run", "add_parser"]
 
@@ -44,7 +44,8 @@ def _given_prompts(args) -> list | None:
     return prompts if (args.prompt or args.prompts) else None
 
 
-def _options(args) -> dict:
+def sampling_options(args) -> dict:
+    """``model.sample``'s keyword arguments from the flags (greedy, temperature, top-k, top-p)."""
     return {"greedy": args.greedy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
 
 
@@ -63,82 +64,30 @@ def decode_prompts(model, prompts: list, args) -> list:
     if args.best_of > 1:
         if args.greedy:
             raise CommandError("--best-of draws several samples per prompt; drop --greedy (greedy gives one)")
-        return _best_of(model, prompts, args.best_of, _options(args))
-    return model.sample(prompt=prompts, **_options(args))
+        return _best_of(model, prompts, args.best_of, sampling_options(args))
+    return model.sample(prompt=prompts, **sampling_options(args))
 
 
 def run(args) -> int:
     from ip_pyro.checkpoint import load_checkpoint
+    from ip_pyro.tasks import family_of_checkpoint
 
     if args.best_of < 1:
         raise CommandError(f"--best-of {args.best_of} must be at least 1")
     model, _, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    family = family_of_checkpoint(extra)
     given = _given_prompts(args)
-    if "vocabulary" in extra:
-        if given is not None or args.best_of > 1:
-            raise CommandError("a SMILES model draws molecules without prompts; drop --prompt/--prompts/--best-of")
-        from ip_pyro.data.smiles import SmilesVocabulary
-        from ip_pyro.evaluation import sample_smiles
-
-        vocabulary = SmilesVocabulary(extra["vocabulary"])
-        for smiles in sample_smiles(model, vocabulary, args.num, temperature=args.temperature, top_k=args.top_k,
-                                    top_p=args.top_p, greedy=args.greedy):
-            print(smiles)
-        return 0
+    if given is None:
+        return family.sample(args, model, extra, _token_codec(extra)[1])
+    if family.name == "smiles":
+        raise CommandError("a SMILES model draws molecules without prompts; drop --prompt/--prompts")
     encode, decode = _token_codec(extra)
-    if given is not None:
-        try:
-            prompts = [encode(words) for words in given]
-        except ValueError as error:
-            raise CommandError(f"a prompt holds a token the model does not know: {error}") from None
-        for words, prediction in zip(given, decode_prompts(model, prompts, args)):
-            print(f"{words}  =>  {decode(prediction)}")
-        return 0
-    if not getattr(model, "conditional", None) and not extra.get("prompted") and extra.get("task") not in _tasks():
-        if args.best_of > 1:
-            raise CommandError("--best-of ranks draws for one prompt; this model has no prompts (use -n)")
-        for sequence in model.sample(args.num, **_options(args)):
-            print(decode(sequence))
-        return 0
-    return _decode_split(args, model, extra, decode)
-
-
-def _tasks() -> tuple:
-    from ip_pyro.data.planning import task_names
-
-    return tuple(task_names())
-
-
-def _decode_split(args, model, extra: dict, decode) -> int:
-    """Decode the first ``-n`` prompts of ``--split`` of the checkpoint's data, marking exact matches."""
-    if "sequence_vocabulary" in extra:
-        if not extra.get("data"):
-            raise CommandError(f"{args.checkpoint} holds no data settings; pass --prompt \"TOKENS\" or --prompts FILE")
-        from ip_pyro.cli.sequences import task_for
-
-        task, source = task_for(extra["data"], extra["sequence_vocabulary"],
-                                base=Path(args.checkpoint).resolve().parent, override=args.data)
-        if args.split not in task.splits:
-            raise CommandError(f"no split {args.split!r}; choose from {', '.join(task.splits)}")
-        examples = task.splits[args.split][: args.num]
-    elif extra.get("task") in _tasks():
-        splits, source = checkpoint_splits(args, extra["task"], extra)
-        if args.split not in splits:
-            raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")
-        examples = splits[args.split][: args.num]
-    else:
-        raise CommandError(f"{args.checkpoint} models prompted data but holds no data; pass --prompt \"TOKENS\" or "
-                           "--prompts FILE")
-    print(f"decoding the first {len(examples)} prompts of the {args.split} split of {source}")
-    predictions = decode_prompts(model, [example["prompt"] for example in examples], args)
-    for example, prediction in zip(examples, predictions):
-        mark = "ok " if prediction == example["target"] else "   "
-        if "subgoals" in example:
-            print(f"{mark}subgoals {' '.join(map(str, example['subgoals']))}: {decode(prediction)}")
-        elif "source" in example:
-            print(f"{mark}source {example['source']} goal {example['goal']}: {decode(prediction)}")
-        else:
-            print(f"{mark}{decode(example['prompt'])}  =>  {decode(prediction)}")
+    try:
+        prompts = [encode(words) for words in given]
+    except ValueError as error:
+        raise CommandError(f"a prompt holds a token the model does not know: {error}") from None
+    for words, prediction in zip(given, decode_prompts(model, prompts, args)):
+        print(f"{words}  =>  {decode(prediction)}")
     return 0
 
 

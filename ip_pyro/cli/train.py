@@ -1,48 +1,16 @@
-"""``ip-pyro train``: the flags, and the planning tasks' training; SMILES tasks and a user's own sequences supply
-their data and validation from their own modules (``cli/smiles.py``, ``cli/sequences.py``), which share the
-config and the training loop of ``cli/training.py``."""
+"""``ip-pyro train``: the run's flags, and the training of the ``--task``'s family (:mod:`ip_pyro.tasks`), which
+turns them into data, a vocabulary and sizes and validates with its own metrics."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from ip_pyro.cli import sequences
-from ip_pyro.cli.common import CommandError, load_splits
-from ip_pyro.cli.training import add_config_arguments, config_from_args, run_training
+from ip_pyro.cli.training import add_config_arguments
 
 __all__ = ["run", "add_parser"]
 
 
 def run(args) -> int:
-    from ip_pyro.data.molecules import SMILES_TASKS, is_smiles_task
-    from ip_pyro.data.planning import task_names
+    from ip_pyro.tasks import family_for_name
 
-    if args.task not in task_names() and not is_smiles_task(args.task) and args.task != sequences.TASK:
-        raise CommandError(f"unknown task {args.task!r}; choose from "
-                           + ", ".join(list(task_names()) + list(SMILES_TASKS) + [sequences.TASK]))
-    if args.task == sequences.TASK:
-        return sequences.train_sequences(args)
-    if is_smiles_task(args.task):
-        from ip_pyro.cli.smiles import train_smiles
-        return train_smiles(args)
-    from ip_pyro.data.planning import LENGTH_SLACK, task_config
-    from ip_pyro.evaluation import planning_metrics
-
-    task = task_config(args.task)
-    data = {"data": str(Path(args.data).resolve()) if args.data else None, "data_seed": args.data_seed}
-    config = config_from_args(args, vocab_size=task.vocab_size, max_length=task.max_target_length + LENGTH_SLACK,
-                              max_prompt_length=task.max_prompt_length, extra=data)  # eval/sample read it back
-    splits = load_splits(args, args.task)
-    valid = splits["valid"][: config.eval_size]
-
-    def evaluate(model, guide, trainer):
-        return {f"valid_{k}": v for k, v in planning_metrics(model, guide, valid, task=args.task).items()}
-
-    trainer = run_training(args, config, splits["train"], evaluate)
-    final = [record for record in trainer.history if "valid_exact_match" in record]
-    if final:
-        print(json.dumps(final[-1]))
-    return 0
+    return family_for_name(args.task).train(args)
 
 
 def add_parser(commands) -> None:
@@ -50,11 +18,10 @@ def add_parser(commands) -> None:
     fields (:func:`ip_pyro.cli.training.add_config_arguments`), then the data and process flags."""
     train = commands.add_parser("train", help="train a model on a planning task, SMILES or your own sequences")
     from ip_pyro.config import GUIDE_NAMES, MODEL_NAMES
-    from ip_pyro.data.molecules import SMILES_TASKS
-    from ip_pyro.data.planning import task_names
+    from ip_pyro.tasks import task_names
 
-    add_config_arguments(train, {"tasks": ", ".join(list(task_names()) + list(SMILES_TASKS) + [sequences.TASK]),
-                                 "models": ", ".join(MODEL_NAMES), "guides": ", ".join(GUIDE_NAMES)})
+    add_config_arguments(train, {"tasks": ", ".join(task_names()), "models": ", ".join(MODEL_NAMES),
+                                 "guides": ", ".join(GUIDE_NAMES)})
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per "
                        "core); on a shared or small machine 1 per run degrades gracefully (benchmarks/threads.py)")
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "

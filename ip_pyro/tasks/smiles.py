@@ -1,4 +1,4 @@
-"""``ip-pyro train|eval`` for SMILES tasks (``qm9``, ``moses``, ``smiles --data FILE``).
+"""SMILES tasks (``qm9``, ``moses``, ``smiles --data FILE``) for every verb.
 
 Training saves the vocabulary in the checkpoint (``extra["vocabulary"]``) with the data settings, so ``eval``
 rebuilds the same splits; validation samples molecules (validity, uniqueness) and scores the validation NLL.
@@ -14,8 +14,10 @@ from typing import Optional
 
 from ip_pyro.cli.common import CommandError, data_path, nll_error, nll_words, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
+from ip_pyro.tasks.base import TaskFamily, register_task_family
+from ip_pyro.tasks.shared import SMILES_SUFFIXES, records_to_diagnose, sampled_to_diagnose
 
-__all__ = ["train_smiles", "eval_smiles", "smiles_task_for"]
+__all__ = ["SmilesTasks", "train_smiles", "eval_smiles", "smiles_task_for"]
 
 MOSES_DEFAULT_TRAIN = 200_000
 SMILES_EVAL_NLL_LIMIT = 200  # molecules whose NLL eval scores unless --nll-limit says otherwise (bounded on a CPU)
@@ -59,7 +61,7 @@ def train_smiles(args) -> int:
     print(f"{args.task}: {len(task.splits['train'])} train / {len(task.splits['valid'])} valid / "
           f"{len(task.splits['test'])} test molecules, {len(task.vocabulary)} tokens, max length {task.max_length}")
     extra = {"vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
-             "data": data, "skipped": task.skipped}
+             "data": data, "skipped": task.skipped, "task_family": SmilesTasks.name}
     config = config_from_args(args, vocab_size=len(task.vocabulary), max_length=task.max_length, extra=extra)
     valid = task.splits["valid"][: min(config.eval_size, VALID_NLL_LIMIT)]
     nll_samples = 8 if config.model == "ip" else 1
@@ -103,3 +105,44 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
     samples_path.write_text("\n".join(samples) + "\n")
     print(f"wrote {out} and {samples_path}")
     return 0
+
+
+class SmilesTasks(TaskFamily):
+    name = "smiles"
+
+    def names(self) -> list:
+        from ip_pyro.data.molecules import SMILES_TASKS
+
+        return list(SMILES_TASKS)
+
+    def train(self, args) -> int:
+        return train_smiles(args)
+
+    def evaluate(self, args, model, guide, extra: dict) -> int:
+        return eval_smiles(args, model, guide, extra)
+
+    def sample(self, args, model, extra: dict, decode) -> int:
+        from ip_pyro.data.smiles import SmilesVocabulary
+        from ip_pyro.evaluation import sample_smiles
+
+        if args.best_of > 1:
+            raise CommandError("a SMILES model draws molecules without prompts; drop --best-of")
+        vocabulary = SmilesVocabulary(extra["vocabulary"])
+        for smiles in sample_smiles(model, vocabulary, args.num, temperature=args.temperature, top_k=args.top_k,
+                                    top_p=args.top_p, greedy=args.greedy):
+            print(smiles)
+        return 0
+
+    def diagnose_data(self, args, model, extra: dict, base) -> dict:
+        if not args.data:
+            return sampled_to_diagnose(args, model)
+        if not Path(args.data).name.endswith(SMILES_SUFFIXES):
+            return records_to_diagnose(args)
+        from ip_pyro.data.smiles import SmilesVocabulary, read_smiles
+
+        vocabulary = SmilesVocabulary(extra["vocabulary"])
+        sequences = [vocabulary.encode(smiles) for smiles in read_smiles(Path(args.data))[: args.num_sequences]]
+        return {"sequences": sequences, "prompts": None, "landmarks": None, "said": None}
+
+
+register_task_family(SmilesTasks)

@@ -16,8 +16,9 @@ from typing import Optional
 
 from ip_pyro.cli.common import CommandError, data_path, nll_error, nll_words, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
+from ip_pyro.tasks.base import TaskFamily, register_task_family
 
-__all__ = ["TASK", "train_sequences", "eval_sequences", "diagnose_sequences", "task_for"]
+__all__ = ["SequenceTasks", "TASK", "train_sequences", "eval_sequences", "diagnose_sequences", "task_for"]
 
 TASK = "sequences"
 VALID_LIMIT = 100  # validation sequences each periodic validation decodes and scores (8 orders for the NLL)
@@ -70,7 +71,7 @@ def train_sequences(args) -> int:
           "of headroom, so that sampling ends by the model's stop decision, not by the length cap)"
           + (f", prompts up to {task.max_prompt_length} tokens" if task.prompted else ", no prompts"))
     extra = {"sequence_vocabulary": list(task.vocabulary.tokens), "token_names": list(task.vocabulary.tokens),
-             "data": data, "skipped": task.skipped, "prompted": task.prompted}
+             "data": data, "skipped": task.skipped, "prompted": task.prompted, "task_family": SequenceTasks.name}
     config = config_from_args(args, vocab_size=len(task.vocabulary), max_length=task.max_length,
                               max_prompt_length=task.max_prompt_length, extra=extra)
     valid = task.splits["valid"][: min(config.eval_size, VALID_LIMIT)]
@@ -141,3 +142,46 @@ def diagnose_sequences(args, extra: dict, base: Path, max_length: Optional[int] 
     records = records[: args.num_sequences]
     prompts = [record["prompt"] for record in records]
     return [record["target"] for record in records], (prompts if any(prompts) else None)
+
+
+class SequenceTasks(TaskFamily):
+    name = "sequences"
+
+    def names(self) -> list:
+        return [TASK]
+
+    def train(self, args) -> int:
+        return train_sequences(args)
+
+    def evaluate(self, args, model, guide, extra: dict) -> int:
+        return eval_sequences(args, model, guide, extra)
+
+    def sample(self, args, model, extra: dict, decode) -> int:
+        """Unprompted data: draw ``-n`` sequences; prompted: decode the first ``-n`` prompts of ``--split``."""
+        from ip_pyro.cli.sample import decode_prompts, sampling_options
+
+        if not extra.get("prompted") and not getattr(model, "conditional", None):
+            if args.best_of > 1:
+                raise CommandError("--best-of ranks draws for one prompt; this model has no prompts (use -n)")
+            for sequence in model.sample(args.num, **sampling_options(args)):
+                print(decode(sequence))
+            return 0
+        if not extra.get("data"):
+            raise CommandError(f"{args.checkpoint} holds no data settings; pass --prompt \"TOKENS\" or --prompts FILE")
+        task, path = task_for(extra["data"], extra["sequence_vocabulary"], base=Path(args.checkpoint).resolve().parent,
+                              override=args.data)
+        if args.split not in task.splits:
+            raise CommandError(f"no split {args.split!r}; choose from {', '.join(task.splits)}")
+        examples = task.splits[args.split][: args.num]
+        print(f"decoding the first {len(examples)} prompts of the {args.split} split of {path}")
+        for example, prediction in zip(examples, decode_prompts(model, [e["prompt"] for e in examples], args)):
+            mark = "ok " if prediction == example["target"] else "   "
+            print(f"{mark}{decode(example['prompt'])}  =>  {decode(prediction)}")
+        return 0
+
+    def diagnose_data(self, args, model, extra: dict, base) -> dict:
+        sequences, prompts = diagnose_sequences(args, extra, base, model.max_length)
+        return {"sequences": sequences, "prompts": prompts, "landmarks": None, "said": None}
+
+
+register_task_family(SequenceTasks)
