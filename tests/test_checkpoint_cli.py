@@ -125,7 +125,7 @@ def test_cli_errors_are_one_line_without_traceback(arguments, message, tmp_path,
 
 
 def test_star_records_give_landmarks_for_the_path_view():
-    from ip_pyro.cli.common import landmarks as _landmarks
+    from ip_pyro.tasks.planning import landmarks as _landmarks
 
     records = [{"target": [3, 7, 7, 9, 9, 4], "source": 3, "centre": 9, "goal": 4},
                {"target": [5, 1], "source": 5, "centre": 5, "goal": 1}]
@@ -134,7 +134,7 @@ def test_star_records_give_landmarks_for_the_path_view():
 
 
 def test_maze_records_give_subgoal_landmarks_in_the_order_the_path_reaches_them():
-    from ip_pyro.cli.common import landmarks as _landmarks
+    from ip_pyro.tasks.planning import landmarks as _landmarks
 
     records = [{"target": [30, 24, 11, 24, 8], "subgoals": [30, 11, 8]},
                {"target": [5, 6, 7, 6, 5, 9], "subgoals": [5, 7, 5, 9]},  # a subgoal revisiting the start

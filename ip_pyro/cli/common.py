@@ -9,14 +9,6 @@ __all__ = ["CommandError", "read_records", "print_table", "data_path",
            "write_results", "nll_words", "nll_error"]
 
 
-def __getattr__(name):
-    """``landmarks``, ``load_splits`` and ``checkpoint_splits`` moved to :mod:`ip_pyro.tasks.planning`."""
-    if name in ("landmarks", "load_splits", "checkpoint_splits"):
-        from ip_pyro.tasks import planning
-
-        return getattr(planning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 class CommandError(ValueError):
     """A user-facing error: printed as one line."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ip_pyro.cli.common import CommandError
+from ip_pyro.tasks.shared import decode_prompts
 
 __all__ = ["run", "add_parser"]
 
@@ -42,30 +43,6 @@ def _given_prompts(args) -> list | None:
             raise CommandError(f"no prompt file at {path} (--prompts); it needs one prompt a line")
         prompts += [line for line in path.read_text().splitlines() if line.strip()]
     return prompts if (args.prompt or args.prompts) else None
-
-
-def sampling_options(args) -> dict:
-    """``model.sample``'s keyword arguments from the flags (greedy, temperature, top-k, top-p)."""
-    return {"greedy": args.greedy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-
-
-def _best_of(model, prompts: list, copies: int, options: dict) -> list:
-    """One sequence per prompt: of ``copies`` draws each, the one with the highest ``log p(x, sigma | prompt)``."""
-    drawn, scores = model.sample(copies, prompt=prompts, return_log_probs=True, **options)
-    chosen = []
-    for index in range(len(prompts)):
-        block = range(index * copies, (index + 1) * copies)
-        chosen.append(drawn[max(block, key=lambda row: scores[row])])
-    return chosen
-
-
-def decode_prompts(model, prompts: list, args) -> list:
-    """One output per prompt (``--best-of`` draws, ``--greedy`` or one draw)."""
-    if args.best_of > 1:
-        if args.greedy:
-            raise CommandError("--best-of draws several samples per prompt; drop --greedy (greedy gives one)")
-        return _best_of(model, prompts, args.best_of, sampling_options(args))
-    return model.sample(prompt=prompts, **sampling_options(args))
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ip_pyro.cli.common import CommandError, nll_error, nll_words, print_table, write_results
 from ip_pyro.tasks.base import TaskFamily, register_task_family
-from ip_pyro.tasks.shared import records_to_diagnose, sampled_to_diagnose
+from ip_pyro.tasks.shared import decode_prompts, records_to_diagnose, sampled_to_diagnose
 
 __all__ = ["PlanningTasks", "landmarks", "load_splits", "checkpoint_splits"]
 
@@ -127,8 +127,6 @@ class PlanningTasks(TaskFamily):
         return 0
 
     def sample(self, args, model, extra: dict, decode) -> int:
-        from ip_pyro.cli.sample import decode_prompts
-
         splits, source = checkpoint_splits(args, extra["task"], extra)
         if args.split not in splits:
             raise CommandError(f"no split {args.split!r}; choose from {', '.join(splits)}")

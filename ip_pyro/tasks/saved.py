@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ip_pyro.cli.common import CommandError
 from ip_pyro.tasks.base import TaskFamily, register_task_family
-from ip_pyro.tasks.shared import records_to_diagnose, sampled_to_diagnose
+from ip_pyro.tasks.shared import records_to_diagnose, sampled_to_diagnose, sampling_options
 
 __all__ = ["SavedModel"]
 
@@ -23,8 +23,6 @@ class SavedModel(TaskFamily):
         if getattr(model, "conditional", None):
             raise CommandError(f"{args.checkpoint} models prompted data and holds no data; pass --prompt \"TOKENS\" "
                                "or --prompts FILE")
-        from ip_pyro.cli.sample import sampling_options
-
         if args.best_of > 1:
             raise CommandError("--best-of ranks draws for one prompt; this model has no prompts (use -n)")
         for sequence in model.sample(args.num, **sampling_options(args)):

@@ -17,6 +17,7 @@ from typing import Optional
 from ip_pyro.cli.common import CommandError, data_path, nll_error, nll_words, print_table, write_results
 from ip_pyro.cli.training import config_from_args, run_training
 from ip_pyro.tasks.base import TaskFamily, register_task_family
+from ip_pyro.tasks.shared import decode_prompts, sampling_options
 
 __all__ = ["SequenceTasks", "TASK", "train_sequences", "eval_sequences", "diagnose_sequences", "task_for"]
 
@@ -158,8 +159,6 @@ class SequenceTasks(TaskFamily):
 
     def sample(self, args, model, extra: dict, decode) -> int:
         """Unprompted data: draw ``-n`` sequences; prompted: decode the first ``-n`` prompts of ``--split``."""
-        from ip_pyro.cli.sample import decode_prompts, sampling_options
-
         if not extra.get("prompted") and not getattr(model, "conditional", None):
             if args.best_of > 1:
                 raise CommandError("--best-of ranks draws for one prompt; this model has no prompts (use -n)")

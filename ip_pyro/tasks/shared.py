@@ -1,12 +1,12 @@
-"""What several task families share for ``diagnose``: sequences from a JSONL file of records, or drawn from the
-model when no ``--data`` is given."""
+"""What several task families share: decoding prompts with the ``sample`` flags (``--best-of``, truncation), and
+for ``diagnose`` sequences from a JSONL file of records, or drawn from the model when no ``--data`` is given."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ip_pyro.cli.common import CommandError, read_records
 
-__all__ = ["records_to_diagnose", "sampled_to_diagnose", "SMILES_SUFFIXES"]
+__all__ = ["records_to_diagnose", "sampled_to_diagnose", "SMILES_SUFFIXES", "sampling_options", "decode_prompts"]
 
 SMILES_SUFFIXES = (".smi", ".csv", ".csv.gz")
 
@@ -39,3 +39,27 @@ def sampled_to_diagnose(args, model) -> dict:
     said = (f"no --data given: diagnosing {len(sequences)} sequences sampled from the model (seed {args.seed}"
             + (f"; {empty} empty draws left out)" if empty else ")"))
     return {"sequences": sequences, "prompts": None, "landmarks": None, "said": said}
+
+
+def sampling_options(args) -> dict:
+    """``model.sample``'s keyword arguments from the flags (greedy, temperature, top-k, top-p)."""
+    return {"greedy": args.greedy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+
+
+def _best_of(model, prompts: list, copies: int, options: dict) -> list:
+    """One sequence per prompt: of ``copies`` draws each, the one with the highest ``log p(x, sigma | prompt)``."""
+    drawn, scores = model.sample(copies, prompt=prompts, return_log_probs=True, **options)
+    chosen = []
+    for index in range(len(prompts)):
+        block = range(index * copies, (index + 1) * copies)
+        chosen.append(drawn[max(block, key=lambda row: scores[row])])
+    return chosen
+
+
+def decode_prompts(model, prompts: list, args) -> list:
+    """One output per prompt (``--best-of`` draws, ``--greedy`` or one draw)."""
+    if args.best_of > 1:
+        if args.greedy:
+            raise CommandError("--best-of draws several samples per prompt; drop --greedy (greedy gives one)")
+        return _best_of(model, prompts, args.best_of, sampling_options(args))
+    return model.sample(prompt=prompts, **sampling_options(args))
