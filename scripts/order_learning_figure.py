@@ -1,4 +1,4 @@
-"""The figure of docs/order_learning.md: does the learned order leave the uniform one, and does it pay?
+"""The figures of docs/experiments/ (star-easy, QM9, maze): does the learned order leave the uniform one, and does it pay?
 
     python -m scripts.order_learning_figure --mirror runs/mirror_elbo.json runs/mirror_rws.json \
         --runs runs/star-easy/*-s[0-9] --out docs/order_learning.png

@@ -79,7 +79,7 @@ TASKS = {
     "star-hard": StarConfig(degree=5, arm_min=6, arm_max=12, num_nodes=56, plan=5),
 }
 SPLITS = {"train": 50_000, "valid": 500, "test": 5_000}
-# the random stream of a renamed tier keeps its old name, so its datasets are the very graphs of the earlier runs
+# a renamed tier draws from its old name's random stream, so `ip-pyro data` writes the same graphs under either name
 SEED_NAMES = {"star-easy-v0": "star-easy"}
 # models get this many tokens beyond the longest target, so that stopping is the model's choice (a model that
 # runs on is caught by the termination rate) rather than forced at the target's length
