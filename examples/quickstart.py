@@ -10,12 +10,15 @@ of an order in one pass, so its ELBO uses all steps) the script trains with
 log-likelihood (nats per string), the guide's order entropy relative to uniform, the share of samples that belong
 to the language, and one sample.
 
-    python examples/quickstart.py                 # ~3 minutes on 2 CPU cores
+    python examples/quickstart.py                 # two arms at a time, one torch thread each
+    python examples/quickstart.py --jobs 1        # one arm after another (the same table, bit for bit)
     python examples/quickstart.py --steps 5000 --device cuda
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import queue
 import time
 
 import pyro
@@ -31,6 +34,8 @@ from ip_pyro.infer import (InsertionELBO, InsertionRWS, exact_log_likelihood, im
 from ip_pyro.models import InsertionProcess
 
 ARMS = ("uniform", "l2r", "pl", "pl-rws", "causal-uniform", "causal-pl-rws")
+# each arm's training time relative to the uniform arm's (measured at the default size), to start the longest first
+ARM_COST = {"uniform": 1.0, "l2r": 0.9, "pl": 1.3, "pl-rws": 5.7, "causal-uniform": 1.7, "causal-pl-rws": 2.4}
 
 
 def decoder_of(name: str) -> str:
@@ -119,15 +124,65 @@ def main(args):
         torch.set_num_threads(previous)
 
 
+def run_arm(name: str, train, test, args):
+    """Train and evaluate one arm: ``(name, training seconds, evaluation dict)``."""
+    model, guide, seconds = train_one(name, train, args)
+    return name, seconds, evaluate(model, guide, test, args)
+
+
+def _arm_worker(names, results, train, test, args):
+    """A forked process: run arms from ``names`` (one torch thread each) until it is empty; put each row (or the
+    error's text) on ``results``."""
+    torch.set_num_threads(args.threads)
+    while True:
+        try:
+            name = names.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            results.put(run_arm(name, train, test, args))
+        except Exception as error:  # reported by the parent, which fails with the arm's name
+            results.put((name, None, f"{type(error).__name__}: {error}"))
+
+
+def run_arms(train, test, args) -> list:
+    """Every arm of ``args.guides``, ``args.jobs`` at a time (forked processes; each arm seeds itself, so the rows
+    equal a one-at-a-time run's), in the order of ``args.guides``; the longest arms start first."""
+    if args.jobs <= 1 or len(args.guides) == 1 or args.device != "cpu":
+        return [run_arm(name, train, test, args) for name in args.guides]
+    context = multiprocessing.get_context("fork")
+    names, results = context.Queue(), context.Queue()
+    for name in sorted(args.guides, key=lambda arm: -ARM_COST.get(arm, 1.0)):
+        names.put(name)
+    workers = [context.Process(target=_arm_worker, args=(names, results, train, test, args))
+               for _ in range(min(args.jobs, len(args.guides)))]
+    for worker in workers:
+        worker.start()
+    rows = {}
+    while len(rows) < len(args.guides):
+        try:
+            name, seconds, result = results.get(timeout=5)
+        except queue.Empty:
+            if not any(worker.is_alive() for worker in workers):
+                raise SystemExit("error: a demo worker process died without a result; rerun with --jobs 1")
+            continue
+        if seconds is None:
+            raise SystemExit(f"error: arm {name} failed: {result}")
+        rows[name] = (name, seconds, result)
+    for worker in workers:
+        worker.join()
+    return [rows[name] for name in args.guides]
+
+
 def table(args):
     """Every arm once (``--seed``): the results table."""
     train, test, described = make_data(args)
+    jobs = min(args.jobs, len(args.guides)) if args.device == "cpu" else 1
     print(f"{described} over {args.vocab_size} symbols; {len(train)} train / {len(test)} test; "
-          f"{args.steps} steps per guide on {args.device} ({args.threads} torch thread{'s' * (args.threads > 1)})")
-    rows = []
-    for name in args.guides:
-        model, guide, seconds = train_one(name, train, args)
-        rows.append((name, seconds, evaluate(model, guide, test, args)))
+          f"{args.steps} steps per guide on {args.device} ({jobs} arm{'s' * (jobs > 1)} at a time, {args.threads} "
+          f"torch thread{'s' * (args.threads > 1)} each)")
+    started = time.perf_counter()
+    rows = run_arms(train, test, args)
     print()
     print(f"{'arm':14s} {'train s':>8s} {'ELBO':>8s} {'IWAE':>8s} {'exact':>8s} {'entropy':>8s} {'valid %':>8s}  "
           "sample")
@@ -137,6 +192,7 @@ def table(args):
     print("(log-likelihoods in nats per test string; higher is better. ELBO <= IWAE <= exact. entropy: the guide's "
           "order entropy / log L!, 1 = uniform, 0 = one order. pl-rws: the PL guide under InsertionRWS. causal-*: the "
           "insertion-causal decoder, one pass per order; its ELBO scores every step.)")
+    print(f"{len(rows)} arms trained and evaluated in {time.perf_counter() - started:.0f} s")
     return rows
 
 
@@ -188,11 +244,16 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="run every arm once per seed and print "
                         "the exact log-likelihood and entropy as mean [min, max] (the demo's seed spread)")
+    parser.add_argument("--jobs", type=int, default=2, help="arms trained side by side in forked processes on CPU "
+                        "(default 2, for a 2-core machine); 1: one after another. The table is the same either way")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 (default): these small networks "
                         "gain little from more and slow down many-fold when another process shares a core "
                         "(benchmarks/threads.py)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be positive integers (e.g. --jobs 2 --threads 1)")
+    return args
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import math
 import torch
 
 from ip_pyro.batch import Batch, check_model_and_guide
+from ip_pyro.infer.distinct import distinct_log_joint
 from ip_pyro.utils import evaluating, is_count, progress_bar
 
 __all__ = ["exact_log_likelihood", "importance_log_likelihood", "log_importance_weights", "subset_messages",
@@ -174,23 +175,38 @@ def _same_length_messages(model, batch: Batch, length: int, chunk_size: int) -> 
 
 
 def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, *,
-                           chunk_size: int = 64, progress=None) -> torch.Tensor:
+                           chunk_size: int = 64, progress=None, canvas_budget: int = 1 << 20,
+                           distinct: bool = True) -> torch.Tensor:
     """``log p(x, sigma_k) - log q(sigma_k | x)`` ``[K, B]`` for ``K = num_samples`` orders from the guide.
+
+    The orders are drawn ``chunk_size`` at a time and scored in groups of up to ``canvas_budget`` canvases, each
+    distinct canvas (or, for a history-dependent decoder, each distinct order) of a group once
+    (:func:`ip_pyro.infer.distinct.distinct_log_joint`); ``distinct=False`` scores every order with
+    ``model.log_joint`` instead (the same weights up to float rounding, for comparison).
 
     :param progress: a bar over the orders (``None``: on a terminal, once the call has run two seconds)."""
     if not is_count(num_samples):
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     check_model_and_guide(model, guide, batch)
+    # whole chunks per group, so the guide's draws are those of a chunk-by-chunk loop
+    per_group = chunk_size * max(1, canvas_budget // max(1, chunk_size * batch.batch_size * (batch.max_length + 1)))
     weights = []
-    with evaluating(model, guide), torch.no_grad(), progress_bar(num_samples, "IWAE orders", "order", progress) as bar:
+    with evaluating(model, guide), torch.inference_mode(), \
+            progress_bar(num_samples, "IWAE orders", "order", progress) as bar:
         q = guide.order_distribution(batch)
-        for begin in range(0, num_samples, chunk_size):
-            draws = min(chunk_size, num_samples - begin)
-            orders = q.sample((draws,))  # [k, B, L]
-            joint = model.log_joint(batch, orders.reshape(draws * batch.batch_size, batch.max_length))
-            joint = joint.view(draws, batch.batch_size)
-            weights.append(joint - q.log_prob(orders))
-            bar.update(draws)
+        for group in range(0, num_samples, per_group):
+            orders, log_q = [], []
+            for begin in range(group, min(group + per_group, num_samples), chunk_size):
+                draws = min(chunk_size, num_samples - begin)
+                orders.append(q.sample((draws,)))  # [k, B, L]
+                log_q.append(q.log_prob(orders[-1]))
+            orders = torch.cat(orders)
+            if distinct:
+                joint = distinct_log_joint(model, batch, orders)
+            else:
+                joint = model.log_joint(batch.repeat(len(orders)), orders.reshape(-1, batch.max_length))
+            weights.append(joint.view(len(orders), batch.batch_size) - torch.cat(log_q))
+            bar.update(len(orders))
     return torch.cat(weights)
 
 
