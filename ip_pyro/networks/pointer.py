@@ -56,6 +56,7 @@ class PointerState:
         self.caches, self.written, self.query, self.items = caches, written, query, items
         self.features = None  # the candidates' features at the last scored step [R, L, F]
         self.rotary = None  # the stream's rotary tables (cos, sin) [L, head_dim]
+        self.key_matrix = None  # the keys laid out for one batched product per step [R * F, r, L]
 
 
 class OrderPointer(nn.Module):
@@ -137,9 +138,16 @@ class OrderPointer(nn.Module):
         return self._run(item, state)
 
     def scores(self, state: PointerState, keys: torch.Tensor) -> torch.Tensor:
-        """Pointer scores ``[R, L]`` of the state's next step (the candidates' features are kept for ``write``)."""
-        state.features = candidate_features(state.written).to(keys.dtype)
-        return self._scores(state.query.unsqueeze(1), keys, state.features.unsqueeze(1)).squeeze(1)
+        """Pointer scores ``[R, L]`` of the state's next step (the candidates' features are kept for ``write``):
+        ``_scores`` for one step, as one ``bmm`` against keys laid out once per decode (an einsum would copy the
+        ``[R, L, F, r]`` keys into its own layout at every step)."""
+        rows, width = keys.shape[:2]
+        state.features = candidate_features(state.written).to(keys.dtype)  # [R, L, F]
+        if state.key_matrix is None:
+            state.key_matrix = keys.permute(0, 2, 3, 1).reshape(rows * NUM_FEATURES, self.rank, width)
+        queries = self.query(state.query).view(rows * NUM_FEATURES, 1, self.rank)
+        products = torch.bmm(queries, state.key_matrix).view(rows, NUM_FEATURES, width) / math.sqrt(self.rank)
+        return (products * state.features.transpose(1, 2)).sum(1)
 
     def write(self, state: PointerState, states: torch.Tensor, positions: torch.Tensor) -> PointerState:
         """Write ``positions`` ``[R]`` (states ``[R, L, D]``) chosen after ``scores``: the stream reads them next."""
