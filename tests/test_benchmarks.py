@@ -255,3 +255,27 @@ def test_guide_cost_section_times_every_guide_against_plackett_luce():
         assert entry["over_pl"]["pl/rws_k4"] == 1.0 and all(value > 0 for value in entry["seconds"].values())
     guide_cost.report(result)
 
+
+
+def test_likelihood_section_times_exact_and_both_iwae_paths():
+    from benchmarks import likelihood
+
+    args = likelihood.parse_args(["--quick", "--orders", "3", "--plain", "--d-model", "16", "--layers", "1",
+                                  "--heads", "2", "--guide-d-model", "8", "--guide-layers", "1"])
+    result = likelihood.section(args)
+    for decoder in ("canvas", "causal"):
+        assert set(result[decoder]["seconds"]) == {"exact", "iwae", "iwae_plain"}
+        assert result[decoder]["iwae_over_exact"] > 0 and result[decoder]["plain_over_iwae"] > 0
+    likelihood.report(result)
+
+
+def test_profile_section_tables_each_path():
+    from benchmarks import profile
+
+    args = profile.parse_args(["--calls", "1", "--rows", "2", "--batch-size", "2", "--d-model", "16", "--layers",
+                               "1", "--heads", "2", "--guide-d-model", "8", "--guide-layers", "1"])
+    result = profile.section(args)
+    assert set(result) == set(profile.PATHS)
+    for entry in result.values():
+        assert entry["wall_ms"] > 0 and 0.0 <= entry["overhead"] <= 1.0 and len(entry["top"]) == 2
+    profile.report(result)

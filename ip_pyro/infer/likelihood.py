@@ -211,9 +211,10 @@ def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, 
 
 
 def importance_log_likelihood(model, guide, batch: Batch, num_samples: int = 1000, *,
-                              chunk_size: int = 64, progress=None) -> torch.Tensor:
+                              chunk_size: int = 64, progress=None, distinct: bool = True) -> torch.Tensor:
     """IWAE bound ``log (1/K) sum_k p(x, sigma_k) / q(sigma_k | x)`` ``[B]`` (a lower bound on ``log p(x)`` that
     tightens as ``K`` grows), computed in chunks of ``chunk_size`` orders and ``logsumexp``-stable; ``progress``
-    as for :func:`log_importance_weights`."""
-    weights = log_importance_weights(model, guide, batch, num_samples, chunk_size=chunk_size, progress=progress)
+    and ``distinct`` as for :func:`log_importance_weights`."""
+    weights = log_importance_weights(model, guide, batch, num_samples, chunk_size=chunk_size, progress=progress,
+                                     distinct=distinct)
     return weights.logsumexp(0) - math.log(num_samples)
