@@ -17,7 +17,7 @@ arms include their Plackett-Luce guide (width 64, 3 layers). Arms:
 * ``causal_elbo_m2``: the causal decoder with one uniform step (for reference);
 * ``causal_rws_k4``: the causal decoder, ``InsertionRWS(4)``: one pass per order.
 
-Targets (issue "one pass per order"): ``causal_rws_k4`` <= 6x and ``causal_elbo_m2_all`` <= 3x the FO-ARM step
+Targets: ``causal_rws_k4`` <= 6x and ``causal_elbo_m2_all`` <= 3x the FO-ARM step
 (1.5x per scored order); causal sampling >= 0.8x FO-ARM's tokens/s with its KV cache.
 """
 from __future__ import annotations

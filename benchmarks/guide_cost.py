@@ -13,7 +13,7 @@ and summarised by medians:
   ``InsertionELBO(2)`` asks in closed form);
 * ``sample_k4``: drawing the 4 orders alone (the pointer guide's ``L`` cached stream steps; PL's one sort).
 
-Target (issue "pointer guide"): the pointer guide's ``rws_k4`` <= 2x the Plackett–Luce guide's.
+Target: the pointer guide's ``rws_k4`` <= 2x the Plackett–Luce guide's.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ each, timings summarised by medians over ``--rounds``:
 * ``iwae_plain`` (``--plain``): the same orders, every one scored with ``model.log_joint`` (the path without the
   sharing; slow: 7,000 canvases per string at 1,000 orders).
 
-Targets (issue "the learned-order path at an ARM's cost"): canvas ``iwae`` within 3x ``exact``; causal ``iwae``
+Targets: canvas ``iwae`` within 3x ``exact``; causal ``iwae``
 under 10 s.
 """
 from __future__ import annotations

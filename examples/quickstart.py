@@ -248,7 +248,7 @@ def parse_args(argv=None):
                         "(default 2, for a 2-core machine); 1: one after another. The table is the same either way")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 (default): these small networks "
                         "gain little from more and slow down many-fold when another process shares a core "
-                        "(benchmarks/threads.py)")
+                        "(docs/speed.md)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1:

@@ -54,8 +54,8 @@ class TrainConfig:
         "for the star graphs' edge list u v u v ...; 1 = off)")
     embed_std: float = flag(
         0.02,
-        "initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far sooner, see "
-        "experiments/edge_lookup.py)")
+        "initial token embedding scale (0.02 as GPT-2; 1.0 learns lookups in the prompt far sooner: "
+        "docs/planning.md)")
     prompt_attention: Optional[str] = flag(
         None,
         "IP: full (the prompt also reads the canvas) or prefix (the prompt attends to itself only and is encoded "

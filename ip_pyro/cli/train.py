@@ -23,7 +23,7 @@ def add_parser(commands) -> None:
     add_config_arguments(train, {"tasks": ", ".join(task_names()), "models": ", ".join(MODEL_NAMES),
                                  "guides": ", ".join(GUIDE_NAMES)})
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per "
-                       "core); on a shared or small machine 1 per run degrades gracefully (benchmarks/threads.py)")
+                       "core); on a shared or small machine 1 per run degrades gracefully (docs/speed.md)")
     train.add_argument("--data", help="a folder written by `ip-pyro data` (default: generate in memory); for "
                        "--task smiles, the SMILES file (CSV with a SMILES column, .csv.gz or .smi); for --task "
                        "sequences, a text file (one sequence a line, tokens separated by spaces, optionally "

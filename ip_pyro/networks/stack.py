@@ -121,7 +121,7 @@ class TransformerStack(nn.Module):
     each prompt token's embedding also gets a learned projection of the sum of the other members' token embeddings
     (found through segment 0 and the prompt positions ``0 .. P-1``; a trailing incomplete group sums what it has).
     ``embed_std``: the standard deviation of the initial token embeddings (0.02 as GPT-2; lookups in a prompt start
-    learning far sooner from 1.0, see ``experiments/edge_lookup.py``).
+    learning far sooner from 1.0: docs/planning.md).
 
     ``forward(ids [N, S], positions [N, S], segments [N, S], key_mask [N, S] or None, causal)`` -> ``[N, S, D]``.
     """
