@@ -381,18 +381,31 @@ def _said(label: str, members: list, metric: str) -> str:
     return f"{label}, {spread([r['metrics'][metric] for r in members], _digits(metric))}"
 
 
-def render_answers(records: list, study: str, metric: str) -> str:
-    """The study's answers in three sentences, from its records: does the best learned order beat the best
-    uniform-order arm on ``metric`` (beyond the seed range?), does the best IP arm beat FO-ARM, and what order each
-    learned guide chose (``diagnose``)."""
+def render_answers(records: list, study: str, metrics) -> str:
+    """The study's answers in sentences, from its records: for each metric of ``metrics`` (a name or a list of
+    names), does the best learned order beat the best uniform-order arm (beyond the seed range?) and does the best
+    IP arm beat FO-ARM; then what order each learned guide chose (``diagnose``)."""
     groups = group_by_label([record for record in records if record["study"] == study])
     if not groups:
         raise ValueError(f"no records of study {study!r}; run it (experiments/campaign.py) or fix the block's name")
+    sentences = []
+    for metric in [metrics] if isinstance(metrics, str) else list(metrics):
+        sentences += _comparisons(groups, metric)
+    orders = [f"{label}: {' / '.join(short_order(r['order']) for r in members)}" for label, members in groups.items()
+              if members[0]["arm"].startswith("learned-") and any(r["order"] for r in members)]
+    if orders:
+        sentences.append("Orders learned (diagnose, per seed): " + "; ".join(orders) + ".")
+    return " ".join(sentences)
+
+
+def _comparisons(groups: dict, metric: str) -> list:
+    """The learned order against the uniform one and the best IP arm against FO-ARM on ``metric``, a sentence
+    each (none where a side has no record)."""
     title = {"validity": "validity", "nll": "test NLL", "fcd_test": "FCD/Test"}.get(metric, TITLES.get(metric, metric))
     learned, uniform = _best(groups, metric, ["learned-"]), _best(groups, metric, ["uniform"])
     ip, fo_arm = _best(groups, metric, ["uniform", "fixed-", "learned-"]), _best(groups, metric, ["fo-arm"])
-    sentences = []
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sentences = []
 
     def mean(members):
         return sign * statistics.mean(r["metrics"][metric] for r in members)
@@ -403,8 +416,4 @@ def render_answers(records: list, study: str, metric: str) -> str:
         sentences.append(f"On {title}, {question} ({_said(a[0], a[1], metric)}) {'beats' if wins else 'trails'} "
                          f"{'the uniform order' if b is uniform else 'FO-ARM'} ({_said(b[0], b[1], metric)}) "
                          f"({_compare(a[1], b[1], metric) if wins else _compare(b[1], a[1], metric)}).")
-    orders = [f"{label}: {' / '.join(short_order(r['order']) for r in members)}" for label, members in groups.items()
-              if members[0]["arm"].startswith("learned-") and any(r["order"] for r in members)]
-    if orders:
-        sentences.append("Orders learned (diagnose, per seed): " + "; ".join(orders) + ".")
-    return " ".join(sentences)
+    return sentences

@@ -7,7 +7,7 @@
 
 A results block in a markdown page is the table between ``<!-- results: study=NAME metrics=a,b,c -->`` and
 ``<!-- /results -->``; an answers block (``<!-- answers: study=NAME metrics=a -->`` ... ``<!-- /answers -->``)
-holds the study's answers in sentences, judged on the metric named; `` brief`` after the metrics leaves the family and
+holds the study's answers in sentences, judged on each metric named in turn; `` brief`` after the metrics leaves the family and
 order columns out of a table. Nothing between two markers is written by hand.
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ FIGURE_METRICS = {"qm9": "validity", "moses": "validity", "star-easy": "exact_ma
 
 
 def block_body(match, records: list) -> str:
-    """What a block holds: a study's table (``results``) or its answers in sentences (``answers``: the first
-    metric named is the one judged)."""
+    """What a block holds: a study's table (``results``) or its answers in sentences (``answers``: judged on each
+    metric named)."""
     metrics = match["metrics"].split(",")
     if match["kind"] == "answers":
-        return render_answers(records, match["study"], metrics[0]) + "\n"
+        return render_answers(records, match["study"], metrics) + "\n"
     return render_table(records, match["study"], metrics, brief=bool(match["brief"])) + "\n"
 
 

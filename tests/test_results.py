@@ -11,7 +11,7 @@ from experiments import campaign
 from experiments.studies import STUDIES
 from ip_pyro.config import GUIDE_NAMES
 from ip_pyro.results import (METRIC_NAMES, arm_family, diagnose_sentence, read_records, record_from_run,
-                             render_table, validate_record, write_record)
+                             render_answers, render_table, validate_record, write_record)
 from scripts import results as results_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,21 @@ def test_the_table_gives_mean_and_range_over_seeds_and_marks_bounds():
                         "0.600 [0.500, 0.700] | ≤ 21.00 [20.00, 22.00] | 0.50 [0.50, 0.50] | "
                         "atoms last / atoms last |")
     assert table[2] == "| fo-arm | fo-arm | 0 | 500 | 10.0 | 0.970 | 12.50 | – | – |"  # families in order: FO-ARM first
+
+
+def test_the_answers_judge_each_metric_named_and_the_seed_range():
+    learned = [a_record(seed=0, metrics={"validity": 0.60, "nll": 20.0}),
+               a_record(seed=1, metrics={"validity": 0.70, "nll": 21.0})]
+    uniform = [a_record(label="canvas-uniform", arm="uniform", seed=seed, order=None,
+                        config={"model": "ip", "guide": "uniform"}, metrics={"validity": value, "nll": 19.0 + seed})
+               for seed, value in ((0, 0.40), (1, 0.50))]
+    text = render_answers(learned + uniform, "s", ["validity", "nll"])
+    assert ("On validity, the learned order (causal-pointer-rws, 0.650 [0.600, 0.700]) beats the uniform order "
+            "(canvas-uniform, 0.450 [0.400, 0.500]) (beyond the seed range).") in text
+    assert "On test NLL, the learned order (causal-pointer-rws, 20.50 [20.00, 21.00]) trails the uniform order" in text
+    assert "(within the seed range)" in text and "FO-ARM" not in text  # no FO-ARM record: no such sentence
+    assert text.endswith("Orders learned (diagnose, per seed): causal-pointer-rws: atoms last / atoms last.")
+    assert render_answers(learned + uniform, "s", "validity").count("On ") == 1
 
 
 def test_a_table_of_a_study_without_records_is_a_one_line_error():
