@@ -141,3 +141,19 @@ def test_prompt_groups_ignore_prompt_padding(network):
         both = net(tokens, padded.prompt, padded.prompt_lengths)[0]
         single = net(tokens[:1], alone.prompt, alone.prompt_lengths)[0]
     assert torch.allclose(both, single, atol=1e-10)
+
+
+def test_gather_rows_equals_gather_forward_and_backward():
+    import torch
+
+    from ip_pyro.networks.stack import gather_rows
+
+    generator = torch.Generator().manual_seed(0)
+    source = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 5, (3, 7), generator=generator)
+    weights = torch.randn(3, 7, 4, generator=generator, dtype=torch.float64)
+    expected = source.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), source)
+    taken = gather_rows(source, index)
+    (grad_taken,) = torch.autograd.grad((taken * weights).sum(), source)
+    assert torch.equal(taken, expected) and torch.allclose(grad_taken, grad_expected, atol=1e-12)

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights, _layout_prompt
+from ip_pyro.networks.stack import RMSNorm, TransformerStack, _init_weights, _layout_prompt, gather_rows
 
 __all__ = ["InsertionDecoder", "DecoderOutput", "PromptCache", "PROMPT_ATTENTION", "encode_prompt"]
 
@@ -241,13 +241,8 @@ class InsertionDecoder(nn.Module):
         last = states.shape[1] - 1
         left = (offset.unsqueeze(-1) + slots).clamp(max=last)  # BOS, then canvas tokens
         right = (left + 1).clamp(max=last)  # canvas tokens, then END
-        depth = states.shape[-1]
-
-        def take(index):
-            return states.gather(1, index.unsqueeze(-1).expand(-1, -1, depth))
-
-        gaps = self.gap(torch.cat([take(left), take(right)], dim=-1))  # [N, T+1, D]
+        gaps = self.gap(torch.cat([gather_rows(states, left), gather_rows(states, right)], dim=-1))  # [N, T+1, D]
         slot_valid = slots <= canvas_lengths.unsqueeze(-1)
         slot_logits = self.slot_head(gaps).squeeze(-1).masked_fill(~slot_valid, -math.inf)
-        stop_logits = self.stop_head(take(offset.unsqueeze(-1)).squeeze(1)).squeeze(-1)
+        stop_logits = self.stop_head(gather_rows(states, offset.unsqueeze(-1)).squeeze(1)).squeeze(-1)
         return DecoderOutput(stop_logits, slot_logits, self.token_head(gaps))

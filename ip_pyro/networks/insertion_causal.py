@@ -30,7 +30,7 @@ from torch import nn
 
 from ip_pyro.canvas import insert_tokens
 from ip_pyro.networks.decoder import DecoderOutput, PromptCache, encode_prompt
-from ip_pyro.networks.stack import TransformerStack, _init_weights
+from ip_pyro.networks.stack import TransformerStack, _init_weights, gather_rows
 from ip_pyro.utils import is_count
 
 __all__ = ["InsertionCausalDecoder", "History", "DecodingState", "offset_buckets"]
@@ -201,14 +201,15 @@ class InsertionCausalDecoder(nn.Module):
 
     def _token_hidden(self, query_part, sides, windows, end=None) -> torch.Tensor:
         """``U h_t + sum_w U_w s[window w]`` ``[N, M, D]``: ``query_part`` ``[N, M, D]``, item token sides
-        ``[N, I, W D]``, windows ``[N, M, W]``; with ``end`` (END's token sides ``[W D]``), index ``I`` is END."""
+        ``[N, I, W D]``, windows ``[N, M, W]``; with ``end`` (END's token sides ``[W D]``), index ``I`` is END.
+        (One row gather per window slot: a single gather of all ``M W`` reads and a sum is slower on CPU.)"""
         depth, count = self.d_model, windows.shape[-1]
         items = sides.shape[1]
         sides = sides.unflatten(-1, (count, depth))  # [N, I, W, D]
         hidden = query_part
         for slot in range(count):
             index = windows[..., slot:slot + 1]
-            taken = sides[:, :, slot].gather(1, index.clamp(max=items - 1).expand(-1, -1, depth))
+            taken = gather_rows(sides[:, :, slot], index.clamp(max=items - 1).squeeze(-1))
             if end is not None:
                 taken = torch.where(index == items, end[slot * depth:(slot + 1) * depth], taken)
             hidden = hidden + taken
@@ -222,7 +223,7 @@ class InsertionCausalDecoder(nn.Module):
         windows = self._windows(item_at, states.shape[1]).flatten(1, 2)  # [N, (S+1) G, W]: step-major
         gaps = states.shape[1]
         picked = windows.gather(1, (steps * gaps + slots).unsqueeze(-1).expand(-1, -1, window))  # [N, M, W]
-        query_part = self.token_query(states).gather(1, steps.unsqueeze(-1).expand(-1, -1, self.d_model))
+        query_part = gather_rows(self.token_query(states), steps)
         return self.token_out(self._token_hidden(query_part, sides, picked))
 
     # ------------------------------------------------------------------------ incremental (KV cache)

@@ -12,6 +12,16 @@ from torch import nn
 __all__ = ["TransformerStack", "RMSNorm", "check_network_sizes", "check_max_positions", "positions_needed"]
 
 
+def gather_rows(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``source[n, index[n, m]]`` ``[N, M, D]`` for ``source`` ``[N, I, D]`` and ``index`` ``[N, M]``: the same
+    values as ``source.gather(1, index[..., None].expand(-1, -1, D))``, as one row-wise ``index_select`` on the
+    flattened rows (whose backward adds whole rows), about twice as fast forward and backward on CPU."""
+    rows, items, depth = source.shape
+    offsets = torch.arange(rows, device=index.device).unsqueeze(-1) * items
+    flat = source.reshape(rows * items, depth).index_select(0, (index + offsets).reshape(-1))
+    return flat.view(rows, index.shape[1], depth)
+
+
 def check_network_sizes(**sizes) -> None:
     """Raise a one-line ``ValueError`` for non-positive sizes or a width not divisible into even heads."""
     for name, value in sizes.items():
