@@ -74,7 +74,18 @@ def test_one_pass_log_joint_equals_the_kv_cached_program_to_1e9(termination, wit
 @pytest.mark.parametrize("gap_context", [1, 2, 3])
 @pytest.mark.parametrize("termination", ["stop", "eos"])
 @pytest.mark.parametrize("with_prompt", [False, True])
-def test_kv_cache_equals_the_one_pass_scores_at_every_step(termination, with_prompt, gap_context, float64):
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no-grad buffers"])
+def test_kv_cache_equals_the_one_pass_scores_at_every_step(termination, with_prompt, gap_context, grad, float64):
+    """The cached scores at every step equal the one-pass scores: with autograd (states rebuilt each step) and
+    without (the doubling buffers of item sides and key columns)."""
+    torch.set_grad_enabled(grad)
+    try:
+        _kv_cache_against_one_pass(termination, with_prompt, gap_context)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _kv_cache_against_one_pass(termination, with_prompt, gap_context):
     model = causal_model(vocab_size=4, max_length=6, termination=termination, gap_context=gap_context)
     network = model.network
     orders = torch.tensor([[2, 0, 4, 1, 3], [0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])

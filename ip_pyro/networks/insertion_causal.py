@@ -66,11 +66,13 @@ class DecodingState:
     last item's state ``query`` ``[n, D]``, the gap-key and token-side projections of every item in ``sides``
     ``[n, >= t+1, 2 W D]`` (the first ``t + 1`` rows are written; without autograd it is a buffer that grows by
     doubling, with autograd it is rebuilt each step), ``ranks`` ``[n, t+1]`` and ``item_at`` ``[n, t+2]`` (BOS,
-    items in canvas order, END = -1)."""
+    items in canvas order, END = -1). Without autograd ``key_columns`` ``[n, W, D, >= t+1]`` holds the items' gap
+    keys again, laid out for one batched product per step (a buffer that grows as ``sides`` does); else None."""
 
-    def __init__(self, caches, prompt_bias, positions, query, sides, ranks, item_at):
+    def __init__(self, caches, prompt_bias, positions, query, sides, ranks, item_at, key_columns=None):
         self.caches, self.prompt_bias, self.positions = caches, prompt_bias, positions
         self.query, self.sides, self.ranks, self.item_at = query, sides, ranks, item_at
+        self.key_columns = key_columns
 
     @property
     def steps(self) -> int:
@@ -81,7 +83,8 @@ class DecodingState:
         """The state of the rows ``index`` (an index or a bool mask): finished sequences leave the batch."""
         caches = [{name: tensor[index] for name, tensor in cache.items()} for cache in self.caches]
         return DecodingState(caches, self.prompt_bias[index], self.positions[index], self.query[index],
-                             self.sides[index], self.ranks[index], self.item_at[index])
+                             self.sides[index], self.ranks[index], self.item_at[index],
+                             None if self.key_columns is None else self.key_columns[index])
 
 
 class InsertionCausalDecoder(nn.Module):
@@ -239,8 +242,15 @@ class InsertionCausalDecoder(nn.Module):
         positions = prompt_cache.lengths.unsqueeze(-1)
         states = self.stack.forward_masked(ids, positions, torch.ones_like(ids), mask, caches=caches)
         item_at = torch.tensor([0, -1], device=device).expand(rows, 2).clone()
-        return DecodingState(caches, prompt_bias, positions, states[:, 0], self.item_sides(states),
-                             torch.zeros(rows, 1, dtype=torch.long, device=device), item_at)
+        sides = self.item_sides(states)
+        return DecodingState(caches, prompt_bias, positions, states[:, 0], sides,
+                             torch.zeros(rows, 1, dtype=torch.long, device=device), item_at,
+                             None if torch.is_grad_enabled() else self._key_columns(sides))
+
+    def _key_columns(self, sides: torch.Tensor) -> torch.Tensor:
+        """The gap keys of item sides ``[n, I, 2 W D]`` as columns ``[n, W, D, I]`` (a copy)."""
+        window, depth = 2 * self.context, self.d_model
+        return sides[..., :window * depth].unflatten(-1, (window, depth)).permute(0, 2, 3, 1).contiguous()
 
     def _end_sides(self, dtype) -> torch.Tensor:
         return self.item_sides(self.end.to(dtype))  # [2 W D]
@@ -258,7 +268,11 @@ class InsertionCausalDecoder(nn.Module):
         items, windows = state.sides[:, :count], self._state_windows(state)  # END: index `count` of the windows
         end = self._end_sides(items.dtype)
         queries = self.gap_query(state.query).unflatten(-1, (window, depth))  # [n, W, D]
-        item_scores = torch.einsum("nwd,niwd->nwi", queries, items[..., :window * depth].unflatten(-1, (window, depth)))
+        if state.key_columns is not None:  # [n, W, 1, D] x [n, W, D, t+1]: no per-step copy of the keys
+            item_scores = torch.matmul(queries.unsqueeze(2), state.key_columns[..., :count]).squeeze(2)
+        else:
+            item_scores = torch.einsum("nwd,niwd->nwi", queries,
+                                       items[..., :window * depth].unflatten(-1, (window, depth)))
         end_scores = torch.einsum("nwd,wd->nw", queries, end[:window * depth].unflatten(-1, (window, depth)))
         scores = torch.cat([item_scores, end_scores.unsqueeze(-1)], dim=-1)  # [n, W, t+2]
         picked = scores.gather(2, windows.transpose(1, 2)).sum(1) / math.sqrt(depth)  # [n, t+1]
@@ -303,4 +317,10 @@ class InsertionCausalDecoder(nn.Module):
             if sides.shape[1] == count:
                 sides = torch.cat([sides, torch.empty_like(sides)], dim=1)
             sides[:, count] = new_sides[:, 0]
-        return DecodingState(state.caches, state.prompt_bias, state.positions, states[:, 0], sides, ranks, item_at)
+        columns = None if torch.is_grad_enabled() else state.key_columns
+        if columns is not None:  # the same for the key columns
+            if columns.shape[-1] == count:
+                columns = torch.cat([columns, torch.empty_like(columns)], dim=-1)
+            columns[..., count] = self._key_columns(new_sides)[..., 0]
+        return DecodingState(state.caches, state.prompt_bias, state.positions, states[:, 0], sides, ranks, item_at,
+                             columns)
