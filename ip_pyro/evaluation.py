@@ -8,13 +8,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ip_pyro.batch import collate
 from ip_pyro.data.mazes import sequence_match
 from ip_pyro.data.planning import example_metrics
 from ip_pyro.infer import importance_log_likelihood
-from ip_pyro.utils import evaluating
+from ip_pyro.utils import evaluating, progress_bar
 
 __all__ = ["decode", "planning_metrics", "sequence_metrics", "sequence_nll", "sample_smiles", "smiles_metrics"]
 
@@ -29,11 +28,12 @@ def _sample_options(model, insertions_per_step: int) -> dict:
 
 
 def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[int] = None,
-           batch_size: int = 256, insertions_per_step: int = 1, progress: bool = False) -> list:
-    """Predicted targets for the prompts of ``examples`` (one per example); ``progress``: a bar with an ETA."""
+           batch_size: int = 256, insertions_per_step: int = 1, progress: Optional[bool] = False) -> list:
+    """Predicted targets for the prompts of ``examples`` (one per example); ``progress``: a bar with an ETA (True
+    shows it, False hides it, None: on a terminal only, as every ``progress`` of this module)."""
     options = _sample_options(model, insertions_per_step)
     predictions = []
-    bar = tqdm(total=len(examples), desc="decoding", unit="ex", disable=not progress, leave=False)
+    bar = progress_bar(len(examples), "decoding", "ex", progress)
     for begin in range(0, len(examples), batch_size):
         prompts = [example["prompt"] for example in examples[begin:begin + batch_size]]
         predictions += model.sample(prompt=prompts, greedy=greedy, max_length=max_length, **options)
@@ -44,7 +44,7 @@ def decode(model, examples: list, *, greedy: bool = True, max_length: Optional[i
 
 def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", greedy: bool = True,
                      nll_samples: int = 0, batch_size: int = 256, device=None, insertions_per_step: int = 1,
-                     progress: bool = False, exact: bool = False) -> dict:
+                     progress: Optional[bool] = False, exact: bool = False) -> dict:
     """The task's metrics (stars: exact match, token accuracy, share of predicted edges in the graph; mazes: exact
     match, token accuracy, success, valid moves), the termination rate (stopped before the length limit), and
     (``nll_samples > 0``) the test NLL in nats per sequence (IWAE bound for the IP, exact for left-to-right)."""
@@ -65,7 +65,7 @@ def planning_metrics(model, guide, examples: list, *, task: str = "star-easy", g
 
 
 def sequence_metrics(model, guide, examples: list, *, prompted: bool, nll_samples: int = 100,
-                     nll_limit: Optional[int] = None, greedy: bool = True, progress: bool = False,
+                     nll_limit: Optional[int] = None, greedy: bool = True, progress: Optional[bool] = False,
                      exact: bool = False) -> dict:
     """Metrics of a user's own sequences (``ip-pyro train --task sequences``): with prompts, decode each prompt
     and score ``exact_match``, ``token_accuracy`` and the ``termination_rate``; always the NLL of the first
@@ -88,7 +88,7 @@ def sequence_metrics(model, guide, examples: list, *, prompted: bool, nll_sample
 
 
 def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_size: int = 256,
-                 device=None, progress: bool = False, exact: bool = False) -> dict:
+                 device=None, progress: Optional[bool] = False, exact: bool = False) -> dict:
     """Test NLL of the targets given their prompts: ``nll`` (nats per sequence), ``nll_per_token`` (tokens plus
     the stop) and ``nll_kind``: for the IP an IWAE bound from ``nll_samples`` orders (``iwae-N``: at least the true
     NLL) or, with ``exact=True``, the exact value summed over all ``L!`` orders (``exact``; ``L <= 8`` for the
@@ -107,7 +107,7 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
             raise ValueError(f"the exact NLL sums all L! orders and refuses length {longest} > {limit} (this "
                              f"decoder's limit); drop --exact / exact=True for the IWAE bound")
     totals = []
-    bar = tqdm(total=len(examples), desc="NLL", unit="seq", disable=not progress, leave=False)
+    bar = progress_bar(len(examples), "NLL", "seq", progress)
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
         prompts = [e.get("prompt", []) for e in chunk]
@@ -132,7 +132,7 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
 
 
 def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000, temperature: float = 1.0,
-                  insertions_per_step: int = 1, progress: bool = False, top_k: Optional[int] = None,
+                  insertions_per_step: int = 1, progress: Optional[bool] = False, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, greedy: bool = False) -> list:
     """``num_samples`` SMILES strings drawn from an unconditional model (decoded with ``vocabulary``);
     ``top_k``/``top_p``/``greedy`` as for ``model.sample``; ``progress``: a progress bar (stderr)."""
@@ -140,8 +140,7 @@ def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000
     if top_k is not None or top_p is not None or greedy:
         options.update(top_k=top_k, top_p=top_p, greedy=greedy)
     samples = []
-    with evaluating(model), tqdm(total=num_samples, desc="sampling", unit="mol", disable=not progress,
-                                 leave=False) as bar:
+    with evaluating(model), progress_bar(num_samples, "sampling", "mol", progress) as bar:
         for begin in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - begin)
             samples += [vocabulary.decode(ids) for ids in model.sample(count, temperature=temperature, **options)]
@@ -152,7 +151,7 @@ def sample_smiles(model, vocabulary, num_samples: int, *, batch_size: int = 1000
 def smiles_metrics(model, guide, task, *, num_samples: int = 10_000, nll_samples: int = 0,
                    nll_limit: Optional[int] = 1000, split: str = "test", full: bool = True,
                    batch_size: int = 1000, insertions_per_step: int = 1, reference_limit: int = 10_000,
-                   progress: bool = False, exact: bool = False) -> tuple:
+                   progress: Optional[bool] = False, exact: bool = False) -> tuple:
     """``(metrics, samples)`` for an unconditional SMILES model on a :class:`ip_pyro.data.molecules.SmilesTask`.
 
     ``full=False`` gives only validity and uniqueness (cheap enough for periodic validation); ``full=True`` adds

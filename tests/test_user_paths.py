@@ -175,6 +175,24 @@ def test_likelihoods_show_progress_when_asked_and_stay_quiet_when_not(capsys):
     assert "exact log-likelihood" in capsys.readouterr().err
 
 
+def test_the_cli_s_evaluations_draw_no_bars_into_a_file(tmp_path):
+    """``eval`` writes its progress bars on a terminal only: redirected to a log, its output holds none."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "seqs.txt"
+    data.write_text("\n".join(" ".join("ab"[(i + j) % 2] for j in range(1 + i % 4)) for i in range(60)) + "\n")
+    run = [sys.executable, "-m", "ip_pyro.cli"]
+    subprocess.run(run + ["train", "--task", "sequences", "--data", str(data), "--steps", "2", "--d-model", "16",
+                          "--layers", "1", "--heads", "2", "--no-progress", "--out", str(tmp_path / "run")],
+                   check=True, capture_output=True)
+    with open(tmp_path / "eval.log", "w") as log:
+        subprocess.run(run + ["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--nll-samples", "2"],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+    text = (tmp_path / "eval.log").read_text()
+    assert "NLL" in text and "\r" not in text and "it/s]" not in text and "seq/s]" not in text
+
+
 # ---------------------------------------------------------------------------------------- sampling
 def test_truncation_keeps_the_top_k_and_the_nucleus():
     logits = torch.tensor([[3.0, 1.0, 2.0, 0.0]])

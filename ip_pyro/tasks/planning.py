@@ -114,11 +114,11 @@ class PlanningTasks(TaskFamily):
               + nll_words(args, guide, scored), flush=True)
         results = {"task": task, "split": args.split, "decode": args.decode, "weights": args.weights,
                    **planning_metrics(model, guide, examples, task=task, greedy=args.decode == "greedy",
-                                      insertions_per_step=args.insertions_per_step, progress=True)}
+                                      insertions_per_step=args.insertions_per_step, progress=None)}
         if args.nll_samples or args.exact:
             subset = examples[: args.nll_limit] if args.nll_limit else examples
             try:
-                results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples, progress=True,
+                results.update(sequence_nll(model, guide, subset, nll_samples=args.nll_samples, progress=None,
                                             exact=args.exact), nll_examples=len(subset))
             except ValueError as error:
                 raise nll_error(error) from None

@@ -107,7 +107,7 @@ def eval_sequences(args, model, guide, extra: dict) -> int:
     try:
         results = sequence_metrics(model, guide, examples, prompted=task.prompted, greedy=args.decode == "greedy",
                                    nll_samples=max(nll_samples, 1) if args.exact else nll_samples,
-                                   nll_limit=args.nll_limit, progress=True, exact=args.exact)
+                                   nll_limit=args.nll_limit, progress=None, exact=args.exact)
     except ValueError as error:
         raise nll_error(error) from None
     predictions = results.pop("_predictions", None)

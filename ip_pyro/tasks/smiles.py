@@ -93,7 +93,7 @@ def eval_smiles(args, model, guide, extra: dict) -> int:
         results, samples = smiles_metrics(model, guide, task, num_samples=args.num_samples,
                                           nll_samples=max(args.nll_samples, 1) if guide is None or args.exact else
                                           args.nll_samples, nll_limit=nll_limit, split=args.split,
-                                          insertions_per_step=args.insertions_per_step, progress=True,
+                                          insertions_per_step=args.insertions_per_step, progress=None,
                                           exact=args.exact)
     except ValueError as error:
         raise nll_error(error) from None
