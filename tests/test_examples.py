@@ -47,7 +47,8 @@ def test_star_graph_example(extra):
 
 def test_quickstart_runs_every_arm_including_rws():
     example = load("quickstart")
-    args = example.parse_args(["--steps", "3", "--num-train", "64", "--num-test", "8", "--d-model", "16",
+    assert example.parse_args([]).guides == list(example.DEMO_ARMS) and "pl-rws" not in example.DEMO_ARMS
+    args = example.parse_args(["--guides", *example.ARMS, "--steps", "3", "--num-train", "64", "--num-test", "8", "--d-model", "16",
                                "--layers", "1", "--guide-d-model", "8", "--guide-layers", "1", "--iwae-samples", "4",
                                "--elbo-samples", "2", "--num-samples", "8", "--device", "cpu"])
     rows = example.main(args)
