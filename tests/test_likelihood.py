@@ -93,3 +93,23 @@ def test_orders_of_the_wrong_shape_are_refused():
     batch = collate([[0, 1]], vocab_size=3)
     with pytest.raises(ValueError, match="orders must be"):
         distinct_log_joint(model, batch, torch.zeros(4, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_prompted_batches_are_scored_in_one_log_joint_call_over_the_whole_batch(decoder):
+    """With prompts the model encodes each prompt once per call: one ``log_joint`` over the batch as given, not
+    sub-batches of distinct canvases that would encode a prompt again for each."""
+    model, guide = tiny_model(decoder=decoder), tiny_pl_guide()
+    batch = collate([[0, 1], [2]], [[1], [2, 0]], vocab_size=3)
+    orders = _orders(guide, batch, 6)
+    calls = []
+    original = model.log_joint
+
+    def counting(part, flat, **options):
+        calls.append(part.batch_size)
+        return original(part, flat, **options)
+
+    model.log_joint = counting
+    with torch.no_grad():
+        distinct_log_joint(model, batch, orders)
+    assert calls == [2]

@@ -9,7 +9,6 @@ __all__ = ["CommandError", "read_records", "print_table", "data_path",
            "write_results", "nll_words", "nll_error"]
 
 
-
 class CommandError(ValueError):
     """A user-facing error: printed as one line."""
 

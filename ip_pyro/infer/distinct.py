@@ -21,9 +21,13 @@ BITS_PER_WORD = 62  # positions packed into one int64 key word (a canvas is a se
 
 def distinct_log_joint(model, batch: Batch, orders: torch.Tensor, *, chunk_size: int = 8192) -> torch.Tensor:
     """``log p(x_b, orders[k, b])`` ``[K, B]`` for orders ``[K, B, L_max]`` (each a permutation whose padding
-    positions come last), at most ``chunk_size`` canvases (or orders) per model call."""
+    positions come last), at most ``chunk_size`` canvases (or orders) per model call. Batches with prompts are
+    scored order by order with ``model.log_joint``, which encodes each prompt once for all orders."""
     if orders.dim() != 3 or orders.shape[1] != batch.batch_size or orders.shape[2] != batch.max_length:
         raise ValueError(f"orders must be [K, {batch.batch_size}, {batch.max_length}], got {tuple(orders.shape)}")
+    if batch.prompt is not None:  # the model encodes each prompt once per call; sub-batches would repeat that
+        draws = orders.shape[0]
+        return model.log_joint(batch, orders.reshape(-1, batch.max_length), chunk_size=chunk_size).view(draws, -1)
     if getattr(model, "canvas_markov", False):
         return _by_canvas(model, batch, orders, chunk_size)
     return _by_order(model, batch, orders, chunk_size)

@@ -204,7 +204,7 @@ def log_importance_weights(model, guide, batch: Batch, num_samples: int = 1000, 
             if distinct:
                 joint = distinct_log_joint(model, batch, orders)
             else:
-                joint = model.log_joint(batch.repeat(len(orders)), orders.reshape(-1, batch.max_length))
+                joint = model.log_joint(batch, orders.reshape(-1, batch.max_length))
             weights.append(joint.view(len(orders), batch.batch_size) - torch.cat(log_q))
             bar.update(len(orders))
     return torch.cat(weights)

@@ -87,6 +87,13 @@ class DecodingState:
                              None if self.key_columns is None else self.key_columns[index])
 
 
+def _with_room(buffer: torch.Tensor, used: int, dim: int) -> torch.Tensor:
+    """``buffer`` with room for entry ``used`` along ``dim``: itself, or doubled when its ``used`` entries fill it."""
+    if buffer.shape[dim] > used:
+        return buffer
+    return torch.cat([buffer, torch.empty_like(buffer)], dim=dim)
+
+
 class InsertionCausalDecoder(nn.Module):
     """Insertion-causal Transformer (see the module docstring). Sizes as :class:`~ip_pyro.networks.InsertionDecoder`;
     ``num_buckets`` / ``max_distance`` size the canvas-offset buckets of the attention and gap biases."""
@@ -313,14 +320,11 @@ class InsertionCausalDecoder(nn.Module):
         if torch.is_grad_enabled():  # no in-place writes into a tensor autograd may still need
             sides = torch.cat([state.sides[:, :count], new_sides], dim=1)
         else:  # a buffer that doubles when full: O(1) amortised per step instead of a copy of every item
-            sides = state.sides
-            if sides.shape[1] == count:
-                sides = torch.cat([sides, torch.empty_like(sides)], dim=1)
+            sides = _with_room(state.sides, count, 1)
             sides[:, count] = new_sides[:, 0]
         columns = None if torch.is_grad_enabled() else state.key_columns
         if columns is not None:  # the same for the key columns
-            if columns.shape[-1] == count:
-                columns = torch.cat([columns, torch.empty_like(columns)], dim=-1)
+            columns = _with_room(columns, count, -1)
             columns[..., count] = self._key_columns(new_sides)[..., 0]
         return DecodingState(state.caches, state.prompt_bias, state.positions, states[:, 0], sides, ranks, item_at,
                              columns)
