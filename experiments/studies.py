@@ -61,15 +61,16 @@ STAR_METRICS = ("exact_match", "token_accuracy", "edges_in_graph", "nll")
 MAZE_METRICS = ("success", "exact_match", "valid_moves", "nll")
 
 
-def planning_arms(scale: float) -> tuple:
-    """FO-ARM, the uniform order and the best fixed order (canvas decoder, prefix attention), the learned pointer
-    and Plackett-Luce guides (causal decoder, RWS K = 4); ``scale`` sizes the schedules to the budget."""
-    return (Arm("fo-arm", "--model fo-arm", int(6000 * scale)),
-            Arm("canvas-uniform", "--model ip --guide uniform --prompt-attention prefix", int(4000 * scale)),
-            Arm("canvas-r2l", "--model ip --guide r2l --prompt-attention prefix", int(4000 * scale)),
-            Arm("canvas-l2r", "--model ip --guide l2r --prompt-attention prefix", int(4000 * scale)),
-            Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4}", int(1500 * scale)),
-            Arm("causal-pl-rws", f"--model ip --guide pl --decoder causal {RWS4}", int(1500 * scale)))
+def planning_arms(fo_arm: int, fixed: int, learned: int) -> tuple:
+    """FO-ARM, the uniform order and the fixed orders (canvas decoder, prefix attention), the learned pointer
+    and Plackett-Luce guides (causal decoder, RWS K = 4), with schedules of ``fo_arm``, ``fixed`` (the canvas
+    arms) and ``learned`` steps."""
+    return (Arm("fo-arm", "--model fo-arm", fo_arm),
+            Arm("canvas-uniform", "--model ip --guide uniform --prompt-attention prefix", fixed),
+            Arm("canvas-r2l", "--model ip --guide r2l --prompt-attention prefix", fixed),
+            Arm("canvas-l2r", "--model ip --guide l2r --prompt-attention prefix", fixed),
+            Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4}", learned),
+            Arm("causal-pl-rws", f"--model ip --guide pl --decoder causal {RWS4}", learned))
 
 
 STUDIES = {study.name: study for study in (
@@ -99,16 +100,18 @@ STUDIES = {study.name: study for study in (
           arms=(Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4}", 1900),)),
     Study("star-medium", "star-medium", "--task star-medium " + STAR_COMMON + " --eval-every 500 "
           "--checkpoint-every 250", minutes=20, seeds=(0, 1), metrics=STAR_METRICS, eval_flags=PLANNING_EVAL,
-          nll_orders=10, data=True, arms=planning_arms(1.0), about="20 minutes per arm"),
+          nll_orders=10, data=True, arms=planning_arms(6000, 4000, 1500), about="20 minutes per arm"),
     Study("maze-braided-easy", "maze-braided-easy", "--task maze-braided-easy " + STAR_COMMON.replace(
           " --absolute-positions --prompt-group 2 --embed-std 1", "") + " --eval-every 500 --checkpoint-every 250",
           minutes=20, seeds=(0, 1), metrics=MAZE_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
-          arms=planning_arms(1.0), about="20 minutes per arm"),
-    Study("star-hard", "star-hard", "--task star-hard " + STAR_COMMON + " --eval-every 1000 --checkpoint-every 250",
-          minutes=120, metrics=STAR_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
-          arms=tuple(arm for arm in planning_arms(4.0) if arm.name in ("fo-arm", "canvas-uniform",
-                                                                        "causal-pointer-rws")),
-          about="up to two hours per arm: the paper's headline task"),
+          arms=planning_arms(4900, 3000, 780), about="20 minutes per arm (schedules from step costs of 0.25 s, "
+          "0.42 s and 1.6 s measured 2026-12-03, two runs side by side)"),
+    Study("star-hard", "star-hard", "--task star-hard " + STAR_COMMON + " --eval-every 250 --checkpoint-every 250",
+          minutes=60, metrics=STAR_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
+          arms=tuple(arm for arm in planning_arms(2300, 2300, 1200) if arm.name in ("fo-arm", "canvas-uniform",
+                                                                                      "causal-pointer-rws")),
+          about="an hour per arm, the paper's headline task (schedules from step costs of 1.7 s, 1.7 s and 3.2 s "
+          "measured 2026-12-03, two runs side by side)"),
 )}
 
 
