@@ -11,9 +11,9 @@ from ip_pyro.canvas import insert_tokens
 from ip_pyro.models.decoder_base import DecoderScoring, register_decoder
 from ip_pyro.models.insertion_steps import StepLogProbs, chosen_step_terms, finish_output, step_scores
 from ip_pyro.networks import DecoderOutput, InsertionCausalDecoder
-from ip_pyro.orders import orders_to_ranks, orders_to_slots
+from ip_pyro.orders import orders_to_ranks, orders_to_slots, slots_of_positions
 
-__all__ = ["CausalScoring", "HistorySession", "history_steps", "history_log_joint"]
+__all__ = ["CausalScoring", "HistorySession", "history_steps", "history_log_joint", "needed_gaps"]
 
 
 def encode_prompt(model, batch):
@@ -72,27 +72,46 @@ def _encode_history(model, batch, rows, orders: torch.Tensor, first_row: int):
     return model.network.encode(rows.tokens.gather(1, orders), orders, cache.rows(index))
 
 
+def needed_gaps(orders: torch.Tensor, lengths: torch.Tensor, steps: torch.Tensor, eos: bool) -> torch.Tensor:
+    """Flat ``(query, gap)`` indices ``[N, M]`` (``query * G + gap``, ``G = L + 1``) where the token logits of the
+    steps ``[N, Q]`` of the orders ``[N, L]`` are read: the gaps that hold a position not yet inserted (and, with
+    ``eos``, each step's last gap). They come first in each row; ``M`` is the largest count over the rows and the
+    rest of a row is filled with distinct unread pairs. Under a uniform order about a third of the ``k <= t``
+    gaps are read; under an order that writes left to right, one per step."""
+    count, width = orders.shape
+    gaps = width + 1
+    ranks = orders_to_ranks(orders)
+    inserted = ranks.unsqueeze(1) < steps.unsqueeze(-1)  # [N, Q, L]
+    remaining = (torch.arange(width, device=orders.device) < lengths.unsqueeze(-1)).unsqueeze(1) & ~inserted
+    slots = torch.where(remaining, slots_of_positions(inserted), gaps)  # unread positions to a spare column
+    needed = torch.zeros(count, steps.shape[1], gaps + 1, dtype=torch.bool, device=orders.device)
+    needed.scatter_(2, slots, True)
+    if eos:
+        needed.scatter_(2, steps.unsqueeze(-1), True)
+    needed = needed[..., :gaps].flatten(1)
+    size = max(int(needed.sum(-1).max()) if count else 0, 1)
+    return needed.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[:, :size]
+
+
 def history_steps(model, batch, rows, orders: torch.Tensor, steps: torch.Tensor) -> StepLogProbs:
     """Causal decoder: :class:`StepLogProbs` ``[N, Q(, L)]`` of the steps ``[N, Q]`` of the orders ``[N, L]``
-    (rows aligned with ``rows = batch.repeat(N // B)``), every candidate position in closed form, from one pass."""
+    (rows aligned with ``rows = batch.repeat(N // B)``), every candidate position in closed form, from one pass;
+    token logits only at the gaps a candidate goes into (:func:`needed_gaps`)."""
     network = model.network
     history = _encode_history(model, batch, rows, orders, 0)
     stop_logits, slot_logits = network.step_logits(history)  # [N, L+1], [N, L+1, L+1]
     count, queries = steps.shape
     gaps = slot_logits.shape[-1]
-    # token logits only at the gaps of each queried step (k <= t: about half of the square for all steps)
-    widths = steps.max(0).values + 1 if count else torch.ones(queries, dtype=torch.long, device=steps.device)
-    pair_query = torch.repeat_interleave(torch.arange(queries, device=steps.device), widths)
-    pair_slot = torch.arange(len(pair_query), device=steps.device) - torch.repeat_interleave(
-        widths.cumsum(0) - widths, widths)
-    pair_steps = steps[:, pair_query]  # [N, P]
-    token_logits = network.token_logits(history, pair_steps, torch.minimum(pair_slot, pair_steps))
-    dense = token_logits.new_zeros(count, queries, gaps, token_logits.shape[-1])  # other gaps: never read
-    dense[:, pair_query, pair_slot] = token_logits
+    pairs = needed_gaps(orders, rows.lengths, steps, model.termination == "eos")  # [N, M]
+    pair_steps, pair_slots = steps.gather(1, pairs // gaps), pairs % gaps
+    token_logits = network.token_logits(history, pair_steps, torch.minimum(pair_slots, pair_steps))
+    classes = token_logits.shape[-1]
+    dense = token_logits.new_zeros(count, queries * gaps, classes)  # other gaps: never read
+    dense = dense.scatter(1, pairs.unsqueeze(-1).expand(-1, -1, classes), token_logits)
     flat = count * queries
     output = DecoderOutput(stop_logits.gather(1, steps).reshape(flat),
                            slot_logits.gather(1, steps.unsqueeze(-1).expand(-1, -1, gaps)).reshape(flat, gaps),
-                           dense.reshape(flat, gaps, -1))
+                           dense.reshape(flat, gaps, classes))
     width = orders.shape[1]
     canvas_lengths = steps.reshape(flat)
     ranks = orders_to_ranks(orders).repeat_interleave(queries, 0)

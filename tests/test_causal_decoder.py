@@ -71,6 +71,39 @@ def test_one_pass_log_joint_equals_the_kv_cached_program_to_1e9(termination, wit
     assert abs(model.log_joint(batch, orders, chunk_size=2).sum().item() - joint.sum().item()) < 1e-9
 
 
+@pytest.mark.parametrize("termination", ["stop", "eos"])
+@pytest.mark.parametrize("with_prompt", [False, True])
+@pytest.mark.parametrize("guide", ["pl", "l2r"])
+def test_token_logits_at_the_read_gaps_only_equal_every_gap(termination, with_prompt, guide, monkeypatch, float64):
+    """all_step_log_probs (and step_log_probs) with token logits only at the gaps a candidate goes into equal the
+    plain path that computes them at every gap of every step, for every candidate position; a left-to-right
+    order reads one gap per step, its last (where EOS goes), against the plain path's 36."""
+    import models.decoder_causal as causal
+
+    model = causal_model(vocab_size=4, max_length=7, termination=termination)
+    batch = collate([[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0, 1], [1, 2, 0]],
+                    [[1, 2], [], [3], [0, 0, 0], [2]] if with_prompt else None)
+    steps = torch.arange(8).expand(5, 8).clamp(max=batch.lengths.unsqueeze(-1))
+    if guide == "l2r":
+        orders = torch.arange(7).expand(5, 7).clone()
+        reads = causal.needed_gaps(orders, batch.lengths, steps, termination == "eos")
+        assert reads.shape[1] == 7 + (termination == "eos")  # gap t at step t: the canvas's end, where EOS goes
+    else:
+        orders = PlackettLuce(torch.randn(5, 7), batch.lengths).sample()
+    fast = model.all_step_log_probs(batch, orders)
+    inserted = torch.zeros(5, 7, dtype=torch.bool).scatter(1, orders[:, :2], True) & (batch.lengths > 1)[:, None]
+    inserted |= torch.zeros(5, 7, dtype=torch.bool).scatter(1, orders[:, :1], True) & (batch.lengths > 0)[:, None]
+    one_step = model.step_log_probs(batch, inserted, orders=orders)
+    every = torch.arange(8 * 8).expand(5, -1)
+    monkeypatch.setattr(causal, "needed_gaps", lambda orders, lengths, steps, eos: every[:, :steps.shape[1] * 8])
+    plain, plain_step = model.all_step_log_probs(batch, orders), model.step_log_probs(batch, inserted, orders=orders)
+    for got, want in ((fast, plain), (one_step, plain_step)):
+        for field in ("stop", "insert", "go"):
+            assert torch.equal(getattr(got, field).isinf(), getattr(want, field).isinf())
+            finite = getattr(want, field).isfinite()
+            assert torch.allclose(getattr(got, field)[finite], getattr(want, field)[finite], atol=1e-12)
+
+
 @pytest.mark.parametrize("gap_context", [1, 2, 3])
 @pytest.mark.parametrize("termination", ["stop", "eos"])
 @pytest.mark.parametrize("with_prompt", [False, True])
