@@ -78,7 +78,7 @@ def test_token_logits_at_the_read_gaps_only_equal_every_gap(termination, with_pr
     """all_step_log_probs (and step_log_probs) with token logits only at the gaps a candidate goes into equal the
     plain path that computes them at every gap of every step, for every candidate position; a left-to-right
     order reads one gap per step, its last (where EOS goes), against the plain path's 36."""
-    import models.decoder_causal as causal
+    import ip_pyro.models.decoder_causal as causal
 
     model = causal_model(vocab_size=4, max_length=7, termination=termination)
     batch = collate([[0, 3, 1, 1], [2], [], [3, 3, 0, 1, 2, 0, 1], [1, 2, 0]],
