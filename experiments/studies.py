@@ -93,7 +93,11 @@ STUDIES = {study.name: study for study in (
                 Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4} --eval-every 250",
                     2800),
                 Arm("causal-l2r", "--model ip --guide l2r --decoder causal --step-sampling all --eval-every 500",
-                    5600))),
+                    5600),
+                # the remedy for a guide still spread at 40 minutes: 300 ELBO steps whose guide term weighs the
+                # order entropy by 0.3 (a guide rewarded for concentrating), then RWS as the plain arm
+                Arm("causal-pointer-rws-sharpened", f"--model ip --guide pointer --decoder causal {RWS4} "
+                    "--objective-switch 300 --order-entropy-weight 0.3 --eval-every 250", 2800))),
     Study("star-easy", "star-easy", "--task star-easy " + STAR_COMMON + " --eval-every 250 --checkpoint-every 250",
           minutes=20, seeds=(0, 1, 2), metrics=STAR_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
           about="the pointer guide's seeds at 20 minutes (causal decoder, RWS K = 4)",
