@@ -7,7 +7,8 @@
 
 A results block in a markdown page is the table between ``<!-- results: study=NAME metrics=a,b,c -->`` and
 ``<!-- /results -->``; an answers block (``<!-- answers: study=NAME metrics=a -->`` ... ``<!-- /answers -->``)
-holds the study's answers in sentences, judged on each metric named in turn; `` brief`` after the metrics leaves the family and
+holds the study's answers in sentences, judged on each metric named in turn; `` arms=a,b`` after the metrics keeps
+those arms' records only (a page's short table of a study with more arms); `` brief`` last leaves the family and
 order columns out of a table. Nothing between two markers is written by hand.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ip_pyro.results import curve_points, read_records, render_answers, render_t
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/results.md")
 BLOCK = re.compile(r"(<!-- (?P<kind>results|answers): study=(?P<study>[\w.-]+) metrics=(?P<metrics>[\w,]+)"
-                   r"(?P<brief> brief)? -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.DOTALL)
+                   r"(?: arms=(?P<arms>[\w,.-]+))?(?P<brief> brief)? -->\n)"
+                   r"(?P<body>.*?)(?P<end><!-- /(?P=kind) -->)", re.DOTALL)
 # the metric each study's figure shows, and whether lower is better
 FIGURE_METRICS = {"qm9": "validity", "moses": "validity", "star-easy": "exact_match", "star-medium": "exact_match",
                   "star-hard": "exact_match", "maze-braided-easy": "success"}
@@ -32,14 +34,25 @@ def block_body(match, records: list) -> str:
     """What a block holds: a study's table (``results``) or its answers in sentences (``answers``: judged on each
     metric named)."""
     metrics = match["metrics"].split(",")
+    if match["arms"]:
+        records = chosen_arms(records, match["study"], match["arms"].split(","))
     if match["kind"] == "answers":
         return render_answers(records, match["study"], metrics) + "\n"
     return render_table(records, match["study"], metrics, brief=bool(match["brief"])) + "\n"
 
 
+def chosen_arms(records: list, study: str, arms: list) -> list:
+    """The records of ``study`` whose label is one of ``arms`` (a one-line error for an arm it has no record of)."""
+    mine = [record for record in records if record["study"] == study]
+    missing = sorted(set(arms) - {record["label"] for record in mine})
+    if missing:
+        raise ValueError(f"no records of arm {missing[0]!r} in study {study!r}; fix the block's arms= list")
+    return [record for record in mine if record["label"] in arms]
+
+
 def rebuilt(text: str, records: list) -> str:
     """``text`` with every block's body replaced by what its records give."""
-    return BLOCK.sub(lambda match: match.group(1) + block_body(match, records) + match.group(7), text)
+    return BLOCK.sub(lambda match: match.group(1) + block_body(match, records) + match["end"], text)
 
 
 def stale_blocks(root: Path, records: list) -> list:

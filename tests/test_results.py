@@ -204,3 +204,20 @@ def test_the_check_fails_when_a_block_is_edited_by_hand(tmp_path):
     assert results_script.stale_blocks(tmp_path, records) == [("docs/results.md", "s")]
     assert results_script.rebuilt(page.replace("0.500", "0.900"), records) == page
 
+
+
+def test_a_block_with_arms_shows_those_arms_only_and_names_an_arm_without_records(tmp_path):
+    records = [a_record(), a_record(label="causal-pointer-rws-sharpened", metrics={"validity": 0.7, "nll": 19.0}),
+               a_record(label="canvas-uniform", arm="uniform", order_entropy=1.0, order="")]
+    chosen = results_script.chosen_arms(records, "s", ["canvas-uniform", "causal-pointer-rws"])
+    page = ("<!-- results: study=s metrics=validity arms=canvas-uniform,causal-pointer-rws brief -->\n"
+            + render_table(chosen, "s", ["validity"], brief=True) + "\n<!-- /results -->\n"
+            "<!-- answers: study=s metrics=validity arms=canvas-uniform,causal-pointer-rws -->\n"
+            + render_answers(chosen, "s", ["validity"]) + "\n<!-- /answers -->\n")
+    assert "sharpened" not in page and "0.700" not in page
+    (tmp_path / "README.md").write_text(page)
+    assert results_script.stale_blocks(tmp_path, records) == []
+    assert "0.700" in results_script.rebuilt(page.replace(",causal-pointer-rws", ",causal-pointer-rws-sharpened"),
+                                             records)
+    with pytest.raises(ValueError, match="no records of arm 'fo-arm' in study 's'"):
+        results_script.rebuilt(page.replace("arms=canvas-uniform", "arms=fo-arm"), records)
