@@ -18,7 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-from ip_pyro.results import curve_points, read_records, render_answers, render_table
+from ip_pyro.result_tables import curve_points, render_answers, render_table
+from ip_pyro.results import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/results.md")

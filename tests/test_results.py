@@ -10,8 +10,9 @@ import torch
 from experiments import campaign
 from experiments.studies import STUDIES
 from ip_pyro.config import GUIDE_NAMES
+from ip_pyro.result_tables import render_answers, render_table
 from ip_pyro.results import (METRIC_NAMES, arm_family, diagnose_sentence, read_records, record_from_run,
-                             render_answers, render_table, validate_record, write_record)
+                             validate_record, write_record)
 from scripts import results as results_script
 
 ROOT = Path(__file__).resolve().parents[1]
