@@ -9,6 +9,8 @@ A run folder ``runs/<study>/<arm>-s<seed>`` is resumed (``ip-pyro train --resume
 checkpoint, so an interrupted campaign continues where it stopped; a finished run is not trained again, and an
 evaluated one not evaluated again (``--force-eval`` redoes it). Each run uses one torch thread, and ``--jobs``
 runs go side by side (at most two on a 2-core machine); the record names what else was running (``--load``).
+``--device cuda`` trains, evaluates and diagnoses on a GPU; a run folder keeps the device and the machine it
+started on (``run.json``), so its record names that machine and its commands carry that device.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import argparse
 import datetime
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -40,23 +43,44 @@ def run_folder(chosen: Study, arm_name: str, seed: int) -> Path:
     return Path("runs") / chosen.name / f"{arm_name}-s{seed}"
 
 
-def commands(chosen: Study, arm_name: str, seed: int) -> dict:
-    """The shell commands of one run: ``data`` (planning), ``train``, ``eval`` and, for a learned guide,
-    ``diagnose`` — exactly what the record stores."""
+def describe_machine(device: str) -> str:
+    """The machine a run on ``device`` uses, in words: this project's CPU machine, or the GPU's name and the host."""
+    if not device.startswith("cuda"):
+        return MACHINE
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch sees no CUDA device here; run on a GPU machine or drop --device")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return f"{torch.cuda.get_device_name(index)} GPU on a {os.cpu_count()}-core {platform.machine()} host"
+
+
+def run_settings(folder: Path, device: str) -> dict:
+    """``{"device", "machine"}`` of a run folder: what ``run.json`` says it started on, else ``device`` here."""
+    path = folder / "run.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"device": device, "machine": describe_machine(device)}
+
+
+def commands(chosen: Study, arm_name: str, seed: int, device: str = "cpu") -> dict:
+    """The shell commands of one run on ``device``: ``data`` (planning), ``train``, ``eval`` and, for a learned
+    guide, ``diagnose`` — exactly what the record stores."""
     arm, folder = chosen.arm(arm_name), run_folder(chosen, arm_name, seed)
     data = f" --data data/{chosen.task}" if chosen.data else ""
+    on = "" if device == "cpu" else f" --device {device}"
     limit = f" --time-limit {chosen.minutes:g}" if chosen.minutes else ""
     out = {"train": f"ip-pyro train {chosen.common}{data} {arm.flags} --steps {arm.steps}{limit} --seed {seed} "
-                    f"--threads 1 --no-progress --out {folder}"}
+                    f"--threads 1 --no-progress{on} --out {folder}"}
     if chosen.data:
         out = {"data": f"ip-pyro data {chosen.task} --out data/{chosen.task}", **out}
     fo_arm = "--model fo-arm" in arm.flags
     nll = "" if fo_arm else f" --nll-samples {chosen.nll_orders}"
-    out["eval"] = f"ip-pyro eval --checkpoint {folder}/checkpoint.pt {chosen.eval_flags}{nll}{data}"
+    out["eval"] = f"ip-pyro eval --checkpoint {folder}/checkpoint.pt {chosen.eval_flags}{nll}{data}{on}"
     if not fo_arm and any(f"--guide {name}" in arm.flags for name in ("pl", "pointer", "sequential")):
         test = f"data/{chosen.task}/test.jsonl --domain path" if chosen.data else \
             f"runs/{chosen.name}/test64.smi --domain smiles"
-        out["diagnose"] = (f"ip-pyro diagnose {folder}/checkpoint.pt --data {test} {chosen.diagnose_flags} "
+        out["diagnose"] = (f"ip-pyro diagnose {folder}/checkpoint.pt --data {test} {chosen.diagnose_flags}{on} "
                            f"--out {folder}/diagnose")
     return out
 
@@ -97,15 +121,20 @@ def write_test_smiles(chosen: Study) -> None:
     path.write_text("\n".join(load_smiles_task(chosen.task).smiles["test"][:64]) + "\n")
 
 
-def run_one(chosen: Study, arm_name: str, seed: int, *, force_eval: bool, load: str) -> str:
-    """Train (resuming), evaluate, diagnose and record one arm x seed; returns a one-line account."""
-    folder, lines = ROOT / run_folder(chosen, arm_name, seed), commands(chosen, arm_name, seed)
+def run_one(chosen: Study, arm_name: str, seed: int, *, force_eval: bool, load: str, device: str = "cpu") -> str:
+    """Train (resuming), evaluate, diagnose and record one arm x seed on ``device`` (a folder that holds a run
+    keeps the device it started on); returns a one-line account."""
+    folder = ROOT / run_folder(chosen, arm_name, seed)
+    settings = run_settings(folder, device)
+    lines = commands(chosen, arm_name, seed, settings["device"])
     log = folder.parent / f"{folder.name}.log"
     if "data" in lines and not (ROOT / "data" / chosen.task / "manifest.json").is_file():
         shell(lines["data"], log)
     if not (folder / "train_commit.txt").is_file():  # the code the training started with (kept across resumes)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "train_commit.txt").write_text(git_commit() + "\n")
+    if not (folder / "run.json").is_file():
+        (folder / "run.json").write_text(json.dumps(settings) + "\n")
     commit = (folder / "train_commit.txt").read_text().strip()
     if not finished(folder):
         resume = " --resume" if (folder / "checkpoint.pt").is_file() else ""
@@ -115,17 +144,19 @@ def run_one(chosen: Study, arm_name: str, seed: int, *, force_eval: bool, load: 
         shell(lines["eval"], log)
     if "diagnose" in lines and (force_eval or not (folder / "diagnose" / "summary.txt").is_file()):
         shell(lines["diagnose"], log)
-    return write_run_record(chosen, arm_name, seed, commit=commit, load=load)
+    return write_run_record(chosen, arm_name, seed, commit=commit, load=load, device=device)
 
 
-def write_run_record(chosen: Study, arm_name: str, seed: int, *, commit: str, load: str) -> str:
+def write_run_record(chosen: Study, arm_name: str, seed: int, *, commit: str, load: str, device: str = "cpu") -> str:
     from ip_pyro.results import record_from_run, write_record
 
-    folder, lines = ROOT / run_folder(chosen, arm_name, seed), commands(chosen, arm_name, seed)
+    folder = ROOT / run_folder(chosen, arm_name, seed)
+    settings = run_settings(folder, device)
+    lines = commands(chosen, arm_name, seed, settings["device"])
     fo_arm = "--model fo-arm" in chosen.arm(arm_name).flags
     date = datetime.date.fromtimestamp((folder / "eval_test.json").stat().st_mtime).isoformat()
     record = record_from_run(folder, study=chosen.name, label=arm_name, command=list(lines.values()), commit=commit,
-                             date=date, machine=MACHINE, threads=1, load=load,
+                             date=date, machine=settings["machine"], threads=1, load=load,
                              nll_kind="exact" if fo_arm else f"iwae-{chosen.nll_orders}")
     write_record(ROOT / "results" / f"{chosen.name}.jsonl", record)
     shown = ", ".join(f"{key} {value:.3f}" for key, value in record["metrics"].items())
@@ -143,6 +174,8 @@ def main(argv=None) -> int:
         verb.add_argument("--arms", nargs="+", default=None, help="arm names (default: every arm)")
         verb.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the study's)")
         verb.add_argument("--load", default="", help="what else runs on the machine, stated in each record")
+        verb.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for runs that start here (a run "
+                          "folder keeps the device it started on)")
         if name == "run":
             verb.add_argument("--jobs", type=int, default=1, help="runs side by side, one torch thread each")
             verb.add_argument("--force-eval", action="store_true", help="evaluate and diagnose again")
@@ -158,13 +191,13 @@ def main(argv=None) -> int:
         for arm, seed in pairs:
             marker = ROOT / run_folder(chosen, arm, seed) / "train_commit.txt"
             commit = marker.read_text().strip() if marker.is_file() else git_commit()
-            print(write_run_record(chosen, arm, seed, commit=commit, load=args.load), flush=True)
+            print(write_run_record(chosen, arm, seed, commit=commit, load=args.load, device=args.device), flush=True)
         return 0
     if not chosen.data:
         write_test_smiles(chosen)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_one, chosen, arm, seed, force_eval=args.force_eval, load=args.load)
-                   for arm, seed in pairs]
+        futures = [pool.submit(run_one, chosen, arm, seed, force_eval=args.force_eval, load=args.load,
+                               device=args.device) for arm, seed in pairs]
         failed = 0
         for future in futures:
             try:

@@ -222,3 +222,20 @@ def test_a_block_with_arms_shows_those_arms_only_and_names_an_arm_without_record
                                              records)
     with pytest.raises(ValueError, match="no records of arm 'fo-arm' in study 's'"):
         results_script.rebuilt(page.replace("arms=canvas-uniform", "arms=fo-arm"), records)
+
+
+def test_campaign_commands_carry_the_device_and_a_run_folder_keeps_the_machine_it_started_on(tmp_path):
+    cpu = campaign.commands(STUDIES["star-hard"], "causal-pointer-rws", 0)
+    assert not any("--device" in line for line in cpu.values())
+    gpu = campaign.commands(STUDIES["star-hard"], "causal-pointer-rws", 0, "cuda")
+    assert all("--device cuda" in gpu[verb] for verb in ("train", "eval", "diagnose"))
+    assert "--device" not in gpu["data"]
+    assert campaign.run_settings(tmp_path, "cpu") == {"device": "cpu", "machine": campaign.MACHINE}
+    (tmp_path / "run.json").write_text('{"device": "cuda", "machine": "NVIDIA H200 GPU on a 16-core x86_64 host"}')
+    assert campaign.run_settings(tmp_path, "cpu")["machine"].startswith("NVIDIA H200")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_campaign_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="torch sees no CUDA device here"):
+        campaign.describe_machine("cuda")
