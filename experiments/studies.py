@@ -104,7 +104,12 @@ STUDIES = {study.name: study for study in (
           arms=(Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4}", 1900),)),
     Study("star-medium", "star-medium", "--task star-medium " + STAR_COMMON + " --eval-every 500 "
           "--checkpoint-every 250", minutes=20, seeds=(0, 1), metrics=STAR_METRICS, eval_flags=PLANNING_EVAL,
-          nll_orders=10, data=True, arms=planning_arms(6000, 4000, 1500), about="20 minutes per arm"),
+          nll_orders=10, data=True, about="20 minutes per arm",
+          # the remedy for a guide that collapses onto the first order it finds (source first): 500 AO-IP steps
+          # (the ELBO, every step of each order, the guide held at the uniform order), then RWS as the plain arm
+          arms=planning_arms(6000, 4000, 1500) + (
+              Arm("causal-pointer-rws-held", f"--model ip --guide pointer --decoder causal {RWS4} "
+                  "--objective-switch 500 --guide-hold 500 --step-sampling all", 1500),)),
     Study("maze-braided-easy", "maze-braided-easy", "--task maze-braided-easy " + STAR_COMMON.replace(
           " --absolute-positions --prompt-group 2 --embed-std 1", "") + " --eval-every 500 --checkpoint-every 250",
           minutes=20, seeds=(0, 1), metrics=MAZE_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ip_pyro.guides.registry import FAMILIES as GUIDE_FAMILIES
+from ip_pyro.guides.registry import LEARNED as LEARNED_GUIDES
 from ip_pyro.infer.rws import GUIDE_UPDATES, MODEL_GRADIENTS
 from ip_pyro.models.insertion import DECODERS
 from ip_pyro.models.registry import FAMILIES as MODEL_FAMILIES
@@ -116,6 +117,11 @@ class TrainConfig:
         1.0,
         "IP: weight of the guide's entropy at the start (1 = the ELBO; < 1 lets the order sharpen)")
     order_entropy_anneal: int = flag(0, "steps over which that weight rises linearly to 1")
+    guide_hold: int = flag(
+        0,
+        "learned guides: keep the guide at its initial order (uniform: the scores start at zero) for the first "
+        "STEP steps, so the model learns under every order before the guide follows its posterior",
+        metavar="STEP")
     precision: str = flag("fp32", "fp32 or bf16 (autocast)")
     compile: bool = flag(False, "torch.compile the networks")
     distributed: bool = flag(
@@ -174,6 +180,11 @@ class TrainConfig:
                                  f"{', '.join(GUIDE_UPDATES)}")
         if not is_count(self.objective_switch, 0):
             raise ValueError(f"--objective-switch={self.objective_switch!r} must be a step count >= 0")
+        if not is_count(self.guide_hold, 0):
+            raise ValueError(f"--guide-hold={self.guide_hold!r} must be a step count >= 0")
+        if self.guide_hold and (self.model != "ip" or self.guide not in LEARNED_GUIDES):
+            raise ValueError(f"--guide-hold holds a learned guide ({', '.join(LEARNED_GUIDES)}); --guide "
+                             f"{self.guide} has nothing to hold (drop --guide-hold)")
         if self.objective_switch and self.objective != "rws":
             raise ValueError("--objective-switch STEP switches from the ELBO to --objective rws; add --objective rws")
         if self.prompt_attention is not None and self.prompt_attention not in PROMPT_ATTENTION:

@@ -205,6 +205,9 @@ class Trainer:
         loss.backward()
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         distributed.average_gradients(parameters)
+        if self.guide is not None and self.step < self.config.guide_hold:
+            for held in self.guide.parameters():
+                held.grad = None  # AdamW leaves a parameter without a gradient untouched (no decay either)
         torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_norm)
         self.optimizer.step()
         self.scheduler.step()

@@ -388,6 +388,38 @@ def test_rws_objective_switches_at_its_step_logs_the_order_entropy_and_resumes_e
         trainer("other").resume()
 
 
+@pytest.mark.parametrize("guide_name,decoder", [("pl", "canvas"), ("pointer", "causal"), ("sequential", "canvas")])
+def test_guide_hold_keeps_the_guide_at_its_uniform_start_then_lets_it_learn(guide_name, decoder, tmp_path):
+    from ip_pyro.diagnostics import guide_order_entropy
+
+    examples = make_dataset("star-easy", seed=0, sizes={"train": 64, "valid": 0, "test": 0})["train"]
+    torch.manual_seed(0)
+    config = tiny_config(tmp_path, guide=guide_name, decoder=decoder, objective="rws", particles=3, guide_hold=2,
+                         guide_lr=1e-2)
+    model, guide = model_and_guide(config)
+    trainer = Trainer(config, model, guide, examples)
+    start_guide = [p.detach().clone() for p in guide.parameters()]
+    start_model = [p.detach().clone() for p in model.parameters()]
+    batch = trainer._collate(examples[:8])
+    assert guide_order_entropy(guide, batch, 64) == pytest.approx(1.0, abs=1e-4)  # zero scores: the uniform order
+    for _ in range(2):
+        trainer.train_step()
+    assert all(torch.equal(p, q) for p, q in zip(guide.parameters(), start_guide))  # held: not even weight decay
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), start_model))  # the model learns
+    trainer.train_step()
+    assert not all(torch.equal(p, q) for p, q in zip(guide.parameters(), start_guide))  # step 3: the guide learns
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(guide="uniform", guide_hold=5), "--guide-hold holds a learned guide"),
+    (dict(model="fo-arm", guide_hold=5), "--guide-hold holds a learned guide"),
+    (dict(guide_hold=-1), "--guide-hold=-1 must be a step count"),
+])
+def test_guide_hold_refuses_what_it_cannot_hold(changes, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, **changes).validate()
+
+
 def test_fixed_guides_log_their_exact_order_entropy(tmp_path):
     from ip_pyro.diagnostics import guide_order_entropy
     from ip_pyro.guides import LeftToRightGuide, UniformOrderGuide
