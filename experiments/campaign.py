@@ -56,10 +56,14 @@ def describe_machine(device: str) -> str:
 
 
 def run_settings(folder: Path, device: str) -> dict:
-    """``{"device", "machine"}`` of a run folder: what ``run.json`` says it started on, else ``device`` here."""
+    """``{"device", "machine"}`` of a run folder: what ``run.json`` says it started on; a folder that holds a run
+    but no ``run.json`` (a run begun before the campaign wrote one) ran on this project's CPU machine; else
+    ``device`` here."""
     path = folder / "run.json"
     if path.is_file():
         return json.loads(path.read_text())
+    if (folder / "checkpoint.pt").is_file() or (folder / "train_commit.txt").is_file():
+        return {"device": "cpu", "machine": MACHINE}
     return {"device": device, "machine": describe_machine(device)}
 
 

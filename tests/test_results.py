@@ -231,6 +231,8 @@ def test_campaign_commands_carry_the_device_and_a_run_folder_keeps_the_machine_i
     assert all("--device cuda" in gpu[verb] for verb in ("train", "eval", "diagnose"))
     assert "--device" not in gpu["data"]
     assert campaign.run_settings(tmp_path, "cpu") == {"device": "cpu", "machine": campaign.MACHINE}
+    (tmp_path / "train_commit.txt").write_text("0" * 40 + "\n")  # a run begun before run.json: on the CPU machine
+    assert campaign.run_settings(tmp_path, "cuda") == {"device": "cpu", "machine": campaign.MACHINE}
     (tmp_path / "run.json").write_text('{"device": "cuda", "machine": "NVIDIA H200 GPU on a 16-core x86_64 host"}')
     assert campaign.run_settings(tmp_path, "cpu")["machine"].startswith("NVIDIA H200")
 
