@@ -38,7 +38,7 @@ def order_draws(model, guide, batch: Batch, num_chains: int = 4, num_draws: int 
         raise ValueError(f"num_chains={num_chains} and num_draws={num_draws} must be positive")
     size, width = batch.tokens.shape
     total = num_chains * num_draws
-    with torch.no_grad(), evaluating(model, guide):
+    with torch.inference_mode(), evaluating(model, guide):
         q = guide.order_distribution(batch)
         orders = q.sample((total,))  # [S, B, L]
         log_joint = model.log_joint(batch, orders.reshape(total * size, width)).view(total, size)
@@ -69,7 +69,7 @@ def relative_order_entropy(log_q: np.ndarray, lengths) -> np.ndarray:
 def guide_order_entropy(guide, batch: Batch, num_draws: int = 16) -> float:
     """Mean over the sequences with ``L >= 2`` of the guide's relative order entropy ``H(q) / log L!``, from
     ``num_draws`` draws of the guide alone (no model passes); ``nan`` when no sequence has two positions."""
-    with torch.no_grad(), evaluating(guide):
+    with torch.inference_mode(), evaluating(guide):
         q = guide.order_distribution(batch)
         log_q = q.log_prob(q.sample((num_draws,)))  # [S, B]
     relative = relative_order_entropy(log_q.cpu().numpy(), batch.lengths.cpu().numpy())

@@ -112,7 +112,7 @@ def sequence_nll(model, guide, examples: list, *, nll_samples: int = 100, batch_
         chunk = examples[begin:begin + batch_size]
         prompts = [e.get("prompt", []) for e in chunk]
         batch = collate([e["target"] for e in chunk], prompts if any(prompts) else None).to(device)
-        with torch.no_grad(), evaluating(model):
+        with torch.inference_mode(), evaluating(model):
             if guide is None:
                 totals.append(-model.log_prob(batch))
             elif exact:

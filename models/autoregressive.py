@@ -96,7 +96,7 @@ class LeftToRightLM(PyroModule):
         return Batch(tokens=sequence, lengths=lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)
 
     @pyro_method
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
                greedy: bool = False, max_length: Optional[int] = None, use_cache: bool = True,
                top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False):

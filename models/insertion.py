@@ -216,7 +216,7 @@ class InsertionProcess(PyroModule):
 
     # ------------------------------------------------------------------------------------------- generation
     @pyro_method
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, num_samples: Optional[int] = None, *, prompt=None, temperature: float = 1.0,
                greedy: bool = False, max_length: Optional[int] = None, insertions_per_step: int = 1,
                top_k: Optional[int] = None, top_p: Optional[float] = None, return_log_probs: bool = False,
