@@ -32,10 +32,11 @@ MACHINE = "2-core x86_64 CPU, 24 GB (this project's development and CI machine)"
 
 
 def git_commit() -> str:
-    """HEAD's hash, ``+dirty`` when tracked files differ from it (the code a run used, as far as git knows)."""
+    """HEAD's hash, ``+dirty`` when tracked files outside ``results/`` differ from it (the code a run used, as far
+    as git knows; the records other runs are writing are not code)."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return commit + ("+dirty" if dirty else "")
 
 
