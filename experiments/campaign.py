@@ -32,10 +32,10 @@ MACHINE = "2-core x86_64 CPU, 24 GB (this project's development and CI machine)"
 
 
 def git_commit() -> str:
-    """HEAD's hash, ``+dirty`` when tracked files outside ``results/`` differ from it (the code a run used, as far
-    as git knows; the records other runs are writing are not code)."""
+    """HEAD's hash, ``+dirty`` when tracked files other than records, docs and Markdown differ from it (the code a
+    run used, as far as git knows; the records other runs are writing, and the pages about them, are not code)."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!docs", ":!*.md"],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return commit + ("+dirty" if dirty else "")
 
