@@ -104,25 +104,26 @@ def render_table(records: list, study: str, metrics: list, *, brief: bool = Fals
 
 
 def curve_points(records: list, metric: str) -> dict:
-    """``{label: (steps, wall_minutes, mean, low, high)}``: the validation curve of ``metric`` per label, mean and
-    range over the seeds at each validation index (seeds cut to the shortest curve; steps and minutes the seeds'
-    mean)."""
+    """``{label: (steps, wall_minutes, mean, low, high, seeds)}``: the validation curve of ``metric`` per label, mean
+    and range at each validation index over the seeds whose curve reaches it (``seeds[i]`` of them; a seed stopped
+    early by its time limit drops out instead of cutting every seed's curve short), steps and minutes their mean."""
     out = {}
     for label, members in group_by_label(records).items():
         curves = [record["curve"].get(metric) or [] for record in members]
-        length = min(len(curve) for curve in curves)
+        length = max(len(curve) for curve in curves)
         if length == 0:
             continue
-        steps, minutes, mean, low, high = [], [], [], [], []
+        steps, minutes, mean, low, high, seeds = [], [], [], [], [], []
         for index in range(length):
-            points = [curve[index] for curve in curves]
+            points = [curve[index] for curve in curves if len(curve) > index]
             steps.append(statistics.mean(point[0] for point in points))
             minutes.append(statistics.mean(point[1] for point in points) / 60)
             values = [point[2] for point in points]
             mean.append(statistics.mean(values))
             low.append(min(values))
             high.append(max(values))
-        out[label] = (steps, minutes, mean, low, high)
+            seeds.append(len(points))
+        out[label] = (steps, minutes, mean, low, high, seeds)
     return out
 
 

@@ -88,8 +88,12 @@ def draw(records: list, study: str, path: Path) -> Path:
               (metric, 0, "optimiser steps"), ("order_entropy", 1, "training minutes"))
     for axis, (key, x_index, x_label) in zip(axes, panels):
         for label, points in curve_points(chosen, key).items():
-            x, (mean, low, high) = points[x_index], points[2:]
-            axis.plot(x, mean, marker="o", markersize=3, color=colours[label], label=label)
+            x, (mean, low, high, seeds) = points[x_index], points[2:]
+            full = sum(1 for count in seeds if count == seeds[0])  # points every seed reached
+            axis.plot(x[:full], mean[:full], marker="o", markersize=3, color=colours[label], label=label)
+            if full < len(x):  # past the point where a seed stopped: dashed, over the seeds that went on
+                axis.plot(x[full - 1:], mean[full - 1:], linestyle="--", marker="o", markersize=3,
+                          color=colours[label])
             if low != high:
                 axis.fill_between(x, low, high, color=colours[label], alpha=0.2)
         axis.set_xlabel(x_label)
@@ -101,8 +105,9 @@ def draw(records: list, study: str, path: Path) -> Path:
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False,
                   bbox_to_anchor=(0.5, -0.04))
     seeds = sorted({record["seed"] for record in chosen})
+    legend = " (line: mean; band: range; dashed: past a seed's last point)" if len(seeds) > 1 else ""
     figure.suptitle(f"{study} ({chosen[0]['task']}): validation curves, seed{'s' if len(seeds) > 1 else ''} "
-                    f"{', '.join(map(str, seeds))}" + (" (line: mean; band: range)" if len(seeds) > 1 else ""))
+                    f"{', '.join(map(str, seeds))}" + legend)
     figure.subplots_adjust(bottom=0.2, wspace=0.25)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")

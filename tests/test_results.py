@@ -10,7 +10,7 @@ import torch
 from experiments import campaign
 from experiments.studies import STUDIES
 from ip_pyro.config import GUIDE_NAMES
-from ip_pyro.result_tables import render_answers, render_table
+from ip_pyro.result_tables import curve_points, render_answers, render_table
 from ip_pyro.results import (METRIC_NAMES, arm_family, diagnose_sentence, read_records, record_from_run,
                              validate_record, write_record)
 from scripts import results as results_script
@@ -106,6 +106,15 @@ def test_the_answers_judge_each_metric_named_and_the_seed_range():
     assert "(within the seed range)" in text and "FO-ARM" not in text  # no FO-ARM record: no such sentence
     assert text.endswith("Orders learned (diagnose, per seed): causal-pointer-rws: atoms last / atoms last.")
     assert render_answers(learned + uniform, "s", "validity").count("On ") == 1
+
+
+def test_a_seed_stopped_early_drops_out_of_the_curve_instead_of_cutting_the_others_short():
+    long = a_record(seed=0, curve={"validity": [[500, 60.0, 0.1], [1000, 120.0, 0.3], [1500, 180.0, 0.5]]})
+    short = a_record(seed=1, curve={"validity": [[500, 90.0, 0.2]]})
+    steps, minutes, mean, low, high, seeds = curve_points([long, short], "validity")["causal-pointer-rws"]
+    assert steps == [500, 1000, 1500] and seeds == [2, 1, 1]
+    assert mean == pytest.approx([0.15, 0.3, 0.5]) and low == [0.1, 0.3, 0.5] and high == [0.2, 0.3, 0.5]
+    assert minutes == pytest.approx([1.25, 2.0, 3.0])
 
 
 def test_a_table_of_a_study_without_records_is_a_one_line_error():
