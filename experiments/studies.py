@@ -61,14 +61,17 @@ STAR_METRICS = ("exact_match", "token_accuracy", "edges_in_graph", "nll")
 MAZE_METRICS = ("success", "exact_match", "valid_moves", "nll")
 
 
-def planning_arms(fo_arm: int, fixed: int, learned: int) -> tuple:
-    """FO-ARM, the uniform order and the fixed orders (canvas decoder, prefix attention), the learned pointer
-    and Plackett-Luce guides (causal decoder, RWS K = 4), with schedules of ``fo_arm``, ``fixed`` (the canvas
-    arms) and ``learned`` steps."""
+def planning_arms(fo_arm: int, fixed: int, learned: int, causal_fixed: int = 2500) -> tuple:
+    """FO-ARM, the uniform order and the fixed orders (canvas decoder, prefix attention), the fixed orders again
+    with the causal decoder (the ELBO over every step of the order: the learned arms' decoder without the learned
+    order), the learned pointer and Plackett-Luce guides (causal decoder, RWS K = 4), with schedules of
+    ``fo_arm``, ``fixed`` (the canvas arms), ``causal_fixed`` and ``learned`` steps."""
     return (Arm("fo-arm", "--model fo-arm", fo_arm),
             Arm("canvas-uniform", "--model ip --guide uniform --prompt-attention prefix", fixed),
             Arm("canvas-r2l", "--model ip --guide r2l --prompt-attention prefix", fixed),
             Arm("canvas-l2r", "--model ip --guide l2r --prompt-attention prefix", fixed),
+            Arm("causal-l2r", "--model ip --guide l2r --decoder causal --step-sampling all", causal_fixed),
+            Arm("causal-r2l", "--model ip --guide r2l --decoder causal --step-sampling all", causal_fixed),
             Arm("causal-pointer-rws", f"--model ip --guide pointer --decoder causal {RWS4}", learned),
             Arm("causal-pl-rws", f"--model ip --guide pl --decoder causal {RWS4}", learned))
 
