@@ -18,7 +18,9 @@ arms include their Plackett-Luce guide (width 64, 3 layers). Arms:
 * ``causal_rws_k4``: the causal decoder, ``InsertionRWS(4)``: one pass per order.
 
 Targets: ``causal_rws_k4`` <= 6x and ``causal_elbo_m2_all`` <= 3x the FO-ARM step
-(1.5x per scored order); causal sampling >= 0.8x FO-ARM's tokens/s with its KV cache.
+(1.5x per scored order); causal sampling >= 0.8x FO-ARM's tokens/s with its KV cache. Beside the sampling ratio
+the section prints its bound from arithmetic: FO-ARM's FLOPs a draw over the causal decoder's (``torch.profiler``
+counts), the ratio at equal FLOP rates with every other overhead removed.
 """
 from __future__ import annotations
 
@@ -109,8 +111,9 @@ def _interleaved(runs: dict, device: str, rounds: int, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def _sampling(nets, prompts, length: int, count: int, device: str, rounds: int) -> dict:
-    """Tokens per second writing ``count`` sequences of exactly ``length`` tokens (stop suppressed)."""
+def _sampling(nets, prompts, length: int, count: int, device: str, rounds: int) -> tuple:
+    """Tokens per second writing ``count`` sequences of exactly ``length`` tokens (stop suppressed), and the FLOPs
+    of one such draw for the causal decoder and FO-ARM."""
     with torch.no_grad():
         for name in ("canvas", "causal"):
             nets[name].network.stop_head.bias.fill_(-30.0)
@@ -120,7 +123,18 @@ def _sampling(nets, prompts, length: int, count: int, device: str, rounds: int) 
             "causal": lambda: nets["causal"].sample(number, prompt=prompts, max_length=length),
             "fo_arm_kv_cache": lambda: nets["arm"].sample(number, prompt=prompts, max_length=length)}
     seconds = _interleaved(runs, device, rounds, 1)
-    return {name: count * length / value for name, value in seconds.items()}
+    rates = {name: count * length / value for name, value in seconds.items()}
+    return rates, {name: _matmul_flops(runs[name]) for name in ("causal", "fo_arm_kv_cache")}
+
+
+def _matmul_flops(run) -> float:
+    """Floating-point operations of one call of ``run`` as ``torch.profiler`` counts them (matrix products and
+    elementwise arithmetic): a cost independent of the machine's load."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiled:
+        run()
+    return float(sum(event.flops for event in profiled.key_averages() if event.flops))
 
 
 def section(args) -> dict:
@@ -132,7 +146,7 @@ def section(args) -> dict:
         seconds = _interleaved(_steps(nets, losses), args.device, args.rounds, args.repeats)
         over_arm = {name: seconds[name] / seconds["fo_arm"] for name in ARMS}
         memory = {name: train_step.saved_activation_bytes(losses[name]) / 2 ** 20 for name in ARMS}
-        rates = _sampling(nets, prompts, length, args.samples, args.device, args.sampling_rounds)
+        rates, flops = _sampling(nets, prompts, length, args.samples, args.device, args.sampling_rounds)
         result[shape] = {
             "batch_size": batch.batch_size, "target_tokens_mean": float(batch.lengths.float().mean()),
             "prompt_tokens_mean": float(batch.prompt_lengths.float().mean()) if batch.prompt is not None else 0.0,
@@ -140,7 +154,9 @@ def section(args) -> dict:
             "step_over_fo_arm_per_scored_order": {name: over_arm[name] / ORDERS_SCORED[name] for name in ARMS},
             "saved_activation_mib": memory, "sampling_tokens_per_s": rates,
             "sampling_causal_over_fo_arm": rates["causal"] / rates["fo_arm_kv_cache"],
-            "sampling_canvas_over_fo_arm": rates["canvas"] / rates["fo_arm_kv_cache"]}
+            "sampling_canvas_over_fo_arm": rates["canvas"] / rates["fo_arm_kv_cache"],
+            # the causal/FO-ARM ratio tokens per second would reach at equal FLOP rates, every overhead removed
+            "sampling_flops": flops, "sampling_causal_flop_bound": flops["fo_arm_kv_cache"] / flops["causal"]}
     result["growth"] = growth(args)
     return result
 
@@ -182,6 +198,10 @@ def report(result: dict) -> None:
         print(f"    sampling tokens/s: canvas {rates['canvas']:.0f}, causal {rates['causal']:.0f}, FO-ARM (KV) "
               f"{rates['fo_arm_kv_cache']:.0f}: causal / FO-ARM {entry['sampling_causal_over_fo_arm']:.2f}x, "
               f"canvas / FO-ARM {entry['sampling_canvas_over_fo_arm']:.2f}x")
+        flops = entry["sampling_flops"]
+        print(f"    sampling GFLOP a draw: causal {flops['causal'] / 1e9:.2f}, FO-ARM "
+              f"{flops['fo_arm_kv_cache'] / 1e9:.2f}: at equal FLOP rates causal / FO-ARM <= "
+              f"{entry['sampling_causal_flop_bound']:.2f}x")
     for length, entry in result["growth"].items():
         seconds, memory = entry["seconds"], entry["saved_activation_mib"]
         print(f"  L = {length}: one order fwd+bwd  FO-ARM {1000 * seconds['fo_arm']:.0f} ms, canvas "

@@ -238,6 +238,9 @@ def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
             assert entry["saved_activation_mib"][name] > 0
         rates = entry["sampling_tokens_per_s"]
         assert abs(entry["sampling_causal_over_fo_arm"] - rates["causal"] / rates["fo_arm_kv_cache"]) < 1e-12
+        flops = entry["sampling_flops"]
+        assert flops["causal"] > 0 and flops["fo_arm_kv_cache"] > 0
+        assert entry["sampling_causal_flop_bound"] == flops["fo_arm_kv_cache"] / flops["causal"]
     assert set(result["growth"]) == {6} and set(result["growth"][6]["seconds"]) == {"fo_arm", "canvas", "causal"}
     decoders.report(result)
 
