@@ -103,22 +103,44 @@ def render_table(records: list, study: str, metrics: list, *, brief: bool = Fals
     return "\n".join(lines)
 
 
-def curve_points(records: list, metric: str) -> dict:
-    """``{label: (steps, wall_minutes, mean, low, high, seeds)}``: the validation curve of ``metric`` per label, mean
-    and range at each validation index over the seeds whose curve reaches it (``seeds[i]`` of them; a seed stopped
-    early by its time limit drops out instead of cutting every seed's curve short), steps and minutes their mean."""
+def _at(curve: list, x: float, axis: int, slack: float = 0.0) -> Optional[tuple]:
+    """``(step, seconds, value)`` of one seed's validation ``curve`` (``[[step, seconds, value], ...]``) where its
+    ``axis`` (0: steps, 1: seconds) is ``x``, linear between the two validations around it; its last point up to
+    ``slack`` past its end (time-limited seeds end a second apart); None outside the curve."""
+    if curve and curve[-1][axis] < x <= curve[-1][axis] + slack:
+        return tuple(curve[-1])
+    if not curve or x < curve[0][axis] or x > curve[-1][axis]:
+        return None
+    for before, after in zip(curve, curve[1:]):
+        if before[axis] <= x <= after[axis]:
+            share = 0.0 if after[axis] == before[axis] else (x - before[axis]) / (after[axis] - before[axis])
+            return tuple(a + share * (b - a) for a, b in zip(before, after))
+    return tuple(curve[0])  # a one-point curve
+
+
+def curve_points(records: list, metric: str, along: str = "steps") -> dict:
+    """``{label: (steps, wall_minutes, mean, low, high, seeds)}``: the validation curve of ``metric`` per label,
+    aligned ``along`` steps or training minutes: at every step (minute) some seed validated at, the mean and range
+    over the seeds whose curve covers it (``seeds[i]`` of them), each seed's value linear between its own
+    validations, the other axis their mean. A seed stopped early by its time limit drops out past its end (half a
+    percent of the axis later) instead of cutting every seed's curve short, and seeds that validated at different
+    steps (minutes) are not averaged as if they were one point."""
+    if along not in ("steps", "minutes"):
+        raise ValueError(f"along={along!r}: choose 'steps' or 'minutes'")
+    axis = 0 if along == "steps" else 1
     out = {}
     for label, members in group_by_label(records).items():
-        curves = [record["curve"].get(metric) or [] for record in members]
-        length = max(len(curve) for curve in curves)
-        if length == 0:
+        curves = [sorted(record["curve"].get(metric) or [], key=lambda point: point[axis]) for record in members]
+        grid = sorted({point[axis] for curve in curves for point in curve})
+        if not grid:
             continue
+        slack = 0.005 * (grid[-1] - grid[0])
         steps, minutes, mean, low, high, seeds = [], [], [], [], [], []
-        for index in range(length):
-            points = [curve[index] for curve in curves if len(curve) > index]
+        for x in grid:
+            points = [point for point in (_at(curve, x, axis, slack) for curve in curves) if point is not None]
+            values = [point[2] for point in points]
             steps.append(statistics.mean(point[0] for point in points))
             minutes.append(statistics.mean(point[1] for point in points) / 60)
-            values = [point[2] for point in points]
             mean.append(statistics.mean(values))
             low.append(min(values))
             high.append(max(values))

@@ -87,9 +87,9 @@ def draw(records: list, study: str, path: Path) -> Path:
     panels = ((metric, 1, "training minutes (one torch thread, validation excluded)"),
               (metric, 0, "optimiser steps"), ("order_entropy", 1, "training minutes"))
     for axis, (key, x_index, x_label) in zip(axes, panels):
-        for label, points in curve_points(chosen, key).items():
+        for label, points in curve_points(chosen, key, along="steps" if x_index == 0 else "minutes").items():
             x, (mean, low, high, seeds) = points[x_index], points[2:]
-            full = sum(1 for count in seeds if count == seeds[0])  # points every seed reached
+            full = max(index for index, count in enumerate(seeds) if count == max(seeds)) + 1  # all seeds
             axis.plot(x[:full], mean[:full], marker="o", markersize=3, color=colours[label], label=label)
             if full < len(x):  # past the point where a seed stopped: dashed, over the seeds that went on
                 axis.plot(x[full - 1:], mean[full - 1:], linestyle="--", marker="o", markersize=3,

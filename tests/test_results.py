@@ -117,6 +117,36 @@ def test_a_seed_stopped_early_drops_out_of_the_curve_instead_of_cutting_the_othe
     assert minutes == pytest.approx([1.25, 2.0, 3.0])
 
 
+def test_seeds_whose_validations_fall_at_different_steps_are_aligned_by_step_not_by_index():
+    """The last validation of a time-limited seed lands at an odd step (400 here); the other seed's value there
+    is read between its validations at 250 and 500, and its point at 500 is not averaged with the 400 one."""
+    first = a_record(seed=0, curve={"validity": [[250, 60.0, 0.1], [500, 120.0, 0.3]]})
+    second = a_record(seed=1, curve={"validity": [[250, 90.0, 0.2], [400, 300.0, 0.4]]})
+    steps, minutes, mean, low, high, seeds = curve_points([first, second], "validity")["causal-pointer-rws"]
+    assert steps == [250, 400, 500] and seeds == [2, 2, 1]
+    assert mean == pytest.approx([0.15, (0.22 + 0.4) / 2, 0.3]) and low == pytest.approx([0.1, 0.22, 0.3])
+    assert minutes == pytest.approx([1.25, (1.6 + 5.0) / 2, 2.0])
+
+
+def test_curves_aligned_along_minutes_keep_minutes_increasing_where_a_slow_seed_drops_out():
+    fast = a_record(seed=0, curve={"validity": [[500, 60.0, 0.2], [1000, 120.0, 0.4], [1500, 180.0, 0.6]]})
+    slow = a_record(seed=1, curve={"validity": [[500, 120.0, 0.1], [1000, 300.0, 0.3]]})
+    steps, minutes, mean, _, _, seeds = curve_points([fast, slow], "validity", along="minutes")["causal-pointer-rws"]
+    assert minutes == pytest.approx([1.0, 2.0, 3.0, 5.0]) and seeds == [1, 2, 2, 1]
+    assert mean[1] == pytest.approx((0.4 + 0.1) / 2) and steps[1] == pytest.approx(750)
+    by_step = curve_points([fast, slow], "validity")["causal-pointer-rws"][1]
+    assert by_step != sorted(by_step)  # along steps, the mean minutes step back where the slow seed drops out
+    with pytest.raises(ValueError, match="along='time'"):
+        curve_points([fast], "validity", along="time")
+
+
+def test_time_limited_seeds_ending_a_second_apart_end_together():
+    first = a_record(seed=0, curve={"validity": [[250, 600.0, 0.1], [2377, 2400.3, 0.6]]})
+    second = a_record(seed=1, curve={"validity": [[250, 700.0, 0.2], [1724, 2400.9, 0.3]]})
+    *_, mean, low, high, seeds = curve_points([first, second], "validity", along="minutes")["causal-pointer-rws"]
+    assert seeds[-2:] == [2, 2] and mean[-1] == pytest.approx(0.45) and (low[-1], high[-1]) == (0.3, 0.6)
+
+
 def test_a_table_of_a_study_without_records_is_a_one_line_error():
     with pytest.raises(ValueError, match="no records of study 'missing'"):
         render_table([a_record()], "missing", ["validity"])
