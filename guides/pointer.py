@@ -29,7 +29,8 @@ __all__ = ["PointerGuide", "PointerOrders"]
 class PointerOrders(OrderDistribution):
     """The order distribution of a :class:`PointerGuide` for one batch (``B`` sequences of padded length ``L``): a
     Pyro distribution with batch shape ``[B]`` and event shape ``[L]``. The encoder runs once, here; every method
-    reuses its states for any number of orders (rows particle-major, as :meth:`ip_pyro.Batch.repeat`)."""
+    reuses its states for any number of orders (rows particle-major, as :meth:`ip_pyro.Batch.repeat`; the
+    encoder's outputs are not copied per order)."""
 
     def __init__(self, scorer: OrderScorer, pointer: OrderPointer, batch: Batch):
         self.pointer, self.width, self.lengths = pointer, batch.max_length, batch.lengths
@@ -45,17 +46,13 @@ class PointerOrders(OrderDistribution):
             raise ValueError("PointerOrders cannot be expanded to another batch shape; build it for the batch")
         return self
 
-    def _rows(self, copies: int):
-        """The encoder's outputs for ``copies`` particle-major copies of the batch."""
-        return (self.states.repeat(copies, 1, 1), self.start.repeat(copies, 1),
-                self.keys.repeat(copies, 1, 1, 1), self.static.repeat(copies, 1), self.valid.repeat(copies, 1))
-
     def all_next_index_log_probs(self, orders: torch.Tensor) -> torch.Tensor:
         """Every step's ``log q(sigma_t = j | sigma_<t, x)`` ``[..., B, L, L]`` for orders ``[..., B, L]``, one pass."""
         shape = orders.shape
         flat = orders.reshape(-1, self.width)
-        states, start, keys, static, valid = self._rows(particle_copies(flat.shape[0], self.batch_shape[0]))
-        pointer, written = self.pointer(states, start, keys, flat)  # [R, L, L] each
+        copies = particle_copies(flat.shape[0], self.batch_shape[0])
+        static, valid = self.static.repeat(copies, 1), self.valid.repeat(copies, 1)
+        pointer, written = self.pointer(self.states, self.start, self.keys, flat)  # [R, L, L] each
         log_probs = masked_log_softmax(static.unsqueeze(1) + pointer, valid.unsqueeze(1) & ~written)
         return log_probs.reshape(shape + (self.width,))
 
@@ -98,23 +95,27 @@ class PointerOrders(OrderDistribution):
 
     def _decode(self, copies: int, choose, score: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Orders ``[copies * B, L]`` built step by step with ``choose(scores [R, L], step) -> positions [R]`` (scores
-        ``-inf`` where not allowed), and with ``score`` their ``log q`` ``[copies * B]`` (else zeros)."""
-        states, start, keys, static, valid = self._rows(copies)
+        ``-inf`` where not allowed), and with ``score`` their ``log q`` ``[copies * B]`` (else zeros). ``closed``
+        carries the static scores with ``-inf`` on padding and on written positions, one scatter a step."""
+        start, static, valid = self.start.repeat(copies, 1), self.static.repeat(copies, 1), self.valid.repeat(copies, 1)
         orders = torch.arange(self.width, device=valid.device).repeat(valid.shape[0], 1)
         log_q = static.new_zeros(valid.shape[0])
+        closed = static.masked_fill(~valid, -math.inf)
         state = self.pointer.begin(start, self.width)
         for step in range(self.width):
             live = valid[:, step]
             if not bool(live.any()):
                 break
-            scores, allowed = static + self.pointer.scores(state, keys), valid & ~state.written
-            position = torch.where(live, choose(scores.masked_fill(~allowed, -math.inf), step), step)
+            pointer = self.pointer.scores(state, self.keys)
+            position = torch.where(live, choose(closed + pointer, step), step)
             orders[:, step] = position
             if score:
-                chosen = masked_log_softmax(scores, allowed).gather(1, position.unsqueeze(-1)).squeeze(-1)
+                allowed = closed > -math.inf
+                chosen = masked_log_softmax(static + pointer, allowed).gather(1, position.unsqueeze(-1)).squeeze(-1)
                 log_q = log_q + torch.where(live, chosen, 0.0)
             if step + 1 < self.width:
-                state = self.pointer.write(state, states, position)
+                closed = closed.scatter(1, position.unsqueeze(-1), -math.inf)
+                state = self.pointer.write(state, self.states, position)
         return orders, log_q
 
 

@@ -157,3 +157,30 @@ def test_gather_rows_equals_gather_forward_and_backward():
     taken = gather_rows(source, index)
     (grad_taken,) = torch.autograd.grad((taken * weights).sum(), source)
     assert torch.equal(taken, expected) and torch.allclose(grad_taken, grad_expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_block_step_with_a_fixed_capacity_cache_equals_the_plain_cached_forward(grad):
+    """``Block.step`` (rotation folded into the projection, residuals into the output products, a KV cache of fixed
+    capacity written in place when no gradient is recorded) gives the plain block's cached forward, token by token."""
+    from ip_pyro.networks.stack import Block, rotated_qkv
+
+    torch.manual_seed(0)
+    block = Block(16, 2, 0.0).double()
+    for parameter in block.parameters():  # away from the initial ones (norm weights of 1)
+        parameter.data.add_(0.3 * torch.randn_like(parameter))
+    steps, rows = 6, 5
+    tokens = torch.randn(rows, steps, 16, dtype=torch.float64)
+    angles = torch.arange(steps, dtype=torch.float64).unsqueeze(-1) * (1.0 / 10000 ** (torch.arange(0, 8, 2) / 8))
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    weights = rotated_qkv(block.attn, cos, sin)
+    plain, fused = {}, {"capacity": steps}
+    with torch.set_grad_enabled(grad):
+        for step in range(steps):
+            expected = block(tokens[:, step:step + 1], cos[step:step + 1], sin[step:step + 1], None, False, plain)
+            got = block.step(tokens[:, step], weights[step], fused)
+            assert torch.allclose(got, expected[:, 0], atol=1e-12)
+    assert ("k_buffer" in fused) != grad  # in place without a gradient, concatenated with one
+    with pytest.raises(ValueError, match="the KV cache holds (6|0) steps"):
+        with torch.no_grad():
+            block.step(tokens[:, 0], weights[0], fused if not grad else {"capacity": 0})

@@ -48,6 +48,20 @@ def test_one_pass_log_q_equals_the_step_by_step_product(prompted, float64):
     assert torch.allclose(totals[live.expand_as(totals)], torch.zeros(()), atol=1e-10)
 
 
+def test_the_fused_stream_step_equals_the_blocks_own_forward(float64):
+    """The sampler's stream step (``Block.step``, rotation folded into the projection, a fixed-capacity cache) and
+    the path taken under training dropout (the blocks' forward, concatenated cache) read the same orders."""
+    guide = tiny_pointer(stream_layers=2)
+    batch = collate([[0, 1, 2, 1, 0], [2, 1], [1, 1, 0, 2]], vocab_size=3)
+    q = guide.order_distribution(batch)
+    orders = q.sample((3,))
+    fused = q.log_prob_stepwise(orders)
+    guide.pointer.dropout = 0.5  # the blocks were built without dropout: only the path changes
+    guide.train()
+    plain = q.log_prob_stepwise(orders)
+    assert torch.allclose(fused, plain, atol=1e-12) and torch.allclose(fused, q.log_prob(orders), atol=1e-10)
+
+
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 5])
 def test_the_probabilities_of_all_orders_sum_to_one(length, float64):
     guide = tiny_pointer(scale=1.0)

@@ -84,18 +84,50 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask: Optional[torch.Tensor], causal: bool, cache: Optional[dict] = None):
         """``cache`` (incremental decoding): a dict holding this layer's keys and values so far (``"k"``, ``"v"``
-        ``[N, H, S, hd]``); the new ones are appended and attention runs over all of them."""
+        ``[N, H, S, hd]``); the new ones are appended and attention runs over all of them. A cache made as
+        ``{"capacity": S_max}`` keeps them in buffers of ``S_max`` steps written in place (no copy of the past
+        per step) while no gradient is recorded, and by concatenation otherwise."""
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = _rotate(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one call
         v = qkv[2]
         if cache is not None:
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            k, v = _cache_append(cache, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, length, width))
+
+
+def _cache_append(cache: dict, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append ``keys`` and ``values`` ``[N, H, S, hd]`` to a layer's cache; the keys and values so far."""
+    if "capacity" in cache and not (torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad)):
+        if "k" not in cache:  # buffers for every step; "k" and "v" are views of the steps written
+            shape = (*keys.shape[:2], cache["capacity"], keys.shape[-1])
+            cache["k_buffer"], cache["v_buffer"] = keys.new_empty(shape), values.new_empty(shape)
+            cache["k"] = keys[:, :, :0]
+        used = cache["k"].shape[2]
+        end = used + keys.shape[2]
+        if end > cache["capacity"]:
+            raise ValueError(f"the KV cache holds {cache['capacity']} steps; appending would make {end}")
+        cache["k_buffer"][:, :, used:end] = keys
+        cache["v_buffer"][:, :, used:end] = values
+        cache["k"], cache["v"] = cache["k_buffer"][:, :, :end], cache["v_buffer"][:, :, :end]
+        return cache["k"], cache["v"]
+    if "k" in cache:
+        keys, values = torch.cat([cache["k"], keys], dim=2), torch.cat([cache["v"], values], dim=2)
+    cache["k"], cache["v"] = keys, values
+    return keys, values
+
+
+def rotated_qkv(attention: "Attention", cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``[P, D, 3D]``: ``attention``'s ``qkv`` projection with the rotary rotation of each of ``P`` positions
+    (tables ``cos``, ``sin`` ``[P, hd]``) folded into its query and key columns, so ``x @ out[p]`` is the rotated
+    queries and keys and the values of one token at position ``p`` (rotation is linear in the projection)."""
+    width, heads = attention.qkv.in_features, attention.n_heads
+    weight = attention.qkv.weight.t().reshape(1, width, 3, heads, width // heads)
+    query_key = _rotate(weight[:, :, :2], cos[:, None, None, None], sin[:, None, None, None])  # [P, D, 2, H, hd]
+    value = weight[:, :, 2:].expand(len(cos), -1, -1, -1, -1)
+    return torch.cat([query_key, value], dim=2).reshape(len(cos), width, 3 * width)
 
 
 class SwiGLU(nn.Module):
@@ -121,6 +153,20 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, attn_mask, causal, cache=None):
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, attn_mask, causal, cache))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+    def step(self, x: torch.Tensor, qkv_weight: torch.Tensor, cache: dict) -> torch.Tensor:
+        """One new token per row, KV-cached, without dropout: ``x`` ``[N, D]`` -> ``[N, D]``, with ``qkv_weight``
+        ``[D, 3D]`` from :func:`rotated_qkv` at the token's position; appends to ``cache``. The values of
+        ``forward(x[:, None], cos, sin, None, False, cache)[:, 0]`` in about half its kernels (the rotation
+        folded into the projection, the residual adds into the output products)."""
+        rows, width = x.shape
+        heads = self.attn.n_heads
+        qkv = (self.attn_norm(x) @ qkv_weight).view(rows, 3, heads, 1, width // heads)
+        keys, values = _cache_append(cache, qkv[:, 1], qkv[:, 2])
+        attended = F.scaled_dot_product_attention(qkv[:, 0], keys, values).reshape(rows, width)
+        x = torch.addmm(x, attended, self.attn.out.weight.t())
+        gate, value = self.mlp.gate_and_value(self.mlp_norm(x)).chunk(2, dim=-1)
+        return torch.addmm(x, F.silu(gate) * value, self.mlp.out.weight.t())
 
 
 class TransformerStack(nn.Module):
