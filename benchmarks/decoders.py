@@ -20,7 +20,8 @@ arms include their Plackett-Luce guide (width 64, 3 layers). Arms:
 Targets: ``causal_rws_k4`` <= 6x and ``causal_elbo_m2_all`` <= 3x the FO-ARM step
 (1.5x per scored order); causal sampling >= 0.8x FO-ARM's tokens/s with its KV cache. Beside the sampling ratio
 the section prints its bound from arithmetic: FO-ARM's FLOPs a draw over the causal decoder's (``torch.profiler``
-counts), the ratio at equal FLOP rates with every other overhead removed.
+counts), the ratio at equal FLOP rates with every other overhead removed; beside each step, its FLOPs and
+their ratio to FO-ARM's step, the same bound for the step targets.
 """
 from __future__ import annotations
 
@@ -143,8 +144,10 @@ def section(args) -> dict:
         batch, vocab_size, max_length, prompts, length = _shape(shape, args.batch_size, args.device, args.samples)
         nets = _networks(args, vocab_size, max_length, prompts is not None)
         losses = _losses(nets, batch)
-        seconds = _interleaved(_steps(nets, losses), args.device, args.rounds, args.repeats)
+        steps = _steps(nets, losses)
+        seconds = _interleaved(steps, args.device, args.rounds, args.repeats)
         over_arm = {name: seconds[name] / seconds["fo_arm"] for name in ARMS}
+        step_flops = {name: _matmul_flops(steps[name]) for name in ARMS}
         memory = {name: train_step.saved_activation_bytes(losses[name]) / 2 ** 20 for name in ARMS}
         rates, flops = _sampling(nets, prompts, length, args.samples, args.device, args.sampling_rounds)
         result[shape] = {
@@ -152,6 +155,9 @@ def section(args) -> dict:
             "prompt_tokens_mean": float(batch.prompt_lengths.float().mean()) if batch.prompt is not None else 0.0,
             "seconds_per_step": seconds, "step_over_fo_arm": over_arm,
             "step_over_fo_arm_per_scored_order": {name: over_arm[name] / ORDERS_SCORED[name] for name in ARMS},
+            # each step's FLOPs over FO-ARM's: the step ratio at equal FLOP rates, every overhead removed
+            "step_flops": step_flops,
+            "step_flops_over_fo_arm": {name: step_flops[name] / step_flops["fo_arm"] for name in ARMS},
             "saved_activation_mib": memory, "sampling_tokens_per_s": rates,
             "sampling_causal_over_fo_arm": rates["causal"] / rates["fo_arm_kv_cache"],
             "sampling_canvas_over_fo_arm": rates["canvas"] / rates["fo_arm_kv_cache"],
@@ -193,7 +199,8 @@ def report(result: dict) -> None:
             print(f"    {name:20s} {1000 * entry['seconds_per_step'][name]:7.0f} ms/step  "
                   f"{entry['step_over_fo_arm'][name]:5.2f}x FO-ARM  "
                   f"{entry['step_over_fo_arm_per_scored_order'][name]:5.2f}x per scored order  "
-                  f"{entry['saved_activation_mib'][name]:7.1f} MiB saved")
+                  f"{entry['saved_activation_mib'][name]:7.1f} MiB saved  "
+                  f"{entry['step_flops'][name] / 1e9:6.2f} GFLOP ({entry['step_flops_over_fo_arm'][name]:.2f}x)")
         rates = entry["sampling_tokens_per_s"]
         print(f"    sampling tokens/s: canvas {rates['canvas']:.0f}, causal {rates['causal']:.0f}, FO-ARM (KV) "
               f"{rates['fo_arm_kv_cache']:.0f}: causal / FO-ARM {entry['sampling_causal_over_fo_arm']:.2f}x, "

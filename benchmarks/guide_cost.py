@@ -13,7 +13,9 @@ and summarised by medians:
   ``InsertionELBO(2)`` asks in closed form);
 * ``sample_k4``: drawing the 4 orders alone (the pointer guide's ``L`` cached stream steps; PL's one sort).
 
-Target: the pointer guide's ``rws_k4`` <= 2x the Plackett–Luce guide's.
+Target: the pointer guide's ``rws_k4`` <= 2x the Plackett–Luce guide's. Beside the times, each guide's ``rws_k4``
+FLOPs (``torch.profiler``'s count, forward and backward, independent of the load) over PL's: the ratio the times
+would show if every operator ran at one FLOP rate, so the gap between the two is per-kernel overhead.
 """
 from __future__ import annotations
 
@@ -60,8 +62,10 @@ def section(args) -> dict:
                 runs[f"{name}/{operation}"] = run
         seconds = decoders._interleaved(runs, args.device, args.rounds, args.repeats)
         over_pl = {key: value / seconds[f"pl/{key.split('/')[1]}"] for key, value in seconds.items()}
+        flops = {name: decoders._matmul_flops(runs[f"{name}/rws_k4"]) for name in args.guides}
         result[shape] = {"batch_size": batch.batch_size, "target_tokens_mean": float(batch.lengths.float().mean()),
-                         "seconds": seconds, "over_pl": over_pl}
+                         "seconds": seconds, "over_pl": over_pl, "rws_k4_flops": flops,
+                         "rws_k4_flops_over_pl": {name: value / flops["pl"] for name, value in flops.items()}}
     return result
 
 
@@ -71,6 +75,9 @@ def report(result: dict) -> None:
         print(f"  {shape} (batch {entry['batch_size']}, {entry['target_tokens_mean']:.1f} target tokens):")
         for key, seconds in entry["seconds"].items():
             print(f"    {key:22s} {1000 * seconds:7.1f} ms  {entry['over_pl'][key]:5.2f}x the PL guide")
+        for name, flops in entry["rws_k4_flops"].items():
+            print(f"    {name + '/rws_k4 FLOPs':22s} {flops / 1e6:7.0f} M   {entry['rws_k4_flops_over_pl'][name]:5.2f}x "
+                  "the PL guide's (the bound at equal FLOP rates)")
 
 
 def parse_args(argv=None):

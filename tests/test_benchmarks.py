@@ -241,6 +241,8 @@ def test_decoders_section_times_every_arm_and_reports_ratios_per_scored_order():
         flops = entry["sampling_flops"]
         assert flops["causal"] > 0 and flops["fo_arm_kv_cache"] > 0
         assert entry["sampling_causal_flop_bound"] == flops["fo_arm_kv_cache"] / flops["causal"]
+        assert entry["step_flops_over_fo_arm"]["fo_arm"] == 1.0
+        assert entry["step_flops_over_fo_arm"]["causal_rws_k4"] > entry["step_flops_over_fo_arm"]["causal_elbo_m2"]
     assert set(result["growth"]) == {6} and set(result["growth"][6]["seconds"]) == {"fo_arm", "canvas", "causal"}
     decoders.report(result)
 
@@ -256,6 +258,8 @@ def test_guide_cost_section_times_every_guide_against_plackett_luce():
         assert set(entry["seconds"]) == {f"{g}/{op}" for g in guide_cost.GUIDES
                                          for op in ("rws_k4", "elbo_m2", "sample_k4")}
         assert entry["over_pl"]["pl/rws_k4"] == 1.0 and all(value > 0 for value in entry["seconds"].values())
+        assert entry["rws_k4_flops_over_pl"]["pl"] == 1.0
+        assert entry["rws_k4_flops_over_pl"]["pointer"] > 1.0  # the stream over the orders is extra arithmetic
     guide_cost.report(result)
 
 
