@@ -119,7 +119,7 @@ STUDIES = {study.name: study for study in (
           arms=planning_arms(4900, 3000, 780), about="20 minutes per arm (schedules from step costs of 0.25 s, "
           "0.42 s and 1.6 s measured 2026-12-03, two runs side by side)"),
     Study("star-hard", "star-hard", "--task star-hard " + STAR_COMMON + " --eval-every 250 --checkpoint-every 250",
-          minutes=60, metrics=STAR_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
+          minutes=60, seeds=(0, 1), metrics=STAR_METRICS, eval_flags=PLANNING_EVAL, nll_orders=10, data=True,
           arms=tuple(arm for arm in planning_arms(2300, 2300, 1200, causal_fixed=2000) if arm.name in (
               "fo-arm", "canvas-uniform", "causal-r2l", "causal-l2r", "causal-pointer-rws")),
           about="an hour per arm, the paper's headline task (schedules from step costs of 1.7 s, 1.7 s and 3.2 s "
