@@ -76,8 +76,6 @@ MUTANTS = [
      POINTER_TESTS),
     ("pointer sampler may draw a written position again", "guides/pointer.py",
      "closed = closed.scatter(1, position.unsqueeze(-1), -math.inf)", "closed = closed", POINTER_TESTS),
-    ("pointer step's share feature over the steps read, the start item included", "ip_pyro/networks/pointer.py",
-     "/ max(state.items - 1, 1)", "/ max(state.items, 1)", POINTER_TESTS),
     ("pointer step reads another sequence's items (rows not particle-major)", "ip_pyro/networks/pointer.py",
      "state.item_rows = (rows % batch) * (width * 4)", "state.item_rows = (rows // 4 % batch) * (width * 4)",
      POINTER_TESTS),

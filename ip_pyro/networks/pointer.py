@@ -51,8 +51,8 @@ def candidate_features(written: torch.Tensor) -> torch.Tensor:
 
 class PointerState:
     """KV-cached stream of ``R`` rows: the blocks' ``caches``, the positions ``written`` so far ``[R, L]`` (0/1 in
-    the stream's dtype; every step writes one new position per row), the last stream state ``query`` ``[R, D]``
-    and the number of ``items`` read (the start item included)."""
+    the stream's dtype), the last stream state ``query`` ``[R, D]`` and the number of ``items`` read (the start
+    item included)."""
 
     def __init__(self, caches: list, written: torch.Tensor, query: torch.Tensor, items: int):
         self.caches, self.written, self.query, self.items = caches, written, query, items
@@ -158,16 +158,12 @@ class OrderPointer(nn.Module):
     def scores(self, state: PointerState, keys: torch.Tensor) -> torch.Tensor:
         """Pointer scores ``[R, L]`` of the state's next step (the candidates' features are kept for ``write``):
         ``_scores`` for one step, as one ``bmm`` against keys laid out once per decode (an einsum would copy the
-        ``[R, L, F, r]`` keys into its own layout at every step), the features from the written flags and the
-        step count (``items - 1`` positions written in every row)."""
+        ``[R, L, F, r]`` keys into its own layout at every step)."""
         rows, width = state.written.shape
         if state.key_matrix is None:  # keys [B, L, F, r] of the B sequences, once per row (particle-major)
             keys = keys.repeat(rows // keys.shape[0], 1, 1, 1)
             state.key_matrix = keys.permute(0, 2, 3, 1).reshape(rows * NUM_FEATURES, self.rank, width)
-        flags = state.written
-        share = (flags.cumsum(-1) - flags) / max(state.items - 1, 1)
-        state.features = torch.stack([torch.ones_like(flags), F.pad(flags[:, :-1], (1, 0)),
-                                      F.pad(flags[:, 1:], (0, 1)), share], dim=1)  # [R, F, L]
+        state.features = candidate_features(state.written)  # [R, F, L]
         queries = self.query(state.query).view(rows * NUM_FEATURES, 1, self.rank)
         products = torch.bmm(queries, state.key_matrix).view(rows, NUM_FEATURES, width)
         return (products * state.features).sum(1)
